@@ -1,0 +1,50 @@
+"""Bonawitz-style secure aggregation over Z_M (Bonawitz et al., CCS 2017).
+
+The protocol is two sans-I/O state machines (``Client``, ``Server``); the
+in-memory transport is ``simulate``; ``SecureAverageOracle`` computes a
+weighted average of real vectors on top of it.
+"""
+
+from .client import Client, ClientState
+from .errors import (
+    AbortError,
+    EncodingOverflow,
+    InsecureParameters,
+    MalformedMessage,
+    ParameterError,
+    ProtocolViolation,
+    SecAggError,
+)
+from .messages import Round, decode
+from .params import InsecureParametersWarning, PublicParams, max_colluding
+from .rng import SeededRandom, SystemRandom
+from .server import Server, ServerResult
+from .simulation import SimulationResult, simulate
+
+__all__ = [
+    "AbortError",
+    "Client",
+    "ClientState",
+    "EncodingOverflow",
+    "InsecureParameters",
+    "InsecureParametersWarning",
+    "MalformedMessage",
+    "ParameterError",
+    "ProtocolViolation",
+    "PublicParams",
+    "Round",
+    "SecAggError",
+    "SeededRandom",
+    "Server",
+    "ServerResult",
+    "SimulationResult",
+    "SystemRandom",
+    "decode",
+    "max_colluding",
+    "simulate",
+]
+
+from .encoding import FixedPointEncoding  # noqa: E402
+from .oracle import AverageResult, SecureAverageOracle  # noqa: E402
+
+__all__ += ["AverageResult", "FixedPointEncoding", "SecureAverageOracle"]

@@ -1,0 +1,295 @@
+"""The client's side of the protocol as a sans-I/O state machine.
+
+``Client.start()`` returns the client's ``advertise_keys`` message and
+``Client.receive(data)`` consumes one server message and returns the messages
+to send back.  No sockets, clocks or global randomness: the transport moves
+bytes, the injected ``RandomSource`` supplies keys, seeds and nonces.
+
+Every check a client makes on the server lives here (Bonawitz et al. 2017,
+Fig. 4, the "assert" lines): the roster, the forwarded ciphertexts, the
+survivor list, the consistency signatures and, above all, the rule that no
+peer ever gets both its self-mask share and its mask-key share revealed.
+A ``receive`` that raises leaves the client exactly as it was.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+
+import msgpack
+import numpy as np
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from . import shamir
+from .errors import AbortError, ParameterError, ProtocolViolation
+from .masking import MaskAccumulator, pair_mask_label, self_mask_label
+from .messages import (
+    SERVER,
+    Abort,
+    AdvertiseKeys,
+    ConsistencySignature,
+    EncryptedShares,
+    ForwardedShares,
+    KeyRoster,
+    MaskedInput,
+    Message,
+    Round,
+    SurvivorList,
+    UnmaskingShares,
+    UnmaskRequest,
+    decode,
+)
+from .params import PublicParams
+from .rng import RandomSource, SystemRandom
+from .sharecrypt import decrypt_shares, encrypt_shares
+
+
+class ClientState(enum.Enum):
+    START = "start"
+    ADVERTISED = "advertised"  # sent keys, waits for the roster
+    SHARED = "shared"  # sent encrypted shares, waits for the forwarded ones
+    MASKED = "masked"  # sent masked input, waits for survivors / unmask request
+    SIGNED = "signed"  # malicious mode: signed the survivor list
+    DONE = "done"  # revealed its shares
+    ABORTED = "aborted"
+
+
+def raw_public(key: X25519PrivateKey | Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def raw_private(key: X25519PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+
+
+def keys_payload(session_id: bytes, u: int, c_pk: bytes, s_pk: bytes) -> bytes:
+    """What a client signs in advertise_keys (malicious mode)."""
+    return b"secagg/v1/advertise|" + session_id + u.to_bytes(4, "big") + c_pk + s_pk
+
+
+def consistency_payload(session_id: bytes, survivors: tuple[int, ...]) -> bytes:
+    """What a client signs in consistency_check: the session and the survivor set."""
+    return b"secagg/v1/consistency|" + session_id + msgpack.packb(sorted(survivors))
+
+
+def seed_commitment(session_id: bytes, u: int, seed: bytes) -> bytes:
+    """SHA-256 commitment to u's self-mask seed; lets the server check its reconstruction."""
+    return hashlib.sha256(b"secagg/v1/seed-commitment|" + session_id + u.to_bytes(4, "big") + seed).digest()
+
+
+def verify_signature(public: bytes, signature: bytes | None, payload: bytes) -> bool:
+    if signature is None:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, payload)
+    except InvalidSignature:
+        return False
+    return True
+
+
+class Client:
+    def __init__(
+        self,
+        params: PublicParams,
+        client_id: int,
+        value: np.ndarray,
+        *,
+        rng: RandomSource | None = None,
+        identity_key: Ed25519PrivateKey | None = None,
+    ):
+        if client_id not in params.client_ids:
+            raise ParameterError(f"client id {client_id} is not in this session")
+        value = np.asarray(value)
+        if value.shape != (params.dim,) or value.dtype.kind not in "ui":
+            raise ParameterError(f"client {client_id}: input must be an integer vector of length {params.dim}")
+        if value.size and (int(value.min()) < 0 or int(value.max()) >= params.modulus):
+            raise ParameterError(f"client {client_id}: input values must lie in [0, 2**{params.modulus_bits})")
+        if params.malicious:
+            if identity_key is None:
+                raise ParameterError(f"client {client_id}: malicious-server mode needs an identity key")
+            if raw_public(identity_key) != params.identity_keys[client_id]:
+                raise ParameterError(f"client {client_id}: identity key does not match the public parameters")
+        self.params = params
+        self.id = client_id
+        self.state = ClientState.START
+        self._value = value.astype(params.dtype)
+        self._rng = rng or SystemRandom()
+        self._identity = identity_key
+        self._c_sk = X25519PrivateKey.from_private_bytes(self._rng.bytes(32))
+        self._s_sk = X25519PrivateKey.from_private_bytes(self._rng.bytes(32))
+        self._roster: dict[int, tuple[bytes, bytes, bytes | None]] = {}
+        self._seed = b""
+        self._own_shares: tuple[int, int] = (0, 0)
+        self._held: dict[int, tuple[int, int]] = {}  # peer -> (b share, s share) held for it
+        self._survivors: frozenset[int] | None = None  # the list signed (malicious mode)
+        self._revealed_b: frozenset[int] = frozenset()
+        self._revealed_s: frozenset[int] = frozenset()
+        self.abort_reason: str | None = None
+
+    # ---- public -------------------------------------------------------------
+
+    @property
+    def completed_share_keys(self) -> frozenset[int]:
+        """U2 as this client saw it: itself and the peers whose shares it holds."""
+        return frozenset(self._held) | {self.id}
+
+    def start(self) -> list[Message]:
+        """Round advertise_keys: publish the two X25519 public keys."""
+        if self.state is not ClientState.START:
+            raise ProtocolViolation(self.id, "out-of-order", "start() called twice")
+        c_pk, s_pk = raw_public(self._c_sk), raw_public(self._s_sk)
+        signature = None
+        if self.params.malicious:
+            assert self._identity is not None
+            signature = self._identity.sign(keys_payload(self.params.session_id, self.id, c_pk, s_pk))
+        self.state = ClientState.ADVERTISED
+        return [AdvertiseKeys(self.params.session_id, self.id, SERVER, c_pk=c_pk, s_pk=s_pk, signature=signature)]
+
+    def receive(self, data: bytes | Message) -> list[Message]:
+        """Consume one server message; return the replies. Raises without changing state."""
+        if isinstance(data, Message):
+            data = data.encode()  # same validation path as bytes off the wire
+        msg = decode(data, self.params)
+        if msg.sender != SERVER or msg.recipient != self.id:
+            raise ProtocolViolation(SERVER, "recipient", f"message addressed to {msg.recipient}, not {self.id}")
+        if isinstance(msg, Abort):
+            self.state = ClientState.ABORTED
+            self.abort_reason = f"server aborted in {msg.at_round} with {msg.count} clients: {msg.reason}"
+            return []
+        handler, states = {
+            KeyRoster: (self._on_roster, {ClientState.ADVERTISED}),
+            ForwardedShares: (self._on_forwarded, {ClientState.SHARED}),
+            SurvivorList: (self._on_survivors, {ClientState.MASKED} if self.params.malicious else set()),
+            UnmaskRequest: (
+                self._on_unmask,
+                {ClientState.SIGNED if self.params.malicious else ClientState.MASKED, ClientState.DONE},
+            ),
+        }.get(type(msg), (None, set()))
+        if handler is None or self.state not in states:
+            raise ProtocolViolation(SERVER, "out-of-order", f"{msg.KIND} while client {self.id} is {self.state.value}")
+        return handler(msg)
+
+    # ---- rounds -------------------------------------------------------------
+
+    def _on_roster(self, msg: KeyRoster) -> list[Message]:
+        """Round share_keys: check the roster, share b_u and s_sk, encrypt to each peer."""
+        p, u = self.params, self.id
+        roster = dict(msg.keys)
+        mine = roster.get(u)
+        if mine is None or mine[:2] != (raw_public(self._c_sk), raw_public(self._s_sk)):
+            raise ProtocolViolation(SERVER, "roster-self", "the roster omits or alters this client's keys")
+        if len(roster) < p.threshold:
+            raise AbortError(Round.SHARE_KEYS.value, len(roster), p.threshold, "roster too short")
+        all_keys = [k for c_pk, s_pk, _ in roster.values() for k in (c_pk, s_pk)]
+        if len(set(all_keys)) != len(all_keys):
+            raise ProtocolViolation(SERVER, "roster-duplicate-key", "two advertised public keys are equal")
+        if p.malicious:
+            for v, (c_pk, s_pk, sig) in roster.items():
+                if not verify_signature(p.identity_keys[v], sig, keys_payload(p.session_id, v, c_pk, s_pk)):
+                    raise ProtocolViolation(SERVER, "roster-signature", f"keys of client {v} are not signed by it")
+        peers = sorted(p.neighbours(u) & roster.keys())
+        seed = self._rng.bytes(shamir.SECRET_BYTES)
+        holders = peers + [u]
+        b_shares = shamir.split(seed, holders, p.threshold, self._rng)
+        s_shares = shamir.split(raw_private(self._s_sk), holders, p.threshold, self._rng)
+        ciphertexts = {
+            v: encrypt_shares(self._c_sk, roster[v][0], p.session_id, u, v, b_shares[v], s_shares[v], self._rng)
+            for v in peers
+        }
+        reply = EncryptedShares(
+            p.session_id, u, SERVER, commitment=seed_commitment(p.session_id, u, seed), ciphertexts=ciphertexts
+        )
+        self._roster, self._seed, self._own_shares = roster, seed, (b_shares[u], s_shares[u])
+        self.state = ClientState.SHARED
+        return [reply]
+
+    def _on_forwarded(self, msg: ForwardedShares) -> list[Message]:
+        """Round masked_input: decrypt the shares held for peers, mask the input (Fig. 4, round 2)."""
+        p, u = self.params, self.id
+        senders = set(msg.ciphertexts)
+        allowed = p.neighbours(u) & self._roster.keys()
+        if not senders <= allowed:
+            raise ProtocolViolation(SERVER, "forwarded-sender", f"shares from {sorted(senders - allowed)[:5]}")
+        if len(senders) + 1 < p.threshold:
+            raise AbortError(Round.MASKED_INPUT.value, len(senders) + 1, p.threshold, "too few peers shared keys")
+        held: dict[int, tuple[int, int]] = {}
+        for v in sorted(senders):
+            opened = decrypt_shares(self._c_sk, self._roster[v][0], p.session_id, v, u, msg.ciphertexts[v])
+            if opened is None:
+                raise ProtocolViolation(SERVER, "share-authentication", f"ciphertext from client {v} does not verify")
+            try:
+                held[v] = (shamir.share_from_bytes(opened[0]), shamir.share_from_bytes(opened[1]))
+            except ValueError as exc:
+                raise ProtocolViolation(v, "share-encoding", str(exc)) from None
+        acc = MaskAccumulator(p, self._value)
+        acc.add_mask(self._seed, self_mask_label(u), +1)
+        for v in sorted(senders):
+            shared = self._s_sk.exchange(X25519PublicKey.from_public_bytes(self._roster[v][1]))
+            acc.add_mask(shared, pair_mask_label(u, v), +1 if v > u else -1)
+        reply = MaskedInput(p.session_id, u, SERVER, masked=acc.reduced().astype(p.dtype))
+        self._held = held
+        self.state = ClientState.MASKED
+        return [reply]
+
+    def _check_survivors(self, survivors: tuple[int, ...], round_: Round) -> frozenset[int]:
+        """The guards on a survivor list: >= t ids, no duplicates, all in U2, contains self."""
+        listed = frozenset(survivors)
+        if len(listed) != len(survivors):
+            raise ProtocolViolation(SERVER, "survivors-duplicate", "the survivor list repeats an id")
+        unknown = listed - self.completed_share_keys
+        if unknown:
+            raise ProtocolViolation(SERVER, "survivors-unknown", f"{sorted(unknown)[:5]} never completed share_keys")
+        if self.id not in listed:
+            raise ProtocolViolation(SERVER, "survivors-omit-self", "the survivor list omits this client")
+        if len(listed) < self.params.threshold:
+            raise AbortError(round_.value, len(listed), self.params.threshold, "survivor list too short")
+        return listed
+
+    def _on_survivors(self, msg: SurvivorList) -> list[Message]:
+        """Round consistency_check (malicious mode): sign the survivor set."""
+        listed = self._check_survivors(msg.survivors, Round.CONSISTENCY_CHECK)
+        assert self._identity is not None
+        signature = self._identity.sign(consistency_payload(self.params.session_id, msg.survivors))
+        self._survivors = listed
+        self.state = ClientState.SIGNED
+        return [ConsistencySignature(self.params.session_id, self.id, SERVER, signature=signature)]
+
+    def _on_unmask(self, msg: UnmaskRequest) -> list[Message]:
+        """Round unmasking: reveal b shares of survivors and s shares of the dropped, never both."""
+        p = self.params
+        listed = self._check_survivors(msg.survivors, Round.UNMASKING)
+        if p.malicious:
+            if listed != self._survivors:
+                raise ProtocolViolation(SERVER, "survivors-changed", "differs from the list this client signed")
+            signatures = msg.signatures or {}
+            if not signatures.keys() <= listed:
+                raise ProtocolViolation(SERVER, "consistency-signer", "a signature from a non-survivor")
+            if len(signatures) < p.threshold:
+                raise AbortError(Round.UNMASKING.value, len(signatures), p.threshold, "too few consistency signatures")
+            payload = consistency_payload(p.session_id, msg.survivors)
+            for v, sig in signatures.items():
+                if not verify_signature(p.identity_keys[v], sig, payload):
+                    raise ProtocolViolation(SERVER, "consistency-signature", f"signature of client {v} does not verify")
+        elif msg.signatures is not None:
+            raise ProtocolViolation(SERVER, "unexpected-signatures", "signatures in honest-but-curious mode")
+        holdings = {**self._held, self.id: self._own_shares}
+        reveal_b = listed & holdings.keys()
+        reveal_s = (holdings.keys() - listed) - {self.id}
+        # Bonawitz et al. Sec. 4: revealing both shares of one peer unmasks its input.
+        if reveal_b & (self._revealed_s | reveal_s) or reveal_s & (self._revealed_b | reveal_b):
+            raise ProtocolViolation(SERVER, "both-shares", "asks for both shares of a peer")
+        reply = UnmaskingShares(
+            p.session_id,
+            self.id,
+            SERVER,
+            b_shares={v: holdings[v][0] for v in sorted(reveal_b)},
+            s_shares={v: holdings[v][1] for v in sorted(reveal_s)},
+        )
+        self._revealed_b |= reveal_b
+        self._revealed_s |= reveal_s
+        self.state = ClientState.DONE
+        return [reply]

@@ -1,0 +1,116 @@
+"""Fixed-point encoding of (beta_i * w_i, beta_i) into Z_M and back.
+
+Public parameters: the value bound B (each coordinate of w_i is clipped to
+[-B, B]), the weight bound beta_max (each beta_i is clipped to (0, beta_max]),
+the fractional bits f and the modulus M = 2**k.  A client sends
+
+    q_i = round(2**f * (beta_i / beta_max) * (w_i / B))   in [-2**f, 2**f]^d
+    r_i = round(2**f * beta_i / beta_max)                  in [0, 2**f]
+
+as d + 1 elements of Z_M (two's complement).  The sum of n such vectors is
+exact, without wrap-around, iff n * 2**f < M / 2, which ``check_capacity``
+enforces before anything is sent.  The average is B * sum(q) / sum(r); the
+scale beta_max cancels.
+
+Quantization (per coordinate, worst case): each rounding errs by at most 1/2,
+so with S = sum(r) (the encoded weight sum, known to the server) and n inputs,
+
+    |decoded - exact weighted average of the clipped inputs| <= n * B / (S - n)
+
+for S > n, i.e. about n * B * beta_max / (2**f * sum(beta_i)).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import EncodingOverflow, ParameterError
+
+
+@dataclass(frozen=True)
+class Encoded:
+    vector: np.ndarray  # uint64, d + 1 elements in [0, M)
+    clipped_values: int  # coordinates of w that were clipped to [-B, B]
+    clipped_weight: bool  # beta was above beta_max
+    underflow: bool  # beta encodes to 0: this input carries no weight
+
+
+@dataclass(frozen=True)
+class FixedPointEncoding:
+    value_bound: float = 1e3
+    weight_bound: float = 1.0
+    frac_bits: int = 52
+    modulus_bits: int = 64
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.value_bound) and self.value_bound > 0):
+            raise ParameterError(f"value bound must be positive and finite, got {self.value_bound}")
+        if not (math.isfinite(self.weight_bound) and self.weight_bound > 0):
+            raise ParameterError(f"weight bound must be positive and finite, got {self.weight_bound}")
+        if not 1 <= self.modulus_bits <= 64:
+            raise ParameterError(f"modulus must be 2**k with 1 <= k <= 64, got k={self.modulus_bits}")
+        if not 0 <= self.frac_bits <= 52:
+            # float64 carries 53 significant bits: more fractional bits are noise.
+            raise ParameterError(f"fractional bits must be in [0, 52], got {self.frac_bits}")
+
+    @classmethod
+    def for_clients(cls, max_clients: int, *, modulus_bits: int = 64, **kwargs) -> "FixedPointEncoding":
+        """The most precise encoding whose sum over ``max_clients`` inputs cannot wrap."""
+        frac_bits = min(52, modulus_bits - 1 - math.ceil(math.log2(max_clients + 1)))
+        if frac_bits < 0:
+            raise EncodingOverflow(f"2**{modulus_bits} is too small to sum {max_clients} inputs")
+        return cls(frac_bits=frac_bits, modulus_bits=modulus_bits, **kwargs)
+
+    @property
+    def modulus(self) -> int:
+        return 1 << self.modulus_bits
+
+    def max_clients(self) -> int:
+        """Largest n with n * 2**f < M / 2."""
+        return (self.modulus // 2 - 1) >> self.frac_bits
+
+    def check_capacity(self, n: int) -> None:
+        if n > self.max_clients():
+            raise EncodingOverflow(
+                f"the sum of {n} inputs with {self.frac_bits} fractional bits could wrap around "
+                f"M = 2**{self.modulus_bits}: at most {self.max_clients()} inputs fit; "
+                f"lower frac_bits or raise the modulus"
+            )
+
+    def encode(self, vector: np.ndarray, weight: float) -> Encoded:
+        scale = float(2**self.frac_bits)
+        clipped = np.clip(vector, -self.value_bound, self.value_bound)
+        n_clipped = int(np.count_nonzero(clipped != vector))
+        w = min(weight, self.weight_bound)
+        rel = w / self.weight_bound
+        q = np.empty(vector.shape[0] + 1, dtype=np.int64)
+        q[:-1] = np.rint(clipped * (scale * rel / self.value_bound))
+        q[-1] = int(round(scale * rel))
+        encoded = q.view(np.uint64)  # two's complement: already q mod 2**64
+        if self.modulus_bits < 64:
+            encoded = encoded & np.uint64(self.modulus - 1)
+        return Encoded(encoded, n_clipped, weight > self.weight_bound, q[-1] == 0)
+
+    def signed(self, total: np.ndarray) -> np.ndarray:
+        """Lift a sum in [0, M) to the signed integers it represents, as int64."""
+        t = total.astype(np.uint64)
+        if self.modulus_bits == 64:
+            return t.view(np.int64)
+        half = np.uint64(self.modulus // 2)
+        return np.where(t >= half, t.astype(np.int64) - np.int64(self.modulus), t.astype(np.int64))
+
+    def decode_average(self, total: np.ndarray, n: int) -> tuple[np.ndarray, float, float]:
+        """(weighted average, sum of weights, worst-case per-coordinate error) of a sum of n encodings."""
+        s = self.signed(total)
+        weight_units = int(s[-1])
+        if weight_units <= 0:
+            raise ParameterError(
+                "every included weight encodes to zero: raise frac_bits or lower the weight bound"
+            )
+        value = s[:-1].astype(np.float64) * (self.value_bound / weight_units)
+        sum_weights = weight_units * self.weight_bound / 2**self.frac_bits
+        error = n * self.value_bound / (weight_units - n) if weight_units > n else math.inf
+        return value, sum_weights, error

@@ -1,0 +1,67 @@
+"""The error hierarchy: every failure says who broke which rule.
+
+``SecAggError`` is the root.  ``ParameterError`` is raised before any message
+exists (bad public parameters or inputs); ``MalformedMessage`` when bytes do not
+decode into a well-formed message; ``ProtocolViolation`` when a well-formed
+message breaks a protocol rule; ``AbortError`` when fewer than ``t`` clients
+remain.  A receiver that raises ``MalformedMessage`` or ``ProtocolViolation``
+has not changed its state.
+"""
+
+from __future__ import annotations
+
+
+class SecAggError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ParameterError(SecAggError, ValueError):
+    """Public parameters or local inputs are invalid; nothing was sent."""
+
+
+class InsecureParameters(ParameterError):
+    """The chosen threshold gives no security guarantee for the chosen mode."""
+
+
+class EncodingOverflow(ParameterError):
+    """The sum of the encoded inputs could wrap around the modulus."""
+
+
+class MalformedMessage(SecAggError):
+    """Bytes that do not decode into a valid message.
+
+    ``party`` is the claimed or known sender (``None`` when even that could
+    not be read) and ``field`` the part of the message that is wrong.
+    """
+
+    def __init__(self, reason: str, *, party: int | None = None, field: str | None = None):
+        self.party = party
+        self.field = field
+        who = "unknown sender" if party is None else f"party {party}"
+        where = f" [{field}]" if field else ""
+        super().__init__(f"malformed message from {who}{where}: {reason}")
+
+
+class ProtocolViolation(SecAggError):
+    """A well-formed message that breaks a protocol rule.
+
+    ``party`` is the offender (0 is the server) and ``rule`` a short name of the
+    rule, stable enough to log and to test against.
+    """
+
+    def __init__(self, party: int, rule: str, detail: str = ""):
+        self.party = party
+        self.rule = rule
+        who = "server" if party == 0 else f"client {party}"
+        super().__init__(f"{who} violated rule '{rule}'" + (f": {detail}" if detail else ""))
+
+
+class AbortError(SecAggError):
+    """Fewer than ``t`` clients remain: the session stops and reveals nothing."""
+
+    def __init__(self, round: str, count: int, threshold: int, detail: str = ""):
+        self.round = round
+        self.count = count
+        self.threshold = threshold
+        msg = f"aborted in round {round}: {count} clients remain, threshold is {threshold}"
+        super().__init__(msg + (f" ({detail})" if detail else ""))

@@ -1,0 +1,81 @@
+"""Mask expansion: the PRG and the modular accumulation of masks.
+
+PRG: HKDF-SHA256 turns a seed (a self-mask seed b_u or an X25519 shared
+secret) and the session id into a 256-bit AES key; AES-256-CTR with a zero
+counter block expands it.  Every key is used for exactly one stream, so the
+fixed counter block is safe.  Keystream words of 1, 2, 4 or 8 bytes are read
+little-endian; since M = 2**k divides 2**(8*width), reducing a uniform word
+modulo M leaves it uniform on [0, M), and the arithmetic can run in the
+word's own wrapping dtype and be reduced once at the end.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .params import PublicParams
+
+_ZERO_COUNTER = bytes(16)
+
+
+def self_mask_label(u: int) -> bytes:
+    return b"secagg/v1/self-mask|" + u.to_bytes(4, "big")
+
+
+def pair_mask_label(u: int, v: int) -> bytes:
+    lo, hi = min(u, v), max(u, v)
+    return b"secagg/v1/pair-mask|" + lo.to_bytes(4, "big") + hi.to_bytes(4, "big")
+
+
+def prg_key(seed: bytes, session_id: bytes, label: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=session_id, info=label).derive(seed)
+
+
+class MaskAccumulator:
+    """A vector in Z_M^d to which masks and inputs are added or subtracted in place."""
+
+    def __init__(self, params: PublicParams, start: np.ndarray | None = None):
+        self._params = params
+        self._dtype = params.dtype
+        nbytes = params.dim * params.element_bytes
+        self._zeros = bytes(nbytes)
+        # CTR's update_into wants room for one block beyond the data.
+        self._buffer = bytearray(nbytes + 15)
+        self._stream = np.frombuffer(self._buffer, dtype=self._dtype, count=params.dim)
+        if start is None:
+            self.value = np.zeros(params.dim, dtype=self._dtype)
+        else:
+            self.value = start.astype(self._dtype, copy=True)
+
+    def add_mask(self, seed: bytes, label: bytes, sign: int) -> None:
+        """value += sign * PRG(seed, session, label) mod M, with sign in {+1, -1}."""
+        key = prg_key(seed, self._params.session_id, label)
+        Cipher(algorithms.AES(key), modes.CTR(_ZERO_COUNTER)).encryptor().update_into(self._zeros, self._buffer)
+        if sign > 0:
+            np.add(self.value, self._stream, out=self.value)
+        else:
+            np.subtract(self.value, self._stream, out=self.value)
+
+    def add_vector(self, vector: np.ndarray, sign: int) -> None:
+        v = vector.astype(self._dtype, copy=False)
+        if sign > 0:
+            np.add(self.value, v, out=self.value)
+        else:
+            np.subtract(self.value, v, out=self.value)
+
+    def reduced(self) -> np.ndarray:
+        """The value mod M as uint64."""
+        out = self.value.astype(np.uint64)
+        if self._params.modulus_bits < 64:
+            out &= np.uint64(self._params.modulus - 1)
+        return out
+
+
+def expand(seed: bytes, session_id: bytes, label: bytes, params: PublicParams) -> np.ndarray:
+    """One PRG stream as uint64 values in [0, M) (for tests and audits)."""
+    acc = MaskAccumulator(params)
+    acc.add_mask(seed, label, +1)
+    return acc.reduced()

@@ -1,0 +1,412 @@
+"""Typed protocol messages and their strict msgpack wire format.
+
+Every message is one msgpack array, the envelope
+``[version, session_id, round, kind, sender, recipient, body]``, where the
+server is party 0 and ``body`` is a kind-specific array (see
+protocol_spec.md).  ``decode`` checks every type, length, id and array size
+against the public parameters and raises ``MalformedMessage`` (or
+``ProtocolViolation`` for a message of another session) instead of returning
+anything half-valid.  No pickle, no msgpack extension types.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping
+
+import msgpack
+import numpy as np
+
+from .errors import MalformedMessage, ProtocolViolation
+from .params import PublicParams
+from .shamir import PRIME, SHARE_BYTES
+from .sharecrypt import CIPHERTEXT_BYTES
+
+PROTOCOL_VERSION = 1
+SERVER = 0
+KEY_BYTES = 32
+SIGNATURE_BYTES = 64
+COMMITMENT_BYTES = 32
+MAX_TEXT = 1024
+
+
+class Round(str, enum.Enum):
+    ADVERTISE_KEYS = "advertise_keys"
+    SHARE_KEYS = "share_keys"
+    MASKED_INPUT = "masked_input"
+    CONSISTENCY_CHECK = "consistency_check"
+    UNMASKING = "unmasking"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def rounds_for(malicious: bool) -> tuple[Round, ...]:
+    if malicious:
+        return tuple(Round)
+    return tuple(r for r in Round if r is not Round.CONSISTENCY_CHECK)
+
+
+@dataclass(frozen=True)
+class Message:
+    """Common envelope. Subclasses add body fields, ``KIND`` and ``ROUND``."""
+
+    KIND: ClassVar[str]
+    ROUND: ClassVar[Round | None]  # None: carried in the envelope (Abort)
+    FROM_SERVER: ClassVar[bool]
+
+    session_id: bytes
+    sender: int
+    recipient: int
+
+    @property
+    def round(self) -> Round:
+        assert self.ROUND is not None
+        return self.ROUND
+
+    def body(self) -> list[Any]:
+        raise NotImplementedError
+
+    def encode(self) -> bytes:
+        envelope = [PROTOCOL_VERSION, self.session_id, self.round.value, self.KIND, self.sender, self.recipient]
+        return msgpack.packb(envelope + [self.body()], use_bin_type=True)
+
+
+# ---- client -> server -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdvertiseKeys(Message):
+    KIND = "advertise_keys"
+    ROUND = Round.ADVERTISE_KEYS
+    FROM_SERVER = False
+    c_pk: bytes = b""  # X25519 key for share encryption
+    s_pk: bytes = b""  # X25519 key for pairwise masks
+    signature: bytes | None = None  # Ed25519 over both keys (malicious mode)
+
+    def body(self) -> list[Any]:
+        return [self.c_pk, self.s_pk, self.signature]
+
+
+@dataclass(frozen=True)
+class EncryptedShares(Message):
+    KIND = "encrypted_shares"
+    ROUND = Round.SHARE_KEYS
+    FROM_SERVER = False
+    commitment: bytes = b""  # SHA-256 commitment to the self-mask seed
+    ciphertexts: Mapping[int, bytes] = field(default_factory=dict)  # receiver -> ciphertext
+
+    def body(self) -> list[Any]:
+        return [self.commitment, dict(self.ciphertexts)]
+
+
+@dataclass(frozen=True, eq=False)
+class MaskedInput(Message):
+    KIND = "masked_input"
+    ROUND = Round.MASKED_INPUT
+    FROM_SERVER = False
+    masked: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+
+    def body(self) -> list[Any]:
+        return [self.masked.tobytes()]
+
+
+@dataclass(frozen=True)
+class ConsistencySignature(Message):
+    KIND = "consistency_signature"
+    ROUND = Round.CONSISTENCY_CHECK
+    FROM_SERVER = False
+    signature: bytes = b""
+
+    def body(self) -> list[Any]:
+        return [self.signature]
+
+
+@dataclass(frozen=True)
+class UnmaskingShares(Message):
+    KIND = "unmasking_shares"
+    ROUND = Round.UNMASKING
+    FROM_SERVER = False
+    b_shares: Mapping[int, int] = field(default_factory=dict)  # survivor -> share of its seed b
+    s_shares: Mapping[int, int] = field(default_factory=dict)  # dropped -> share of its mask key
+
+    def body(self) -> list[Any]:
+        enc = lambda shares: {k: v.to_bytes(SHARE_BYTES, "big") for k, v in shares.items()}
+        return [enc(self.b_shares), enc(self.s_shares)]
+
+
+# ---- server -> client -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyRoster(Message):
+    KIND = "key_roster"
+    ROUND = Round.SHARE_KEYS
+    FROM_SERVER = True
+    keys: Mapping[int, tuple[bytes, bytes, bytes | None]] = field(default_factory=dict)
+
+    def body(self) -> list[Any]:
+        return [{k: list(v) for k, v in self.keys.items()}]
+
+
+@dataclass(frozen=True)
+class ForwardedShares(Message):
+    KIND = "forwarded_shares"
+    ROUND = Round.MASKED_INPUT
+    FROM_SERVER = True
+    ciphertexts: Mapping[int, bytes] = field(default_factory=dict)  # sender -> ciphertext for recipient
+
+    def body(self) -> list[Any]:
+        return [dict(self.ciphertexts)]
+
+
+@dataclass(frozen=True)
+class SurvivorList(Message):
+    KIND = "survivor_list"
+    ROUND = Round.CONSISTENCY_CHECK
+    FROM_SERVER = True
+    survivors: tuple[int, ...] = ()
+
+    def body(self) -> list[Any]:
+        return [list(self.survivors)]
+
+
+@dataclass(frozen=True)
+class UnmaskRequest(Message):
+    KIND = "unmask_request"
+    ROUND = Round.UNMASKING
+    FROM_SERVER = True
+    survivors: tuple[int, ...] = ()
+    signatures: Mapping[int, bytes] | None = None  # malicious mode: consistency signatures
+
+    def body(self) -> list[Any]:
+        return [list(self.survivors), None if self.signatures is None else dict(self.signatures)]
+
+
+@dataclass(frozen=True)
+class Abort(Message):
+    """The server tells a client the session stopped; the envelope round is where."""
+
+    KIND = "abort"
+    ROUND = None
+    FROM_SERVER = True
+    at_round: Round = Round.ADVERTISE_KEYS
+    count: int = 0
+    reason: str = ""
+
+    @property
+    def round(self) -> Round:
+        return self.at_round
+
+    def body(self) -> list[Any]:
+        return [self.count, self.reason[:MAX_TEXT]]
+
+
+KINDS: dict[str, type[Message]] = {
+    cls.KIND: cls
+    for cls in (
+        AdvertiseKeys,
+        EncryptedShares,
+        MaskedInput,
+        ConsistencySignature,
+        UnmaskingShares,
+        KeyRoster,
+        ForwardedShares,
+        SurvivorList,
+        UnmaskRequest,
+        Abort,
+    )
+}
+
+
+def max_message_bytes(params: PublicParams) -> int:
+    """An upper bound on the size of any valid encoded message of this session."""
+    per_client = 16 + max(3 * KEY_BYTES + SIGNATURE_BYTES, CIPHERTEXT_BYTES, 2 * (SHARE_BYTES + 8))
+    return 512 + max(params.dim * params.element_bytes, params.n * per_client)
+
+
+# ---- decoding ---------------------------------------------------------------
+
+
+class _Reader:
+    """Field checks that raise MalformedMessage naming the sender and field."""
+
+    def __init__(self, params: PublicParams, sender: int | None):
+        self.params = params
+        self.sender = sender
+        self.ids = frozenset(params.client_ids)
+
+    def fail(self, field_name: str, reason: str) -> MalformedMessage:
+        return MalformedMessage(reason, party=self.sender, field=field_name)
+
+    def bin(self, value: Any, name: str, length: int | None = None) -> bytes:
+        if type(value) is not bytes:
+            raise self.fail(name, f"expected bytes, got {type(value).__name__}")
+        if length is not None and len(value) != length:
+            raise self.fail(name, f"expected {length} bytes, got {len(value)}")
+        return value
+
+    def int(self, value: Any, name: str, lo: int, hi: int) -> int:
+        if type(value) is not int or not lo <= value <= hi:
+            raise self.fail(name, f"expected an integer in [{lo}, {hi}], got {value!r:.40}")
+        return value
+
+    def client_id(self, value: Any, name: str) -> int:
+        if type(value) is not int or value not in self.ids:
+            raise self.fail(name, f"{value!r:.40} is not a client id of this session")
+        return value
+
+    def array(self, value: Any, name: str, length: int | None = None) -> list[Any]:
+        if type(value) is not list:
+            raise self.fail(name, f"expected an array, got {type(value).__name__}")
+        if length is not None and len(value) != length:
+            raise self.fail(name, f"expected {length} elements, got {len(value)}")
+        return value
+
+    def id_map(self, value: Any, name: str) -> dict[int, Any]:
+        if type(value) is not dict:
+            raise self.fail(name, f"expected a map, got {type(value).__name__}")
+        for key in value:
+            self.client_id(key, f"{name} key")
+        return value
+
+    def id_list(self, value: Any, name: str) -> tuple[int, ...]:
+        # Duplicates are kept: rejecting them is a protocol rule of the receiver.
+        return tuple(self.client_id(v, name) for v in self.array(value, name))
+
+    def bin_map(self, value: Any, name: str, length: int) -> dict[int, bytes]:
+        return {k: self.bin(v, f"{name}[{k}]", length) for k, v in self.id_map(value, name).items()}
+
+    def share_map(self, value: Any, name: str) -> dict[int, int]:
+        shares = {}
+        for k, v in self.bin_map(value, name, SHARE_BYTES).items():
+            y = int.from_bytes(v, "big")
+            if y >= PRIME:
+                raise self.fail(f"{name}[{k}]", "share is not a field element")
+            shares[k] = y
+        return shares
+
+    def signature(self, value: Any, name: str) -> bytes:
+        return self.bin(value, name, SIGNATURE_BYTES)
+
+
+def _unique_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise ValueError("duplicate map key")
+    return result
+
+
+def _unpack(data: bytes, params: PublicParams) -> Any:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise MalformedMessage(f"expected bytes, got {type(data).__name__}")
+    if len(data) > max_message_bytes(params):
+        raise MalformedMessage(f"{len(data)} bytes exceeds the session's limit {max_message_bytes(params)}")
+    limit = max(params.n, 8)
+    try:
+        return msgpack.unpackb(
+            bytes(data),
+            raw=False,
+            strict_map_key=False,
+            use_list=True,
+            max_bin_len=max(params.dim * params.element_bytes, CIPHERTEXT_BYTES, 128),
+            max_str_len=MAX_TEXT,
+            max_array_len=limit,
+            max_map_len=limit,
+            max_ext_len=0,
+            object_pairs_hook=_unique_keys,
+        )
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise MalformedMessage(f"not a msgpack object within the session's limits ({exc.__class__.__name__}: {exc})")
+
+
+def decode(data: bytes, params: PublicParams) -> Message:
+    """Parse and validate one message of the session ``params``."""
+    obj = _unpack(data, params)
+    r = _Reader(params, None)
+    envelope = r.array(obj, "envelope", 7)
+    version, session_id, round_name, kind, sender, recipient, body = envelope
+    r.int(version, "version", PROTOCOL_VERSION, PROTOCOL_VERSION)
+    max_id = max(params.client_ids)
+    sender = r.int(sender, "sender", 0, max_id)
+    r.sender = sender
+    recipient = r.int(recipient, "recipient", 0, max_id)
+    if type(kind) is not str or kind not in KINDS:
+        raise r.fail("kind", f"unknown message kind {kind!r:.40}")
+    cls = KINDS[kind]
+    if type(round_name) is not str or round_name not in Round._value2member_map_:
+        raise r.fail("round", f"unknown round {round_name!r:.40}")
+    round_ = Round(round_name)
+    if cls.ROUND is not None and round_ is not cls.ROUND:
+        raise r.fail("round", f"a {kind} message belongs to round {cls.ROUND}, not {round_}")
+    if round_ is Round.CONSISTENCY_CHECK and not params.malicious:
+        raise r.fail("round", "consistency_check exists only in malicious-server mode")
+    if cls.FROM_SERVER:
+        if sender != SERVER:
+            raise r.fail("sender", f"{kind} is sent by the server only")
+        r.client_id(recipient, "recipient")
+    else:
+        r.client_id(sender, "sender")
+        if recipient != SERVER:
+            raise r.fail("recipient", f"{kind} is sent to the server only")
+    r.bin(session_id, "session_id", len(params.session_id))
+    if session_id != params.session_id:
+        raise ProtocolViolation(sender, "session-id", "message belongs to another session")
+    header = dict(session_id=session_id, sender=sender, recipient=recipient)
+    return _decode_body(cls, header, round_, body, r)
+
+
+def _decode_body(cls: type[Message], header: dict, round_: Round, body: Any, r: _Reader) -> Message:
+    p = r.params
+    if cls is AdvertiseKeys:
+        c_pk, s_pk, sig = r.array(body, "body", 3)
+        sig = None if sig is None else r.signature(sig, "signature")
+        if p.malicious and sig is None:
+            raise r.fail("signature", "malicious-server mode requires a signature on the keys")
+        return AdvertiseKeys(**header, c_pk=r.bin(c_pk, "c_pk", KEY_BYTES), s_pk=r.bin(s_pk, "s_pk", KEY_BYTES), signature=sig)
+    if cls is EncryptedShares:
+        commitment, cts = r.array(body, "body", 2)
+        return EncryptedShares(
+            **header,
+            commitment=r.bin(commitment, "commitment", COMMITMENT_BYTES),
+            ciphertexts=r.bin_map(cts, "ciphertexts", CIPHERTEXT_BYTES),
+        )
+    if cls is MaskedInput:
+        (raw,) = r.array(body, "body", 1)
+        raw = r.bin(raw, "masked", p.dim * p.element_bytes)
+        masked = np.frombuffer(raw, dtype=p.dtype)
+        if p.modulus_bits < 8 * p.element_bytes and int(masked.max()) >= p.modulus:
+            raise r.fail("masked", f"value out of range [0, 2**{p.modulus_bits})")
+        return MaskedInput(**header, masked=masked)
+    if cls is ConsistencySignature:
+        (sig,) = r.array(body, "body", 1)
+        return ConsistencySignature(**header, signature=r.signature(sig, "signature"))
+    if cls is UnmaskingShares:
+        b, s = r.array(body, "body", 2)
+        return UnmaskingShares(**header, b_shares=r.share_map(b, "b_shares"), s_shares=r.share_map(s, "s_shares"))
+    if cls is KeyRoster:
+        (entries,) = r.array(body, "body", 1)
+        keys = {}
+        for cid, entry in r.id_map(entries, "keys").items():
+            c_pk, s_pk, sig = r.array(entry, f"keys[{cid}]", 3)
+            sig = None if sig is None else r.signature(sig, f"keys[{cid}].signature")
+            keys[cid] = (r.bin(c_pk, f"keys[{cid}].c_pk", KEY_BYTES), r.bin(s_pk, f"keys[{cid}].s_pk", KEY_BYTES), sig)
+        return KeyRoster(**header, keys=keys)
+    if cls is ForwardedShares:
+        (cts,) = r.array(body, "body", 1)
+        return ForwardedShares(**header, ciphertexts=r.bin_map(cts, "ciphertexts", CIPHERTEXT_BYTES))
+    if cls is SurvivorList:
+        (ids,) = r.array(body, "body", 1)
+        return SurvivorList(**header, survivors=r.id_list(ids, "survivors"))
+    if cls is UnmaskRequest:
+        ids, sigs = r.array(body, "body", 2)
+        signatures = None
+        if sigs is not None:
+            signatures = {k: r.signature(v, f"signatures[{k}]") for k, v in r.id_map(sigs, "signatures").items()}
+        return UnmaskRequest(**header, survivors=r.id_list(ids, "survivors"), signatures=signatures)
+    assert cls is Abort
+    count, reason = r.array(body, "body", 2)
+    if type(reason) is not str:
+        raise r.fail("reason", "expected text")
+    return Abort(**header, at_round=round_, count=r.int(count, "count", 0, p.n), reason=reason)

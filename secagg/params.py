@@ -1,0 +1,181 @@
+"""Public parameters of one session and the rules on the threshold.
+
+Everything here is known to every party before the first message: the session
+id, the client ids, the threshold ``t``, the modulus ``M = 2**modulus_bits``,
+the vector length ``d``, the mode, the identity keys (malicious mode) and the
+neighbour graph.  ``max_colluding`` states the condition under which the
+paper's guarantee holds; ``PublicParams.create`` refuses or warns when ``t``
+gives no guarantee.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from .errors import InsecureParameters, ParameterError
+from .graph import CompleteGraph, NeighbourGraph
+from .rng import RandomSource, SystemRandom
+
+SESSION_ID_BYTES = 32
+MAX_CLIENT_ID = 2**31 - 1
+MAX_DIM = 2**27
+
+
+class InsecureParametersWarning(UserWarning):
+    """The threshold gives a weaker guarantee than a deployment would want."""
+
+
+def max_colluding(n: int, t: int, malicious: bool) -> int:
+    """Largest number of colluding clients for which the guarantee holds (-1: none).
+
+    Honest-but-curious server (Bonawitz et al. 2017, Thm. 6.3): the server
+    together with ``n_c`` clients learns nothing beyond the sum of the honest
+    survivors' inputs iff ``n_c < t``.
+
+    Malicious server (Thm. 6.5): the server can show different survivor lists
+    to two groups of honest clients and collect the self-mask share from one
+    and the mask-key share from the other.  The consistency check stops this
+    iff no two lists can each gather ``t`` signatures, i.e. iff
+    ``2 (t - n_c) > n - n_c``, that is ``n_c < 2t - n``.
+    """
+    return 2 * t - n - 1 if malicious else t - 1
+
+
+def element_bytes(modulus_bits: int) -> int:
+    """Bytes per vector element on the wire and in the PRG: 1, 2, 4 or 8."""
+    for width in (1, 2, 4, 8):
+        if modulus_bits <= 8 * width:
+            return width
+    raise ParameterError(f"modulus 2**{modulus_bits} is larger than 2**64")
+
+
+@dataclass(frozen=True)
+class PublicParams:
+    session_id: bytes
+    client_ids: tuple[int, ...]
+    threshold: int
+    modulus_bits: int
+    dim: int
+    malicious: bool = False
+    identity_keys: Mapping[int, bytes] = field(default_factory=dict)
+    graph: NeighbourGraph | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.session_id, bytes) or len(self.session_id) != SESSION_ID_BYTES:
+            raise ParameterError(f"session id must be {SESSION_ID_BYTES} bytes")
+        ids = self.client_ids
+        if len(ids) < 2:
+            raise ParameterError("secure aggregation needs at least 2 clients")
+        if any(not isinstance(i, int) or isinstance(i, bool) or not 1 <= i <= MAX_CLIENT_ID for i in ids):
+            raise ParameterError(f"client ids must be integers in [1, {MAX_CLIENT_ID}]")
+        if tuple(sorted(set(ids))) != ids:
+            raise ParameterError("client ids must be sorted and distinct")
+        if not isinstance(self.threshold, int) or not 1 <= self.threshold <= len(ids):
+            raise ParameterError(f"threshold must be in [1, n={len(ids)}], got {self.threshold!r}")
+        if not isinstance(self.modulus_bits, int) or not 1 <= self.modulus_bits <= 64:
+            raise ParameterError(f"modulus must be 2**k with 1 <= k <= 64, got k={self.modulus_bits!r}")
+        if not isinstance(self.dim, int) or not 1 <= self.dim <= MAX_DIM:
+            raise ParameterError(f"vector length must be in [1, {MAX_DIM}], got {self.dim!r}")
+        if self.malicious:
+            missing = [i for i in ids if i not in self.identity_keys]
+            if missing:
+                raise ParameterError(f"malicious-server mode needs identity keys; missing for {missing[:5]}")
+            if any(len(self.identity_keys[i]) != 32 for i in ids):
+                raise ParameterError("identity keys must be 32-byte Ed25519 public keys")
+        if self.graph is None:
+            object.__setattr__(self, "graph", CompleteGraph(ids))
+
+    @classmethod
+    def create(
+        cls,
+        client_ids: Iterable[int],
+        *,
+        threshold: int,
+        modulus: int,
+        dim: int,
+        malicious: bool = False,
+        identity_keys: Mapping[int, bytes] | None = None,
+        session_id: bytes | None = None,
+        rng: RandomSource | None = None,
+        colluding: int | None = None,
+        allow_insecure: bool = False,
+    ) -> "PublicParams":
+        """Validate and build the parameters; draw a fresh session id.
+
+        ``colluding`` is the number of clients the deployment assumes may
+        collude with the server; it is refused if ``t`` does not cover it.
+        In malicious mode a ``t`` that covers no collusion at all
+        (``t <= n/2``) is refused unless ``allow_insecure`` is set, which
+        downgrades the refusal to an ``InsecureParametersWarning``.
+        """
+        ids = tuple(sorted(client_ids))
+        params = cls(
+            session_id=session_id if session_id is not None else (rng or SystemRandom()).bytes(SESSION_ID_BYTES),
+            client_ids=ids,
+            threshold=threshold,
+            modulus_bits=modulus_bits_of(modulus),
+            dim=dim,
+            malicious=malicious,
+            identity_keys=dict(identity_keys or {}),
+        )
+        params.check_threshold(colluding=colluding, allow_insecure=allow_insecure)
+        return params
+
+    def check_threshold(self, *, colluding: int | None = None, allow_insecure: bool = False) -> None:
+        n, t = self.n, self.threshold
+        bound = max_colluding(n, t, self.malicious)
+        mode = "malicious-server" if self.malicious else "honest-but-curious"
+        if colluding is not None and colluding > bound:
+            need = (n + colluding) // 2 + 1 if self.malicious else colluding + 1
+            raise InsecureParameters(
+                f"{mode} mode with n={n}, t={t} tolerates at most {max(bound, 0)} colluding clients, "
+                f"not {colluding}; use t >= {need}"
+            )
+        if bound < 0:
+            message = (
+                f"{mode} mode with n={n}, t={t} gives no guarantee: a malicious server can split "
+                f"the honest clients and unmask one of them; use t >= {n // 2 + 1}"
+            )
+            if not allow_insecure:
+                raise InsecureParameters(message)
+            warnings.warn(message, InsecureParametersWarning, stacklevel=3)
+        elif t == 1:
+            warnings.warn(
+                f"{mode} mode with t=1: a revealed sum may contain a single client's input",
+                InsecureParametersWarning,
+                stacklevel=3,
+            )
+
+    @property
+    def n(self) -> int:
+        return len(self.client_ids)
+
+    @property
+    def modulus(self) -> int:
+        return 1 << self.modulus_bits
+
+    @property
+    def element_bytes(self) -> int:
+        return element_bytes(self.modulus_bits)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(f"<u{self.element_bytes}")
+
+    def neighbours(self, u: int) -> frozenset[int]:
+        assert self.graph is not None
+        return self.graph.neighbours(u)
+
+
+def modulus_bits_of(modulus: int) -> int:
+    """k for M = 2**k, refusing anything that is not a power of two in [2, 2**64]."""
+    if isinstance(modulus, bool) or not isinstance(modulus, (int, np.integer)):
+        raise ParameterError(f"modulus must be an integer power of two, got {modulus!r}")
+    modulus = int(modulus)
+    if modulus < 2 or modulus > 2**64 or modulus & (modulus - 1):
+        raise ParameterError(f"modulus must be a power of two in [2**1, 2**64], got {modulus}")
+    return modulus.bit_length() - 1

@@ -1,0 +1,172 @@
+"""In-memory transport: the server and every client in one process.
+
+A thin layer over the state machines: it moves encoded messages, injects the
+requested dropouts (a dropped client goes silent instead of sending its
+message for that round and never returns), plays the deadline by calling
+``close_round()`` once every live client has had its turn, records the
+server's transcript and measures bytes and seconds per party.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from .client import Client, raw_public
+from .errors import ParameterError
+from .messages import Message, Round, rounds_for
+from .params import PublicParams
+from .rng import RandomSource, SeededRandom, SystemRandom
+from .server import Server
+
+
+@dataclass
+class SimulationResult:
+    total: np.ndarray  # uint64: sum mod M of the included inputs
+    included: tuple[int, ...]  # ids whose masked input the server received (U3)
+    transcript: list[bytes]  # every message the server received, in order
+    params: PublicParams
+    counts: dict[str, int]  # clients that completed each round
+    bytes_sent: dict[int, int]  # per client, to the server
+    bytes_received: dict[int, int]  # per client, from the server
+    client_seconds: dict[str, float] = field(default_factory=dict)  # all clients, per round
+    server_seconds: dict[str, float] = field(default_factory=dict)  # server, per round
+
+
+def check_dropouts(
+    dropouts: Mapping[str, Iterable[int]] | None, client_ids: Iterable[int], malicious: bool
+) -> dict[Round, frozenset[int]]:
+    """Validate a ``{round name: ids}`` dropout plan against the session."""
+    valid = {r.value: r for r in rounds_for(malicious)}
+    ids = set(client_ids)
+    plan: dict[Round, frozenset[int]] = {}
+    for name, who in (dropouts or {}).items():
+        if str(name) not in valid:
+            mode = "malicious-server" if malicious else "honest-but-curious"
+            raise ParameterError(f"unknown round {name!r} for {mode} mode; rounds are {sorted(valid)}")
+        who = frozenset(who)
+        if not who <= ids:
+            raise ParameterError(f"dropouts in {name} name unknown clients {sorted(who - ids)[:5]}")
+        plan[valid[str(name)]] = who
+    return plan
+
+
+def check_inputs(inputs: Mapping[int, np.ndarray], modulus: int) -> int:
+    """Validate the client inputs; return their common length."""
+    if not inputs:
+        raise ParameterError("no inputs")
+    dims = set()
+    for cid, x in inputs.items():
+        x = np.asarray(x)
+        if x.ndim != 1 or x.dtype.kind not in "ui":
+            raise ParameterError(f"input of client {cid} must be a 1-D integer array, got {x.dtype} {x.shape}")
+        if x.size and (int(x.min()) < 0 or int(x.max()) >= modulus):
+            raise ParameterError(f"input of client {cid} has values outside [0, {modulus})")
+        dims.add(x.shape[0])
+    if len(dims) != 1:
+        raise ParameterError(f"inputs have different lengths {sorted(dims)}")
+    return dims.pop()
+
+
+def identity_keys(client_ids: Iterable[int], rng: RandomSource) -> dict[int, Ed25519PrivateKey]:
+    """Long-term Ed25519 identity keys (the PKI of malicious-server mode)."""
+    return {u: Ed25519PrivateKey.from_private_bytes(rng.fork(f"identity-{u}").bytes(32)) for u in client_ids}
+
+
+def simulate(
+    inputs: Mapping[int, np.ndarray],
+    *,
+    threshold: int,
+    modulus: int,
+    dropouts: Mapping[str, Iterable[int]] | None = None,
+    malicious: bool = False,
+    seed: int | bytes | None = None,
+    colluding: int | None = None,
+    allow_insecure: bool = False,
+) -> SimulationResult:
+    """Run one secure aggregation session in memory and return what the server learns.
+
+    ``seed`` makes every key, mask and nonce reproducible (tests only); by
+    default randomness comes from the OS.  Raises ``AbortError`` when fewer
+    than ``threshold`` clients remain at some round.
+    """
+    rng: RandomSource = SeededRandom(seed) if seed is not None else SystemRandom()
+    dim = check_inputs(inputs, modulus)
+    ids = sorted(inputs)
+    identities = identity_keys(ids, rng) if malicious else {}
+    params = PublicParams.create(
+        ids,
+        threshold=threshold,
+        modulus=modulus,
+        dim=dim,
+        malicious=malicious,
+        identity_keys={u: raw_public(k) for u, k in identities.items()},
+        rng=rng.fork("session"),
+        colluding=colluding,
+        allow_insecure=allow_insecure,
+    )
+    plan = check_dropouts(dropouts, ids, malicious)
+    clients = {
+        u: Client(params, u, np.asarray(inputs[u]), rng=rng.fork(f"client-{u}"), identity_key=identities.get(u))
+        for u in ids
+    }
+    server = Server(params)
+    transcript: list[bytes] = []
+    sent: dict[int, int] = defaultdict(int)
+    received: dict[int, int] = defaultdict(int)
+    client_seconds: dict[str, float] = defaultdict(float)
+    server_seconds: dict[str, float] = defaultdict(float)
+    gone: set[int] = set()
+
+    def replies(u: int, produce) -> list[bytes]:
+        """Run a client step; a client due to drop in this round sends nothing, ever again."""
+        start = time.perf_counter()
+        msgs: list[Message] = produce()
+        encoded = [m.encode() for m in msgs]
+        if msgs:
+            client_seconds[msgs[0].round.value] += time.perf_counter() - start
+        if not msgs or u in gone:
+            return []
+        if u in plan.get(msgs[0].round, ()):
+            gone.add(u)
+            return []
+        for data in encoded:
+            sent[u] += len(data)
+        return encoded
+
+    inbox = [data for u in ids for data in replies(u, clients[u].start)]
+    while server.result is None:
+        round_ = server.round
+        start = time.perf_counter()
+        outgoing: list[Message] = []
+        for data in inbox:
+            transcript.append(data)
+            outgoing += server.receive(data)
+        if server.round is round_ and server.result is None:
+            outgoing = server.close_round()  # the deadline: whoever did not answer has dropped
+        server_seconds[round_.value] += time.perf_counter() - start
+        inbox = []
+        for msg in outgoing:
+            if msg.recipient in gone:
+                continue
+            data = msg.encode()
+            received[msg.recipient] += len(data)
+            inbox += replies(msg.recipient, lambda: clients[msg.recipient].receive(data))
+
+    result = server.result
+    return SimulationResult(
+        total=result.total,
+        included=result.included,
+        transcript=transcript,
+        params=params,
+        counts=result.counts,
+        bytes_sent={u: sent[u] for u in ids},
+        bytes_received={u: received[u] for u in ids},
+        client_seconds=dict(client_seconds),
+        server_seconds=dict(server_seconds),
+    )
