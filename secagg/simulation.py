@@ -78,6 +78,43 @@ def identity_keys(client_ids: Iterable[int], rng: RandomSource) -> dict[int, Ed2
     return {u: Ed25519PrivateKey.from_private_bytes(rng.fork(f"identity-{u}").bytes(32)) for u in client_ids}
 
 
+def setup_session(
+    inputs: Mapping[int, np.ndarray],
+    *,
+    threshold: int,
+    modulus: int,
+    malicious: bool = False,
+    seed: int | bytes | None = None,
+    colluding: int | None = None,
+    allow_insecure: bool = False,
+) -> tuple[PublicParams, dict[int, Client]]:
+    """Public parameters and one client state machine per input.
+
+    With a ``seed`` every key, mask and nonce is reproducible, so any
+    transport that starts from here runs the very same session.
+    """
+    rng: RandomSource = SeededRandom(seed) if seed is not None else SystemRandom()
+    dim = check_inputs(inputs, modulus)
+    ids = sorted(inputs)
+    identities = identity_keys(ids, rng) if malicious else {}
+    params = PublicParams.create(
+        ids,
+        threshold=threshold,
+        modulus=modulus,
+        dim=dim,
+        malicious=malicious,
+        identity_keys={u: raw_public(k) for u, k in identities.items()},
+        rng=rng.fork("session"),
+        colluding=colluding,
+        allow_insecure=allow_insecure,
+    )
+    clients = {
+        u: Client(params, u, np.asarray(inputs[u]), rng=rng.fork(f"client-{u}"), identity_key=identities.get(u))
+        for u in ids
+    }
+    return params, clients
+
+
 def simulate(
     inputs: Mapping[int, np.ndarray],
     *,
@@ -95,26 +132,17 @@ def simulate(
     default randomness comes from the OS.  Raises ``AbortError`` when fewer
     than ``threshold`` clients remain at some round.
     """
-    rng: RandomSource = SeededRandom(seed) if seed is not None else SystemRandom()
-    dim = check_inputs(inputs, modulus)
-    ids = sorted(inputs)
-    identities = identity_keys(ids, rng) if malicious else {}
-    params = PublicParams.create(
-        ids,
+    params, clients = setup_session(
+        inputs,
         threshold=threshold,
         modulus=modulus,
-        dim=dim,
         malicious=malicious,
-        identity_keys={u: raw_public(k) for u, k in identities.items()},
-        rng=rng.fork("session"),
+        seed=seed,
         colluding=colluding,
         allow_insecure=allow_insecure,
     )
+    ids = list(params.client_ids)
     plan = check_dropouts(dropouts, ids, malicious)
-    clients = {
-        u: Client(params, u, np.asarray(inputs[u]), rng=rng.fork(f"client-{u}"), identity_key=identities.get(u))
-        for u in ids
-    }
     server = Server(params)
     transcript: list[bytes] = []
     sent: dict[int, int] = defaultdict(int)
