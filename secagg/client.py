@@ -15,17 +15,14 @@ A ``receive`` that raises leaves the client exactly as it was.
 from __future__ import annotations
 
 import enum
-import hashlib
 
-import msgpack
 import numpy as np
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from . import shamir
 from .errors import AbortError, ParameterError, ProtocolViolation
+from .keys import agree, consistency_payload, keys_payload, raw_private, raw_public, seed_commitment, verify_signature
 from .masking import MaskAccumulator, pair_mask_label, self_mask_label
 from .messages import (
     SERVER,
@@ -45,7 +42,7 @@ from .messages import (
 )
 from .params import PublicParams
 from .rng import RandomSource, SystemRandom
-from .sharecrypt import decrypt_shares, encrypt_shares
+from .sharecrypt import channel_keys, decrypt_shares, encrypt_shares
 
 
 class ClientState(enum.Enum):
@@ -56,39 +53,6 @@ class ClientState(enum.Enum):
     SIGNED = "signed"  # malicious mode: signed the survivor list
     DONE = "done"  # revealed its shares
     ABORTED = "aborted"
-
-
-def raw_public(key: X25519PrivateKey | Ed25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def raw_private(key: X25519PrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
-
-
-def keys_payload(session_id: bytes, u: int, c_pk: bytes, s_pk: bytes) -> bytes:
-    """What a client signs in advertise_keys (malicious mode)."""
-    return b"secagg/v1/advertise|" + session_id + u.to_bytes(4, "big") + c_pk + s_pk
-
-
-def consistency_payload(session_id: bytes, survivors: tuple[int, ...]) -> bytes:
-    """What a client signs in consistency_check: the session and the survivor set."""
-    return b"secagg/v1/consistency|" + session_id + msgpack.packb(sorted(survivors))
-
-
-def seed_commitment(session_id: bytes, u: int, seed: bytes) -> bytes:
-    """SHA-256 commitment to u's self-mask seed; lets the server check its reconstruction."""
-    return hashlib.sha256(b"secagg/v1/seed-commitment|" + session_id + u.to_bytes(4, "big") + seed).digest()
-
-
-def verify_signature(public: bytes, signature: bytes | None, payload: bytes) -> bool:
-    if signature is None:
-        return False
-    try:
-        Ed25519PublicKey.from_public_bytes(public).verify(signature, payload)
-    except InvalidSignature:
-        return False
-    return True
 
 
 class Client:
@@ -122,6 +86,8 @@ class Client:
         self._c_sk = X25519PrivateKey.from_private_bytes(self._rng.bytes(32))
         self._s_sk = X25519PrivateKey.from_private_bytes(self._rng.bytes(32))
         self._roster: dict[int, tuple[bytes, bytes, bytes | None]] = {}
+        self._channels: dict[int, tuple[bytes, bytes]] = {}  # peer -> (send key, receive key)
+        self._mask_keys: dict[int, X25519PublicKey] = {}  # peer -> its pairwise-mask public key
         self._seed = b""
         self._own_shares: tuple[int, int] = (0, 0)
         self._held: dict[int, tuple[int, int]] = {}  # peer -> (b share, s share) held for it
@@ -196,14 +162,16 @@ class Client:
         holders = peers + [u]
         b_shares = shamir.split(seed, holders, p.threshold, self._rng)
         s_shares = shamir.split(raw_private(self._s_sk), holders, p.threshold, self._rng)
+        channels = {v: channel_keys(agree(self._c_sk, roster[v][0], v), p.session_id, u, v) for v in peers}
+        mask_keys = {v: X25519PublicKey.from_public_bytes(roster[v][1]) for v in peers}
         ciphertexts = {
-            v: encrypt_shares(self._c_sk, roster[v][0], p.session_id, u, v, b_shares[v], s_shares[v], self._rng)
-            for v in peers
+            v: encrypt_shares(channels[v][0], p.session_id, u, v, b_shares[v], s_shares[v], self._rng) for v in peers
         }
         reply = EncryptedShares(
             p.session_id, u, SERVER, commitment=seed_commitment(p.session_id, u, seed), ciphertexts=ciphertexts
         )
-        self._roster, self._seed, self._own_shares = roster, seed, (b_shares[u], s_shares[u])
+        self._roster, self._channels, self._mask_keys, self._seed = roster, channels, mask_keys, seed
+        self._own_shares = (b_shares[u], s_shares[u])
         self.state = ClientState.SHARED
         return [reply]
 
@@ -218,7 +186,7 @@ class Client:
             raise AbortError(Round.MASKED_INPUT.value, len(senders) + 1, p.threshold, "too few peers shared keys")
         held: dict[int, tuple[int, int]] = {}
         for v in sorted(senders):
-            opened = decrypt_shares(self._c_sk, self._roster[v][0], p.session_id, v, u, msg.ciphertexts[v])
+            opened = decrypt_shares(self._channels[v][1], p.session_id, v, u, msg.ciphertexts[v])
             if opened is None:
                 raise ProtocolViolation(SERVER, "share-authentication", f"ciphertext from client {v} does not verify")
             try:
@@ -228,7 +196,7 @@ class Client:
         acc = MaskAccumulator(p, self._value)
         acc.add_mask(self._seed, self_mask_label(u), +1)
         for v in sorted(senders):
-            shared = self._s_sk.exchange(X25519PublicKey.from_public_bytes(self._roster[v][1]))
+            shared = agree(self._s_sk, self._mask_keys[v], v)
             acc.add_mask(shared, pair_mask_label(u, v), +1 if v > u else -1)
         reply = MaskedInput(p.session_id, u, SERVER, masked=acc.reduced().astype(p.dtype))
         self._held = held

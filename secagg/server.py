@@ -22,8 +22,8 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from . import shamir
-from .client import consistency_payload, keys_payload, raw_public, seed_commitment, verify_signature
 from .errors import AbortError, MalformedMessage, ProtocolViolation
+from .keys import agree, consistency_payload, is_small_order, keys_payload, raw_public, seed_commitment, verify_signature
 from .masking import MaskAccumulator, pair_mask_label, self_mask_label
 from .messages import (
     SERVER,
@@ -162,6 +162,8 @@ class Server:
             taken = {k for other in self._received.values() for k in (other.c_pk, other.s_pk)}  # type: ignore[attr-defined]
             if msg.c_pk == msg.s_pk or {msg.c_pk, msg.s_pk} & taken:
                 raise ProtocolViolation(u, "duplicate-key", "public keys must be fresh and distinct")
+            if is_small_order(msg.c_pk) or is_small_order(msg.s_pk):
+                raise ProtocolViolation(u, "small-order-key", "advertised X25519 key has small order")
         elif isinstance(msg, EncryptedShares):
             want = p.neighbours(u) & self._keys.keys()
             if set(msg.ciphertexts) != want:
@@ -256,6 +258,7 @@ class Server:
 
         assert self._masked_sum is not None
         total = MaskAccumulator(p, self._masked_sum.value)
+        mask_keys = {u: X25519PublicKey.from_public_bytes(self._keys[u][1]) for u in self._u3}
         for v in self._u3:
             seed = recover(v, "b_shares", lambda s, v=v: seed_commitment(p.session_id, v, s) == self._commitments[v])
             total.add_mask(seed, self_mask_label(v), -1)
@@ -266,7 +269,7 @@ class Server:
             )
             s_sk = X25519PrivateKey.from_private_bytes(raw)
             for u in sorted(p.neighbours(v) & survivors):
-                shared = s_sk.exchange(X25519PublicKey.from_public_bytes(self._keys[u][1]))
+                shared = agree(s_sk, mask_keys[u], u)
                 # y_u holds +PRG(s_uv) if v > u, else -PRG(s_uv): remove it.
                 total.add_mask(shared, pair_mask_label(u, v), -1 if v > u else +1)
         counts = {**self.counts, Round.UNMASKING.value: len(responses)}

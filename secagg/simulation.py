@@ -17,7 +17,8 @@ from typing import Iterable, Mapping
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .client import Client, raw_public
+from .client import Client
+from .keys import raw_public
 from .errors import ParameterError
 from .messages import Message, Round, rounds_for
 from .params import PublicParams
@@ -151,23 +152,18 @@ def simulate(
     server_seconds: dict[str, float] = defaultdict(float)
     gone: set[int] = set()
 
-    def replies(u: int, produce) -> list[bytes]:
-        """Run a client step; a client due to drop in this round sends nothing, ever again."""
-        start = time.perf_counter()
-        msgs: list[Message] = produce()
-        encoded = [m.encode() for m in msgs]
-        if msgs:
-            client_seconds[msgs[0].round.value] += time.perf_counter() - start
-        if not msgs or u in gone:
-            return []
-        if u in plan.get(msgs[0].round, ()):
+    def replies(u: int, round_: Round, produce) -> list[bytes]:
+        """Run a client step, unless the client goes silent in this round (and for good)."""
+        if u in gone or u in plan.get(round_, ()):
             gone.add(u)
             return []
-        for data in encoded:
-            sent[u] += len(data)
+        start = time.perf_counter()
+        encoded = [m.encode() for m in produce()]
+        client_seconds[round_.value] += time.perf_counter() - start
+        sent[u] += sum(map(len, encoded))
         return encoded
 
-    inbox = [data for u in ids for data in replies(u, clients[u].start)]
+    inbox = [data for u in ids for data in replies(u, Round.ADVERTISE_KEYS, clients[u].start)]
     while server.result is None:
         round_ = server.round
         start = time.perf_counter()
@@ -184,7 +180,8 @@ def simulate(
                 continue
             data = msg.encode()
             received[msg.recipient] += len(data)
-            inbox += replies(msg.recipient, lambda: clients[msg.recipient].receive(data))
+            # A server message opens the round of the client's reply (msg.round).
+            inbox += replies(msg.recipient, msg.round, lambda: clients[msg.recipient].receive(data))
 
     result = server.result
     return SimulationResult(

@@ -1,0 +1,74 @@
+"""Key material: raw encodings, X25519 agreement, Ed25519 signatures and what is signed.
+
+X25519 rejects small-order public keys (the agreement would be all zeros and
+carry no secret); ``agree`` turns that into a ``ProtocolViolation`` naming
+the peer that advertised the key, so a hostile key never surfaces as an
+untyped error.  The signed payloads and the seed commitment are domain
+separated and bind the session id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgpack
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from .errors import ProtocolViolation
+
+# Any clamped scalar sends a small-order point to zero; this fixed one is public on purpose.
+_PROBE = X25519PrivateKey.from_private_bytes(bytes([0x40] * 32))
+
+
+def raw_public(key: X25519PrivateKey | Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def raw_private(key: X25519PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+
+
+def is_small_order(public: bytes) -> bool:
+    try:
+        _PROBE.exchange(X25519PublicKey.from_public_bytes(public))
+    except ValueError:
+        return True
+    return False
+
+
+def agree(own: X25519PrivateKey, peer_public: X25519PublicKey | bytes, peer: int) -> bytes:
+    """X25519 shared secret; a small-order peer key is a violation by ``peer``."""
+    if isinstance(peer_public, bytes):
+        peer_public = X25519PublicKey.from_public_bytes(peer_public)
+    try:
+        return own.exchange(peer_public)
+    except ValueError:
+        raise ProtocolViolation(peer, "small-order-key", "advertised X25519 key has small order") from None
+
+
+def keys_payload(session_id: bytes, u: int, c_pk: bytes, s_pk: bytes) -> bytes:
+    """What a client signs in advertise_keys (malicious mode)."""
+    return b"secagg/v1/advertise|" + session_id + u.to_bytes(4, "big") + c_pk + s_pk
+
+
+def consistency_payload(session_id: bytes, survivors: tuple[int, ...]) -> bytes:
+    """What a client signs in consistency_check: the session and the survivor set."""
+    return b"secagg/v1/consistency|" + session_id + msgpack.packb(sorted(survivors))
+
+
+def seed_commitment(session_id: bytes, u: int, seed: bytes) -> bytes:
+    """SHA-256 commitment to u's self-mask seed; lets the server check its reconstruction."""
+    return hashlib.sha256(b"secagg/v1/seed-commitment|" + session_id + u.to_bytes(4, "big") + seed).digest()
+
+
+def verify_signature(public: bytes, signature: bytes | None, payload: bytes) -> bool:
+    if signature is None:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, payload)
+    except InvalidSignature:
+        return False
+    return True

@@ -1,0 +1,194 @@
+"""The geometric median as an iterative secure aggregate and its privacy rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import secagg
+from rfa.errors import CertificateViolation, UncertifiableBound
+from rfa.privacy import PrivacyPolicy, certified_weight, smallest_nu, weight_floor
+from rfa.secure import one_step_geometric_median, secure_geometric_median, secure_mean
+
+
+def plain_step(points: np.ndarray, alpha: np.ndarray, v: np.ndarray, nu: float) -> np.ndarray:
+    """Algorithm 2, lines 3-4, written out independently of the library."""
+    beta = alpha / np.maximum(nu, np.sqrt(((points - v) ** 2).sum(axis=1)))
+    return (beta[:, None] * points).sum(axis=0) / beta.sum()
+
+
+def clipped(points: np.ndarray, c: float) -> np.ndarray:
+    norms = np.linalg.norm(points, axis=1, keepdims=True)
+    return points * np.minimum(1.0, c / norms)
+
+
+def contaminated(seed: int, n: int = 24, d: int = 12, outliers: int = 8, shift: float = 50.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    points = rng.normal(size=(n, d))
+    points[:outliers] += shift
+    return points
+
+
+class SpyOracle(secagg.SecureAverageOracle):
+    """Counts the protocol sessions that actually started."""
+
+    def __init__(self, *args, **kwargs):
+        self.sessions = 0
+
+        def runner(*a, **k):
+            self.sessions += 1
+            return secagg.simulate(*a, **k)
+
+        super().__init__(*args, runner=runner, **kwargs)
+
+
+def test_each_secure_step_equals_the_plaintext_step_within_the_oracle_error_bound():
+    points = contaminated(0)
+    alpha = np.random.default_rng(1).uniform(0.5, 2.0, size=len(points))
+    result = secure_geometric_median(points, alpha, rounds=4, norm_bound=400.0, nu=1e-3)
+    assert [r.kind for r in result.rounds] == ["mean", "weiszfeld", "weiszfeld", "weiszfeld", "weiszfeld"]
+    first = result.rounds[0]
+    assert np.max(np.abs(first.output - alpha @ points / alpha.sum())) <= first.error_bound
+    for record in result.rounds[1:]:
+        expected = plain_step(points, alpha, record.broadcast, 1e-3)
+        assert np.max(np.abs(record.output - expected)) <= record.error_bound
+
+
+def test_secure_median_matches_plaintext_median_with_the_same_steps():
+    points = contaminated(2)
+    c = 100.0
+    result = secure_geometric_median(points, rounds=3, norm_bound=c, nu=1e-6)
+    pts = clipped(points, c)
+    v = pts.mean(axis=0)
+    for _ in range(3):
+        v = plain_step(pts, np.ones(len(pts)), v, 1e-6)
+    # Errors of earlier steps move later broadcasts; a Weiszfeld step is Lipschitz, so
+    # the end-to-end gap stays within a small multiple of the per-step bounds.
+    total_bound = sum(r.error_bound for r in result.rounds)
+    assert np.max(np.abs(result.median - v)) <= 10 * total_bound
+    assert total_bound < 1e-3 * c
+
+
+def test_secure_median_with_dropouts_aggregates_only_the_included_clients():
+    points = contaminated(3)
+    plans = [{"masked_input": [2, 5]}, {"share_keys": [7]}, None, {"unmasking": [9]}]
+    result = secure_geometric_median(points, rounds=3, norm_bound=400.0, nu=1e-4, dropouts=plans)
+    assert 2 not in result.rounds[0].included and 5 not in result.rounds[0].included
+    assert 7 not in result.rounds[1].included
+    assert len(result.rounds[2].included) == len(points)
+    assert 9 in result.rounds[3].included  # its masked input arrived before it dropped
+    for record in result.rounds[1:]:
+        idx = [u - 1 for u in record.included]
+        expected = plain_step(points[idx], np.ones(len(idx)), record.broadcast, 1e-4)
+        assert np.max(np.abs(record.output - expected)) <= record.error_bound
+
+
+def test_secure_median_resists_outliers_that_move_the_secure_mean():
+    points = contaminated(4, shift=1e3)
+    inliers = points[8:]
+    radius = np.max(np.linalg.norm(inliers - inliers.mean(axis=0), axis=1))
+    median = secure_geometric_median(points, rounds=8, norm_bound=5e3, nu=1e-6).median
+    mean = secure_mean(points, norm_bound=5e3).median
+    assert np.linalg.norm(median - inliers.mean(axis=0)) <= radius
+    assert np.linalg.norm(mean - inliers.mean(axis=0)) > 10 * radius
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    s=st.floats(0.12, 0.9),
+    spread=st.floats(0.1, 100.0),
+)
+def test_realised_effective_weight_never_exceeds_the_certificate(seed, s, spread):
+    rng = np.random.default_rng(seed)
+    n = 12
+    points = rng.normal(size=(n, 5)) * spread
+    points[0] *= 50  # one far point: its beta is small, others' large
+    alpha = rng.uniform(1.0, 3.0, size=n)
+    result = secure_geometric_median(points, alpha, rounds=2, max_weight=s, nu="auto", alpha_range=(1.0, 3.0))
+    for record in result.rounds:
+        assert record.realised_max_weight <= record.certified_weight + 1e-12
+        assert record.certified_weight <= s
+
+
+def test_violated_certificate_stops_the_step_before_any_session_starts():
+    oracle = SpyOracle(10, value_bound=100.0, weight_bound=1e6)
+    with pytest.raises(CertificateViolation) as info:
+        secure_geometric_median(contaminated(5), rounds=3, norm_bound=100.0, nu=1e-6, max_weight=0.2, oracle=oracle)
+    assert info.value.party == "server"
+    # The initial mean step is certifiable (its bound is the floor 1/10), the first Weiszfeld step is not.
+    assert oracle.sessions == 1
+
+
+def test_client_refuses_a_broadcast_outside_the_norm_ball_before_sending_anything():
+    oracle = SpyOracle(10, value_bound=10.0, weight_bound=1e6)
+    far = np.full(12, 10.0)  # norm 34.6 > C = 10
+    with pytest.raises(CertificateViolation) as info:
+        secure_geometric_median(contaminated(6), rounds=1, norm_bound=10.0, init=far, oracle=oracle)
+    assert "client" in info.value.party
+    assert oracle.sessions == 0
+
+
+def test_uncertifiable_bound_is_refused_before_anything_is_sent():
+    t = 10
+    oracle = SpyOracle(t, value_bound=100.0, weight_bound=1e9)
+    with pytest.raises(UncertifiableBound):
+        secure_geometric_median(contaminated(7), rounds=3, norm_bound=100.0, nu="auto", max_weight=1 / t, oracle=oracle)
+    assert oracle.sessions == 0
+
+
+def test_auto_nu_is_the_smallest_nu_that_certifies_the_bound():
+    for s, c, lo, hi, t in [(0.2, 10.0, 1.0, 1.0, 12), (0.05, 3.0, 0.5, 2.0, 100), (0.5, 1.0, 1.0, 4.0, 3)]:
+        nu = smallest_nu(s, c, lo, hi, t)
+        assert certified_weight(nu, c, lo, hi, t) <= s
+        assert certified_weight(nu * (1 - 1e-9), c, lo, hi, t) > s
+
+
+def test_certificate_falls_with_nu_down_to_the_mean_floor():
+    nus = np.geomspace(1e-6, 1e3, 30)
+    certs = [certified_weight(nu, 1.0, 1.0, 2.0, 20) for nu in nus]
+    assert all(a >= b for a, b in zip(certs, certs[1:]))
+    assert certs[-1] == pytest.approx(weight_floor(1.0, 2.0, 20))
+    assert weight_floor(1.0, 1.0, 20) == pytest.approx(1 / 20)
+
+
+def test_mean_is_refused_when_its_floor_exceeds_the_bound():
+    with pytest.raises(CertificateViolation):
+        secure_mean(contaminated(8), norm_bound=100.0, max_weight=0.01, threshold=10)
+
+
+def test_one_step_rfa_is_one_oracle_call_from_zero_and_matches_algorithm_3():
+    points = contaminated(9)
+    oracle = SpyOracle(12, value_bound=100.0, weight_bound=1e6)
+    result = one_step_geometric_median(points, norm_bound=100.0, nu=1e-6, oracle=oracle)
+    assert oracle.sessions == 1 and result.oracle_calls == 1 and oracle.calls == 1
+    expected = plain_step(clipped(points, 100.0), np.ones(len(points)), np.zeros(points.shape[1]), 1e-6)
+    assert np.max(np.abs(result.median - expected)) <= result.rounds[0].error_bound
+    assert np.all(result.rounds[0].broadcast == 0)
+
+
+def test_an_oracle_whose_encoding_would_clip_the_weights_is_refused():
+    oracle = secagg.SecureAverageOracle(10, value_bound=100.0, weight_bound=1.0)
+    with pytest.raises(secagg.ParameterError, match="clipping would distort"):
+        secure_geometric_median(contaminated(10), rounds=1, norm_bound=100.0, nu=1e-3, oracle=oracle)
+
+
+def test_weights_are_clipped_into_the_public_range_before_aggregation():
+    points = contaminated(11, outliers=0)
+    alpha = np.ones(len(points))
+    alpha[0] = 1e6  # a client claiming an enormous weight
+    result = secure_mean(points, alpha, norm_bound=100.0, alpha_range=(1.0, 2.0))
+    capped = alpha.clip(1.0, 2.0)
+    assert np.allclose(result.median, capped @ points / capped.sum(), atol=1e-9)
+    assert result.rounds[0].realised_max_weight == pytest.approx(2.0 / capped.sum())
+
+
+def test_policy_rejects_nonsense_parameters():
+    with pytest.raises(ValueError, match="alpha_min"):
+        PrivacyPolicy(1e-3, 1.0, 2.0, 1.0, None)
+    with pytest.raises(ValueError, match="max_weight"):
+        PrivacyPolicy(1e-3, 1.0, 1.0, 1.0, 1.5)
+    with pytest.raises(secagg.ParameterError, match="max_weight"):
+        secure_geometric_median(contaminated(12), nu="auto")
