@@ -25,3 +25,7 @@ class CertificateViolation(RFAError):
         self.party = party
         self.reason = reason
         super().__init__(f"{party} refused the step: {reason}")
+
+
+class PlaintextOnly(RFAError):
+    """A rule that needs every individual update in the clear was asked to run securely."""
