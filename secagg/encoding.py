@@ -12,12 +12,19 @@ exact, without wrap-around, iff n * 2**f < M / 2, which ``check_capacity``
 enforces before anything is sent.  The average is B * sum(q) / sum(r); the
 scale beta_max cancels.
 
-Quantization (per coordinate, worst case): each rounding errs by at most 1/2,
-so with S = sum(r) (the encoded weight sum, known to the server) and n inputs,
+Quantization (per coordinate, worst case).  Each encoded element errs from its
+exact scaled value by at most delta = 1/2 + 2**(f - 51): 1/2 from rounding,
+and 2**(f - 51) for the float64 products that form it (a few relative errors
+of 2**-53 on a value of at most 2**f).  With S = sum(r) (the encoded weight
+sum, which the server learns) and n inputs, the decoded average v' of an exact
+average v with |v| <= B satisfies
 
-    |decoded - exact weighted average of the clipped inputs| <= n * B / (S - n)
+    v' - v = B (e_q - (v / B) e_r) / (S - e_r),  |e_q|, |e_r| <= n delta,
 
-for S > n, i.e. about n * B * beta_max / (2**f * sum(beta_i)).
+so  |v' - v| <= 2 n delta B / (S - n delta) + 2**-50 B  for S > n delta, the
+last term covering the float64 decoding.  That is about
+n * B * beta_max / (2**f * sum(beta_i)).  f is capped at 50 so that the float64
+terms stay below a quarter of the rounding error.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ class Encoded:
 class FixedPointEncoding:
     value_bound: float = 1e3
     weight_bound: float = 1.0
-    frac_bits: int = 52
+    frac_bits: int = 50
     modulus_bits: int = 64
 
     def __post_init__(self) -> None:
@@ -52,14 +59,14 @@ class FixedPointEncoding:
             raise ParameterError(f"weight bound must be positive and finite, got {self.weight_bound}")
         if not 1 <= self.modulus_bits <= 64:
             raise ParameterError(f"modulus must be 2**k with 1 <= k <= 64, got k={self.modulus_bits}")
-        if not 0 <= self.frac_bits <= 52:
-            # float64 carries 53 significant bits: more fractional bits are noise.
-            raise ParameterError(f"fractional bits must be in [0, 52], got {self.frac_bits}")
+        if not 0 <= self.frac_bits <= 50:
+            # float64 carries 53 significant bits; above 50 its rounding rivals the quantization.
+            raise ParameterError(f"fractional bits must be in [0, 50], got {self.frac_bits}")
 
     @classmethod
     def for_clients(cls, max_clients: int, *, modulus_bits: int = 64, **kwargs) -> "FixedPointEncoding":
         """The most precise encoding whose sum over ``max_clients`` inputs cannot wrap."""
-        frac_bits = min(52, modulus_bits - 1 - math.ceil(math.log2(max_clients + 1)))
+        frac_bits = min(50, modulus_bits - 1 - math.ceil(math.log2(max_clients + 1)))
         if frac_bits < 0:
             raise EncodingOverflow(f"2**{modulus_bits} is too small to sum {max_clients} inputs")
         return cls(frac_bits=frac_bits, modulus_bits=modulus_bits, **kwargs)
@@ -112,5 +119,9 @@ class FixedPointEncoding:
             )
         value = s[:-1].astype(np.float64) * (self.value_bound / weight_units)
         sum_weights = weight_units * self.weight_bound / 2**self.frac_bits
-        error = n * self.value_bound / (weight_units - n) if weight_units > n else math.inf
+        spread = n * (0.5 + 2.0 ** (self.frac_bits - 51))
+        if weight_units > spread:
+            error = 2 * spread * self.value_bound / (weight_units - spread) + 2.0**-50 * self.value_bound
+        else:
+            error = math.inf
         return value, sum_weights, error

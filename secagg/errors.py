@@ -5,7 +5,7 @@ exists (bad public parameters or inputs); ``MalformedMessage`` when bytes do not
 decode into a well-formed message; ``ProtocolViolation`` when a well-formed
 message breaks a protocol rule; ``AbortError`` when fewer than ``t`` clients
 remain.  A receiver that raises ``MalformedMessage`` or ``ProtocolViolation``
-has not changed its state.
+has not changed its state; ``AbortError`` from the server ends the session.
 """
 
 from __future__ import annotations

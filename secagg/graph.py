@@ -1,10 +1,13 @@
 """Who masks with whom: the neighbour graph of a session.
 
-Bonawitz et al. pair every client with every other (the complete graph).
-SecAgg+ (Bell et al., CCS 2020) uses a sparse k-regular graph instead.  The
-state machines ask only ``graph.neighbours(u)``, both for whom to share
-secrets with and for whom to mask against, so a sparse graph can be added as a
-new class here without touching them.
+Bonawitz et al. pair every client with every other (the complete graph),
+the only graph implemented.  SecAgg+ (Bell et al., CCS 2020) uses a sparse
+k-regular graph instead.  The state machines already ask ``graph.neighbours(u)``
+for whom to share secrets with, whom to mask against, which ciphertexts to
+forward and which shares a responder must hold.  What a sparse graph would
+still need (protocol_spec.md, section 2): survivor lists and thresholds per
+neighbourhood instead of the global U3 and t, and a consistency check signed
+per neighbourhood.
 """
 
 from __future__ import annotations

@@ -200,7 +200,8 @@ class Abort(Message):
         return self.at_round
 
     def body(self) -> list[Any]:
-        return [self.count, self.reason[:MAX_TEXT]]
+        # Cut by bytes, not characters: the decoder limits strings to MAX_TEXT bytes.
+        return [self.count, self.reason.encode()[:MAX_TEXT].decode(errors="ignore")]
 
 
 KINDS: dict[str, type[Message]] = {
@@ -223,7 +224,7 @@ KINDS: dict[str, type[Message]] = {
 def max_message_bytes(params: PublicParams) -> int:
     """An upper bound on the size of any valid encoded message of this session."""
     per_client = 16 + max(3 * KEY_BYTES + SIGNATURE_BYTES, CIPHERTEXT_BYTES, 2 * (SHARE_BYTES + 8))
-    return 512 + max(params.dim * params.element_bytes, params.n * per_client)
+    return 512 + MAX_TEXT + max(params.dim * params.element_bytes, params.n * per_client)
 
 
 # ---- decoding ---------------------------------------------------------------

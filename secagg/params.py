@@ -63,6 +63,7 @@ class PublicParams:
     malicious: bool = False
     identity_keys: Mapping[int, bytes] = field(default_factory=dict)
     graph: NeighbourGraph | None = None
+    allow_insecure: bool = False  # downgrade the refusal of an insecure t to a warning
 
     def __post_init__(self) -> None:
         if not isinstance(self.session_id, bytes) or len(self.session_id) != SESSION_ID_BYTES:
@@ -88,6 +89,8 @@ class PublicParams:
                 raise ParameterError("identity keys must be 32-byte Ed25519 public keys")
         if self.graph is None:
             object.__setattr__(self, "graph", CompleteGraph(ids))
+        # Here, not only in create(): no way of building parameters skips the rule.
+        self.check_threshold(allow_insecure=self.allow_insecure)
 
     @classmethod
     def create(
@@ -121,8 +124,10 @@ class PublicParams:
             dim=dim,
             malicious=malicious,
             identity_keys=dict(identity_keys or {}),
+            allow_insecure=allow_insecure,
         )
-        params.check_threshold(colluding=colluding, allow_insecure=allow_insecure)
+        if colluding is not None:
+            params.check_threshold(colluding=colluding, allow_insecure=allow_insecure)
         return params
 
     def check_threshold(self, *, colluding: int | None = None, allow_insecure: bool = False) -> None:
@@ -142,12 +147,12 @@ class PublicParams:
             )
             if not allow_insecure:
                 raise InsecureParameters(message)
-            warnings.warn(message, InsecureParametersWarning, stacklevel=3)
-        elif t == 1:
+            warnings.warn(message, InsecureParametersWarning, stacklevel=4)
+        elif t == 1 and colluding is None:
             warnings.warn(
                 f"{mode} mode with t=1: a revealed sum may contain a single client's input",
                 InsecureParametersWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
 
     @property

@@ -10,7 +10,8 @@ dropout from then on.  Fewer than ``t`` answers raise ``AbortError``.
 The server knows U1 (advertised keys), U2 (sent shares), U3 (sent masked
 inputs: the inputs in the sum), U4 (signed the survivor list, malicious mode)
 and U5 (sent unmasking shares), as in Bonawitz et al. 2017, Fig. 4.
-A ``receive`` that raises leaves the server exactly as it was.
+A ``receive`` that raises ``MalformedMessage`` or ``ProtocolViolation``
+leaves the server exactly as it was; ``AbortError`` is terminal.
 """
 
 from __future__ import annotations
