@@ -198,7 +198,7 @@ class Client:
         for v in sorted(senders):
             shared = agree(self._s_sk, self._mask_keys[v], v)
             acc.add_mask(shared, pair_mask_label(u, v), +1 if v > u else -1)
-        reply = MaskedInput(p.session_id, u, SERVER, masked=acc.reduced().astype(p.dtype))
+        reply = MaskedInput(p.session_id, u, SERVER, masked=acc.wire())
         self._held = held
         self.state = ClientState.MASKED
         return [reply]

@@ -106,8 +106,9 @@ class FixedPointEncoding:
         t = total.astype(np.uint64)
         if self.modulus_bits == 64:
             return t.view(np.int64)
+        # t - M for t >= M/2, computed as t + (2**64 - M) in wrapping uint64 (fits for every M <= 2**63).
         half = np.uint64(self.modulus // 2)
-        return np.where(t >= half, t.astype(np.int64) - np.int64(self.modulus), t.astype(np.int64))
+        return np.where(t >= half, t + np.uint64(2**64 - self.modulus), t).view(np.int64)
 
     def decode_average(self, total: np.ndarray, n: int) -> tuple[np.ndarray, float, float]:
         """(weighted average, sum of weights, worst-case per-coordinate error) of a sum of n encodings."""

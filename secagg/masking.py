@@ -66,6 +66,12 @@ class MaskAccumulator:
         else:
             np.subtract(self.value, v, out=self.value)
 
+    def wire(self) -> np.ndarray:
+        """The value mod M in its own element dtype (the masked-input wire form), in place."""
+        if self._params.modulus_bits < 8 * self._params.element_bytes:
+            self.value &= self._dtype.type(self._params.modulus - 1)
+        return self.value
+
     def reduced(self) -> np.ndarray:
         """The value mod M as uint64."""
         out = self.value.astype(np.uint64)
@@ -74,8 +80,8 @@ class MaskAccumulator:
         return out
 
 
-def expand(seed: bytes, session_id: bytes, label: bytes, params: PublicParams) -> np.ndarray:
-    """One PRG stream as uint64 values in [0, M) (for tests and audits)."""
+def expand(seed: bytes, label: bytes, params: PublicParams) -> np.ndarray:
+    """One PRG stream of the session ``params`` as uint64 values in [0, M) (for tests and audits)."""
     acc = MaskAccumulator(params)
     acc.add_mask(seed, label, +1)
     return acc.reduced()

@@ -42,7 +42,7 @@ def max_colluding(n: int, t: int, malicious: bool) -> int:
     iff no two lists can each gather ``t`` signatures, i.e. iff
     ``2 (t - n_c) > n - n_c``, that is ``n_c < 2t - n``.
     """
-    return 2 * t - n - 1 if malicious else t - 1
+    return max(2 * t - n - 1, -1) if malicious else t - 1
 
 
 def element_bytes(modulus_bits: int) -> int:

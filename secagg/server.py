@@ -17,6 +17,7 @@ leaves the server exactly as it was; ``AbortError`` is terminal.
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -233,6 +234,33 @@ class Server:
         ]
         return out, signers
 
+    def _name_hidden_cheaters(self, verified: dict[str, list[tuple[int, dict[int, int]]]], cheaters: dict[int, str]) -> None:
+        """Check the shares the fast path did not use; name responders whose shares are off.
+
+        ``verified`` lists, per kind of share, the secrets rebuilt from their t
+        lowest responders' shares and verified, so those t shares are right.
+        A wrong share from any other responder cannot change the sum, but an
+        auditor wants it named.  One batched check covers every such secret
+        (shamir.consistent); only if it fails is each secret examined.
+        """
+        p = self.params
+        for which, members in verified.items():
+            groups: dict[frozenset[int], list[tuple[int, dict[int, int]]]] = {}
+            for v, shares in members:
+                if len(shares) > p.threshold:
+                    groups.setdefault(frozenset(shares), []).append((v, shares))
+            for group in groups.values():
+                digest = hashlib.sha256(p.session_id + which.encode())
+                for v, shares in group:
+                    digest.update(v.to_bytes(4, "big"))
+                    for r, y in sorted(shares.items()):
+                        digest.update(r.to_bytes(4, "big") + shamir.share_to_bytes(y))
+                if shamir.consistent([shares for _, shares in group], p.threshold, digest.digest()):
+                    continue
+                for v, shares in group:
+                    for r in shamir.off_polynomial(shares, p.threshold):
+                        cheaters.setdefault(r, f"sent a wrong {which[0]} share for client {v}")
+
     def _close_unmasking(self) -> tuple[list[Message], frozenset[int]]:
         """Reconstruct b_u of every survivor and s_sk of every dropped client; unmask the sum."""
         p = self.params
@@ -247,12 +275,17 @@ class Server:
                 raise AbortError(Round.UNMASKING.value, len(shares), p.threshold, f"too few shares of client {v}")
             return shares
 
+        verified: dict[str, list[tuple[int, dict[int, int]]]] = {"b_shares": [], "s_shares": []}
+
         def recover(v: int, which: str, verify) -> bytes:
-            found = shamir.reconstruct_verified(shares_of(v, which), p.threshold, verify)
+            shares = shares_of(v, which)
+            found = shamir.reconstruct_verified(shares, p.threshold, verify)
             if found is None:
                 raise AbortError(
                     Round.UNMASKING.value, len(responses), p.threshold, f"shares of client {v} cannot be decoded"
                 )
+            if found[2]:
+                verified[which].append((v, shares))
             for r in found[1]:
                 cheaters[r] = f"sent a wrong {which[0]} share for client {v}"
             return found[0]
@@ -273,6 +306,7 @@ class Server:
                 shared = agree(s_sk, mask_keys[u], u)
                 # y_u holds +PRG(s_uv) if v > u, else -PRG(s_uv): remove it.
                 total.add_mask(shared, pair_mask_label(u, v), -1 if v > u else +1)
+        self._name_hidden_cheaters(verified, cheaters)
         counts = {**self.counts, Round.UNMASKING.value: len(responses)}
         self.result = ServerResult(total=total.reduced(), included=self._u3, counts=counts, cheaters=cheaters)
         self.state = ServerState.DONE

@@ -8,6 +8,7 @@ non-zero and below the prime.
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 from typing import Callable, Iterable, Mapping
 
@@ -153,19 +154,80 @@ def berlekamp_welch(shares: Mapping[int, int], threshold: int) -> tuple[bytes, f
 
 def reconstruct_verified(
     shares: Mapping[int, int], threshold: int, verify: Callable[[bytes], bool]
-) -> tuple[bytes, frozenset[int]] | None:
-    """The secret that passes ``verify`` and the x's of wrong shares, or None.
+) -> tuple[bytes, frozenset[int], bool] | None:
+    """(secret that passes ``verify``, x's of wrong shares found, fast path used?), or None.
 
-    Fast path: interpolate the first ``threshold`` shares.  If that fails the
-    check (a responder lied), fall back to Berlekamp-Welch decoding.
+    Fast path: interpolate the ``threshold`` lowest shares; the other shares
+    are not examined (see ``consistent``).  If the secret fails the check (a
+    responder lied), fall back to Berlekamp-Welch decoding, which examines all.
     """
     try:
         secret = reconstruct(shares, threshold)
     except ValueError:
         secret = None
     if secret is not None and verify(secret):
-        return secret, frozenset()
+        return secret, frozenset(), True
     decoded = berlekamp_welch(shares, threshold)
     if decoded is None or not verify(decoded[0]):
         return None
-    return decoded
+    return decoded[0], decoded[1], False
+
+
+def _interpolate_at(points: Mapping[int, int], xs: Iterable[int]) -> dict[int, int]:
+    """Values at ``xs`` of the polynomial of degree < len(points) through ``points``.
+
+    Lagrange form f(x) = sum_j y_j w_j prod_{m != j} (x - x_m) with the
+    barycentric weights w_j = 1 / prod_{m != j} (x_j - x_m) computed once;
+    the products for each x come from prefix and suffix products, so each
+    point costs O(t) multiplications and no inversion.
+    """
+    known = sorted(points)
+    t = len(known)
+    denominators = []
+    for j, xj in enumerate(known):
+        den = 1
+        for m, xm in enumerate(known):
+            if m != j:
+                den = den * (xj - xm) % PRIME
+        denominators.append(den)
+    scaled = [points[xj] * pow(den, -1, PRIME) % PRIME for xj, den in zip(known, denominators)]
+    out = {}
+    for x in xs:
+        diffs = [(x - xm) % PRIME for xm in known]
+        prefix = [1] * (t + 1)
+        for m in range(t):
+            prefix[m + 1] = prefix[m] * diffs[m] % PRIME
+        total, suffix = 0, 1
+        for j in range(t - 1, -1, -1):
+            total += scaled[j] * prefix[j] * suffix
+            suffix = suffix * diffs[j] % PRIME
+        out[x] = total % PRIME
+    return out
+
+
+def off_polynomial(shares: Mapping[int, int], threshold: int) -> frozenset[int]:
+    """The x's whose share is off the polynomial through the ``threshold`` lowest x's."""
+    base = sorted(shares)[:threshold]
+    rest = [x for x in sorted(shares) if x not in base]
+    expected = _interpolate_at({x: shares[x] for x in base}, rest)
+    return frozenset(x for x in rest if expected[x] != shares[x])
+
+
+def consistent(share_sets: list[Mapping[int, int]], threshold: int, seed: bytes) -> bool:
+    """Whether every set of shares (all over the same x's) lies on a degree < t polynomial.
+
+    One check for all secrets: a combination sum_v rho_v f_v of polynomials of
+    degree < t has degree < t, while a wrong share makes the combination leave
+    it except with probability 1/PRIME over rho.  The rho_v are hashed from
+    ``seed``, which must commit to every share (Fiat-Shamir), so no responder
+    can choose its error to cancel.
+    """
+    if not share_sets:
+        return True
+    rho = [
+        int.from_bytes(hashlib.sha512(seed + i.to_bytes(4, "big")).digest(), "big") % PRIME
+        for i in range(len(share_sets))
+    ]
+    xs = sorted(share_sets[0])
+    combined = {x: sum(r * s[x] for r, s in zip(rho, share_sets)) % PRIME for x in xs}
+    return not off_polynomial(combined, threshold)

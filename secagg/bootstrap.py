@@ -1,0 +1,156 @@
+"""Session bootstrapping over TCP: the hello frame and the parameters frame.
+
+1. The client connects and sends ``{"type": "hello", "version": 1, "id": I}``.
+2. The server binds the connection to ``I`` (refusing an id that is unknown,
+   already bound, or arrives after ``advertise_keys`` closed) and answers
+   ``{"type": "params", "version", "session_id", "client_ids", "threshold",
+   "modulus_bits", "dim", "malicious", "identity_keys", "graph",
+   "round_timeout", "join_seconds"}`` or ``{"type": "refused", "rule",
+   "detail"}`` before closing.
+3. The client rebuilds ``PublicParams`` (which validates them), refuses
+   insecure thresholds, and in malicious-server mode refuses identity keys
+   that differ from the ones it trusts independently of the server (a local
+   key directory playing the PKI).  It then sends ``advertise_keys``.
+
+Both frames are plain msgpack maps with strictly typed fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import msgpack
+
+from .errors import MalformedMessage, ParameterError, SecAggError
+from .graph import CompleteGraph
+from .messages import PROTOCOL_VERSION
+from .params import PublicParams
+
+HELLO_MAX_BYTES = 256
+# The client cannot derive a limit before it knows the parameters; 16 MiB
+# holds the parameters of ~200k clients with identity keys.
+BOOTSTRAP_MAX_BYTES = 16 << 20
+
+
+class Refused(SecAggError):
+    """The server refused this connection during bootstrapping."""
+
+    def __init__(self, rule: str, detail: str):
+        self.rule = rule
+        self.detail = detail
+        super().__init__(f"server refused the connection ({rule}): {detail}")
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    params: PublicParams
+    round_timeout: float  # seconds the server waits for each round after advertise_keys
+    join_seconds: float  # seconds left, when the params were sent, until advertise_keys closes
+
+
+def _unpack(data: bytes, field: str, party: int | None = None) -> dict[str, Any]:
+    try:
+        obj = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=False,
+            max_ext_len=0,
+            max_str_len=4096,
+            max_bin_len=64,
+            max_array_len=len(data),
+            max_map_len=len(data),
+        )
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise MalformedMessage(f"not a msgpack object ({exc.__class__.__name__})", party=party, field=field)
+    if type(obj) is not dict or obj.get("version") != PROTOCOL_VERSION or type(obj.get("type")) is not str:
+        raise MalformedMessage("expected a map with 'type' and 'version' 1", party=party, field=field)
+    return obj
+
+
+def _int(obj: Mapping[str, Any], key: str, field: str) -> int:
+    value = obj.get(key)
+    if type(value) is not int:
+        raise MalformedMessage(f"{key} must be an integer", field=f"{field}.{key}")
+    return value
+
+
+def encode_hello(client_id: int) -> bytes:
+    return msgpack.packb({"type": "hello", "version": PROTOCOL_VERSION, "id": client_id})
+
+
+def decode_hello(data: bytes) -> int:
+    """The client id claimed by a hello frame (not yet checked against the session)."""
+    obj = _unpack(data, "hello")
+    if obj["type"] != "hello" or set(obj) != {"type", "version", "id"}:
+        raise MalformedMessage("expected exactly type='hello', version and id", field="hello")
+    return _int(obj, "id", "hello")
+
+
+def params_to_wire(params: PublicParams) -> dict[str, Any]:
+    if not isinstance(params.graph, CompleteGraph):
+        raise ParameterError("the TCP bootstrap only describes the complete neighbour graph")
+    return {
+        "session_id": params.session_id,
+        "client_ids": list(params.client_ids),
+        "threshold": params.threshold,
+        "modulus_bits": params.modulus_bits,
+        "dim": params.dim,
+        "malicious": params.malicious,
+        "identity_keys": {u: params.identity_keys[u] for u in params.client_ids} if params.malicious else {},
+        "graph": "complete",
+    }
+
+
+def params_from_wire(obj: Mapping[str, Any], field: str = "params") -> PublicParams:
+    """Rebuild and validate public parameters; every defect is a ``MalformedMessage``."""
+    ids = obj.get("client_ids")
+    keys = obj.get("identity_keys")
+    if type(ids) is not list or any(type(u) is not int for u in ids):
+        raise MalformedMessage("client_ids must be a list of integers", field=f"{field}.client_ids")
+    if type(keys) is not dict or any(type(k) is not int or type(v) is not bytes for k, v in keys.items()):
+        raise MalformedMessage("identity_keys must map integers to bytes", field=f"{field}.identity_keys")
+    if type(obj.get("malicious")) is not bool or type(obj.get("session_id")) is not bytes:
+        raise MalformedMessage("malicious must be a bool and session_id bytes", field=field)
+    if obj.get("graph") != "complete":
+        raise MalformedMessage("only the complete neighbour graph is supported", field=f"{field}.graph")
+    if not obj["malicious"] and keys:
+        raise MalformedMessage("identity keys in honest-but-curious mode", field=f"{field}.identity_keys")
+    try:
+        return PublicParams(
+            session_id=obj["session_id"],
+            client_ids=tuple(ids),
+            threshold=_int(obj, "threshold", field),
+            modulus_bits=_int(obj, "modulus_bits", field),
+            dim=_int(obj, "dim", field),
+            malicious=obj["malicious"],
+            identity_keys=dict(keys),
+        )
+    except ParameterError as exc:
+        raise MalformedMessage(str(exc), field=field) from None
+
+
+def encode_params(params: PublicParams, *, round_timeout: float, join_seconds: float) -> bytes:
+    body = {"type": "params", "version": PROTOCOL_VERSION, **params_to_wire(params)}
+    body.update(round_timeout=float(round_timeout), join_seconds=float(join_seconds))
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def encode_refusal(rule: str, detail: str) -> bytes:
+    return msgpack.packb({"type": "refused", "version": PROTOCOL_VERSION, "rule": rule, "detail": detail[:1024]})
+
+
+def decode_bootstrap_reply(data: bytes) -> SessionInfo:
+    """The server's answer to hello; raises ``Refused`` or ``MalformedMessage``."""
+    obj = _unpack(data, "params", party=0)
+    if obj["type"] == "refused":
+        rule, detail = obj.get("rule"), obj.get("detail")
+        if type(rule) is not str or type(detail) is not str:
+            raise MalformedMessage("refusal without rule and detail", party=0, field="refused")
+        raise Refused(rule, detail)
+    if obj["type"] != "params":
+        raise MalformedMessage(f"unexpected bootstrap frame type {obj['type']!r:.40}", party=0, field="type")
+    timeouts = obj.get("round_timeout"), obj.get("join_seconds")
+    if any(type(x) is not float or not 0 <= x < 1e7 for x in timeouts):
+        raise MalformedMessage("round_timeout and join_seconds must be non-negative floats", party=0, field="params")
+    return SessionInfo(params_from_wire(obj), *timeouts)

@@ -1,0 +1,125 @@
+"""The server's transcript: every frame it read, in order, for audit and replay.
+
+File format: a sequence of msgpack objects, nothing else.
+
+* First a header map ``{"format": "secagg-transcript", "version": 1,
+  "params": {...}}`` with the public parameters (as in the bootstrap frame).
+* Then one array per event ``[seconds, client, channel, payload, verdict]``:
+  ``seconds`` since the server started (float), ``client`` the id bound to
+  the connection (for a hello, the id it claims; nil if unreadable),
+  ``channel`` one of
+
+  - ``"hello"``: a bootstrap frame, ``payload`` its bytes;
+  - ``"message"``: a protocol frame, ``payload`` its bytes exactly as read;
+  - ``"close"``: the transport closed a round itself (deadline or every live
+    client answered), ``payload`` the round name;
+
+  and ``verdict`` ``"ok"`` for an accepted frame, else the rule it broke.
+
+``read_transcript`` loads a file; ``replay`` feeds the accepted frames and
+the closes to a fresh ``Server`` and so recomputes exactly what the server
+computed; ``decode(record.payload, transcript.params)`` parses any frame.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import msgpack
+
+from .bootstrap import params_from_wire, params_to_wire
+from .errors import MalformedMessage
+from .params import PublicParams
+from .server import Server, ServerResult, ServerState
+
+FORMAT = "secagg-transcript"
+VERSION = 1
+CHANNELS = ("hello", "message", "close")
+
+
+@dataclass(frozen=True)
+class Record:
+    seconds: float
+    client: int | None
+    channel: str
+    payload: bytes | str
+    verdict: str
+
+
+@dataclass
+class Transcript:
+    params: PublicParams
+    records: list[Record]
+
+    def accepted_messages(self) -> list[tuple[int, bytes]]:
+        """(client id, frame) of every protocol frame the server accepted, in order."""
+        return [(r.client, r.payload) for r in self.records if r.channel == "message" and r.verdict == "ok"]  # type: ignore[misc]
+
+
+class TranscriptWriter:
+    """Keeps the records in memory and, given a file, appends each one as it happens."""
+
+    def __init__(self, params: PublicParams, file: BinaryIO | None = None):
+        self.transcript = Transcript(params, [])
+        self._file = file
+        self._start = time.monotonic()
+        if file is not None:
+            file.write(msgpack.packb({"format": FORMAT, "version": VERSION, "params": params_to_wire(params)}))
+            file.flush()
+
+    def add(self, client: int | None, channel: str, payload: bytes | str, verdict: str = "ok") -> None:
+        record = Record(time.monotonic() - self._start, client, channel, payload, verdict)
+        self.transcript.records.append(record)
+        if self._file is not None:
+            # Flushed per record so that a crash or a kill still leaves what was seen.
+            self._file.write(msgpack.packb([record.seconds, client, channel, payload, verdict]))
+            self._file.flush()
+
+
+def read_transcript(path: str | Path) -> Transcript:
+    data = Path(path).read_bytes()
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max(len(data), 1), max_ext_len=0)
+    unpacker.feed(data)
+    try:
+        objects = list(unpacker)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise MalformedMessage(f"{path} is not a msgpack stream ({exc.__class__.__name__})", field="transcript")
+    if not objects or type(objects[0]) is not dict or objects[0].get("format") != FORMAT:
+        raise MalformedMessage(f"{path} does not start with a {FORMAT} header", field="transcript")
+    if objects[0].get("version") != VERSION:
+        raise MalformedMessage(f"unsupported transcript version {objects[0].get('version')!r}", field="transcript")
+    params = params_from_wire(objects[0].get("params") or {}, "transcript.params")
+    records = []
+    for i, obj in enumerate(objects[1:], 1):
+        ok = type(obj) is list and len(obj) == 5
+        if ok:
+            seconds, client, channel, payload, verdict = obj
+            ok = (
+                type(seconds) is float
+                and (client is None or type(client) is int)
+                and channel in CHANNELS
+                and type(payload) is (str if channel == "close" else bytes)
+                and type(verdict) is str
+            )
+        if not ok:
+            raise MalformedMessage(f"record {i} is not [seconds, client, channel, payload, verdict]", field="transcript")
+        records.append(Record(seconds, client, channel, payload, verdict))
+    return Transcript(params, records)
+
+
+def replay(transcript: Transcript) -> ServerResult:
+    """Recompute the server's result from the transcript; raises ``AbortError`` as the server did."""
+    server = Server(transcript.params)
+    for r in transcript.records:
+        if server.state is not ServerState.COLLECTING:
+            break
+        if r.channel == "message" and r.verdict == "ok":
+            server.receive(r.payload)  # type: ignore[arg-type]
+        elif r.channel == "close" and server.round.value == r.payload:
+            server.close_round()
+    if server.result is None:
+        raise MalformedMessage("the transcript ends before the session does", field="transcript")
+    return server.result

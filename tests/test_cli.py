@@ -1,0 +1,82 @@
+"""``secagg simulate`` on the command line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from secagg.cli import main
+
+
+def run_json(capsys, *args):
+    code = main(["simulate", *args, "--json"])
+    out = capsys.readouterr().out
+    return code, json.loads(out)
+
+
+def test_simulate_json_reports_a_correct_sum(capsys):
+    code, report = run_json(capsys, "--clients", "8", "--dim", "20", "--seed", "1")
+    assert code == 0
+    assert report["correct"] is True
+    assert len(report["total"]) == 16  # --json-total default, fewer than d=20
+    dropped_early = {
+        u for r in ("advertise_keys", "share_keys", "masked_input") for u in report["dropouts"].get(r, [])
+    }
+    assert set(report["included"]) == set(range(1, 9)) - dropped_early
+    assert report["counts"]["masked_input"] == len(report["included"])
+
+
+def test_simulate_json_is_reproducible_with_a_seed(capsys):
+    _, a = run_json(capsys, "--clients", "6", "--dim", "5", "--seed", "3")
+    _, b = run_json(capsys, "--clients", "6", "--dim", "5", "--seed", "3")
+    assert a["total"] == b["total"] and a["included"] == b["included"] and a["dropouts"] == b["dropouts"]
+
+
+def test_simulate_with_all_dropouts_in_one_round(capsys):
+    code, report = run_json(
+        capsys, "--clients", "10", "--dim", "4", "--seed", "2", "--dropout", "0.3", "--dropout-round", "masked_input"
+    )
+    assert code == 0 and report["correct"] is True
+    assert set(report["dropouts"]) <= {"masked_input"}
+    dropped = set(report["dropouts"].get("masked_input", []))
+    assert set(report["included"]) == set(range(1, 11)) - dropped
+
+
+def test_simulate_malicious_mode_json(capsys):
+    code, report = run_json(capsys, "--clients", "7", "--dim", "3", "--seed", "4", "--malicious", "--modulus-bits", "64")
+    assert code == 0 and report["correct"] is True
+    assert "consistency_check" in report["counts"]
+
+
+def test_failing_configuration_exits_2_with_an_aborted_key(capsys):
+    code, report = run_json(capsys, "--clients", "5", "--threshold", "5", "--dim", "3", "--seed", "1", "--dropout", "1.0")
+    assert code == 2
+    assert "aborted" in report and "correct" not in report
+    assert sum(len(v) for v in report["dropouts"].values()) == 5
+
+
+def test_invalid_parameters_exit_2_with_an_aborted_key(capsys):
+    code, report = run_json(capsys, "--clients", "4", "--threshold", "5", "--dim", "3", "--seed", "1")
+    assert code == 2
+    assert "threshold" in report["aborted"]
+
+
+def test_human_readable_report_says_equal(capsys):
+    code = main(["simulate", "--clients", "5", "--dim", "6", "--seed", "1", "--dropout", "0"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "EQUAL" in out and "DIFFERENT" not in out
+    assert "advertise_keys" in out and "unmasking" in out
+
+
+def test_human_readable_failure_exits_2(capsys):
+    code = main(["simulate", "--clients", "4", "--threshold", "4", "--dim", "2", "--seed", "1", "--dropout", "1.0"])
+    assert code == 2
+    assert "failed" in capsys.readouterr().out
+
+
+def test_unknown_subcommand_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["nonsense"])
+    assert info.value.code == 2

@@ -1,0 +1,210 @@
+"""The command line over loopback TCP: separate processes, killed processes, the demo.
+
+``secagg serve`` and ``secagg client`` run as real subprocesses (``python -m
+secagg``); some sessions mix them with in-test trio clients so that a client
+process can be SIGKILLed at a chosen point of the protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trio
+
+from secagg.cli import main
+from secagg.messages import Round
+from secagg.tcp import leave_at, run_client
+
+SECAGG = [sys.executable, "-m", "secagg"]
+BITS = 32
+
+
+class Proc:
+    """A subprocess whose stdout and stderr go to files (no pipe can fill up and block it)."""
+
+    def __init__(self, tmp: Path, name: str, *args: object):
+        self.out, self.err = tmp / f"{name}.out", tmp / f"{name}.err"
+        with open(self.out, "w") as out, open(self.err, "w") as err:
+            self.popen = subprocess.Popen(SECAGG + [str(a) for a in args], stdout=out, stderr=err)
+
+    def stderr(self) -> str:
+        return self.err.read_text()
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        end = time.monotonic() + timeout
+        while text not in self.stderr():
+            if self.popen.poll() is not None or time.monotonic() > end:
+                raise AssertionError(f"{text!r} never appeared; stderr:\n{self.stderr()}")
+            time.sleep(0.02)
+        return self.stderr()
+
+    def finish(self, timeout: float = 60) -> tuple[int, str]:
+        rc = self.popen.wait(timeout=timeout)
+        return rc, self.out.read_text()
+
+
+def serve(tmp: Path, *args: object) -> tuple[Proc, int]:
+    proc = Proc(tmp, "serve", "serve", "--port", 0, "--json", *args)
+    text = proc.wait_for("listening on 127.0.0.1:")
+    port = int(text.split("listening on 127.0.0.1:")[1].split()[0])
+    return proc, port
+
+
+def random_inputs(n: int, dim: int, seed: int) -> dict[int, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {u: rng.integers(0, 2**BITS, dim, dtype=np.uint64) for u in range(1, n + 1)}
+
+
+def check_exact(summary: dict, inputs: dict[int, np.ndarray]) -> None:
+    total = sum(inputs[u] for u in summary["included"]) % np.uint64(2**BITS)
+    assert summary["total"] == [int(v) for v in total]
+
+
+def test_serve_and_three_client_processes(tmp_path, capsys):
+    inputs = random_inputs(3, 5, seed=1)
+    for u, x in inputs.items():
+        np.save(tmp_path / f"in{u}.npy", x)
+    transcript = tmp_path / "transcript.msgpack"
+    server, port = serve(tmp_path, "--clients", 3, "--threshold", 2, "--dim", 5, "--transcript", transcript)
+    clients = [
+        Proc(tmp_path, f"c{u}", "client", "--server", f"127.0.0.1:{port}", "--id", u, "--input", tmp_path / f"in{u}.npy")
+        for u in inputs
+    ]
+    rc, out = server.finish()
+    assert rc == 0, server.stderr()
+    assert [c.finish()[0] for c in clients] == [0, 0, 0]
+    summary = json.loads(out)
+    assert summary["included"] == [1, 2, 3] and summary["violations"] == []
+    check_exact(summary, inputs)
+    # The auditor's view: inspect decodes every frame and replays the session.
+    assert main(["inspect", str(transcript), "--json"]) == 0
+    audit = json.loads(capsys.readouterr().out)
+    assert audit["total"] == summary["total"] and audit["included"] == [1, 2, 3]
+    kinds = [r.get("kind") for r in audit["records"] if r["channel"] == "message"]
+    assert sorted(kinds) == sorted(["advertise_keys", "encrypted_shares", "masked_input", "unmasking_shares"] * 3)
+
+
+def test_malicious_mode_with_a_key_directory(tmp_path):
+    keys = tmp_path / "keys"
+    assert subprocess.run(SECAGG + ["keygen", "--dir", str(keys), "--clients", "3"], capture_output=True).returncode == 0
+    inputs = random_inputs(3, 4, seed=2)
+    for u, x in inputs.items():
+        np.save(tmp_path / f"in{u}.npy", x)
+    server, port = serve(tmp_path, "--clients", 3, "--threshold", 2, "--dim", 4, "--malicious", "--identity-dir", keys)
+    clients = [
+        Proc(tmp_path, f"c{u}", "client", "--server", f"127.0.0.1:{port}", "--id", u,
+             "--input", tmp_path / f"in{u}.npy", "--identity-dir", keys)
+        for u in inputs
+    ]
+    rc, out = server.finish()
+    assert rc == 0, server.stderr()
+    assert [c.finish()[0] for c in clients] == [0, 0, 0]
+    summary = json.loads(out)
+    assert summary["malicious"] and summary["counts"]["consistency_check"] == 3
+    check_exact(summary, inputs)
+
+
+@pytest.mark.parametrize("kill_after", [Round.ADVERTISE_KEYS, Round.MASKED_INPUT])
+def test_client_process_killed_mid_protocol(tmp_path, kill_after):
+    """Client 20 is a real process, SIGKILLed right after it sent ``kill_after``'s message.
+
+    In-test client 1 holds back its own message of that round until the kill,
+    so the server is provably still in that round when the process dies.
+    """
+    n, t, dim = 20, 14, 6
+    inputs = random_inputs(n, dim, seed=3)
+    np.save(tmp_path / "in20.npy", inputs[20])
+    server, port = serve(tmp_path, "--clients", n, "--threshold", t, "--dim", dim, "--round-timeout", 20, "--quiet")
+    victim = Proc(tmp_path, "victim", "client", "--server", f"127.0.0.1:{port}", "--id", 20, "--input", tmp_path / "in20.npy")
+    outcomes = {}
+
+    async def session():
+        killed = trio.Event()
+
+        async def hold(msg):
+            if msg.round is kill_after:
+                await killed.wait()
+            return True
+
+        async def killer():
+            with trio.fail_after(60):
+                while f"client 20: sent {kill_after.value}" not in victim.stderr():
+                    await trio.sleep(0.02)
+            victim.popen.kill()  # SIGKILL: no goodbye, the kernel closes the socket
+            victim.popen.wait()
+            killed.set()
+
+        async def one(u):
+            outcomes[u] = await run_client("127.0.0.1", port, u, inputs[u], before_send=hold if u == 1 else None)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(killer)
+            for u in range(1, n):
+                nursery.start_soon(one, u)
+
+    trio.run(session)
+    rc, out = server.finish()
+    assert rc == 0, server.stderr()
+    assert victim.popen.returncode == -9
+    summary = json.loads(out)
+    victim_included = kill_after is Round.MASKED_INPUT  # its masked input had arrived
+    assert summary["included"] == list(range(1, n + (1 if victim_included else 0)))
+    check_exact(summary, inputs)
+    next_round = "share_keys" if kill_after is Round.ADVERTISE_KEYS else "unmasking"
+    assert summary["dropouts"] == {next_round: [20]}
+    assert all(o.status == "done" for o in outcomes.values())
+
+
+def test_serve_aborts_below_threshold(tmp_path):
+    server, port = serve(tmp_path, "--clients", 4, "--threshold", 3, "--dim", 3, "--round-timeout", 2)
+    inputs = random_inputs(4, 3, seed=4)
+    outcomes = {}
+
+    async def session():
+        async def one(u):
+            hook = leave_at(Round.SHARE_KEYS) if u in (1, 2) else None
+            outcomes[u] = await run_client("127.0.0.1", port, u, inputs[u], before_send=hook)
+
+        async with trio.open_nursery() as nursery:
+            for u in inputs:
+                nursery.start_soon(one, u)
+
+    trio.run(session)
+    rc, out = server.finish()
+    assert rc == 2
+    assert "session aborted" in server.stderr()
+    summary = json.loads(out)
+    assert summary["aborted"]["round"] == "share_keys" and summary["aborted"]["count"] == 2
+    assert "total" not in summary
+    assert {u: o.status for u, o in outcomes.items()} == {1: "left", 2: "left", 3: "aborted", 4: "aborted"}
+
+
+def test_demo(capsys):
+    args = ["demo", "--clients", "20", "--threshold", "14", "--dim", "50", "--dropout", "0.15", "--seed", "1"]
+    assert main(args + ["--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["correct"] is True
+    injected = sorted(u for ids in summary["injected_dropouts"].values() for u in ids)
+    assert injected, "seed 1 injects five dropouts"
+    assert sorted(u for ids in summary["dropouts"].values() for u in ids) == injected
+    assert main(args + ["--dropout-round", "masked_input"]) == 0
+    text = capsys.readouterr().out
+    assert "EQUAL" in text and "unmasking" in text
+
+
+def test_cli_refuses_non_loopback_hosts(capsys):
+    assert main(["serve", "--host", "0.0.0.0", "--clients", "3", "--dim", "2"]) == 1
+    assert main(["client", "--server", "10.1.2.3:4000", "--id", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("127.0.0.1 or ::1") == 2
+
+
+def test_simulate_still_works(capsys):
+    assert main(["simulate", "--clients", "10", "--dim", "20", "--seed", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["correct"] is True

@@ -1,0 +1,394 @@
+"""The client's checks on the server, driven with hand-built server messages.
+
+Every refused message must raise a typed error, produce no reply (no share
+leaves the client) and leave the client able to finish the session correctly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from secagg import (
+    AbortError,
+    Client,
+    ClientState,
+    MalformedMessage,
+    ParameterError,
+    ProtocolViolation,
+    SeededRandom,
+)
+from secagg.keys import consistency_payload, keys_payload, raw_public
+from secagg.messages import Abort, ForwardedShares, KeyRoster, Round, SurvivorList, UnmaskRequest
+from secagg.simulation import identity_keys
+
+SEED = 11
+# n=7, t=4: client 7 drops in share_keys (in U1, not U2), client 6 in masked_input (in U2, not U3).
+DROPS = {"share_keys": [7], "masked_input": [6]}
+U3 = (1, 2, 3, 4, 5)
+
+
+def advance_to(session, round_name):
+    while session.server.round.value != round_name:
+        session.step(DROPS.get(session.server.round.value, ()))
+    return session
+
+
+def assert_exact(session, result):
+    assert [int(v) for v in result.total] == session.expected(result.included)
+
+
+def identities(session):
+    keys = identity_keys(session.params.client_ids, SeededRandom(SEED))
+    assert all(raw_public(k) == session.params.identity_keys[u] for u, k in keys.items())
+    return keys
+
+
+def unmask_request(session, survivors, signatures=None, to=1):
+    return UnmaskRequest(session.params.session_id, 0, to, survivors=tuple(survivors), signatures=signatures)
+
+
+def refuse(session, message, error, rule=None, to=1):
+    """Deliver ``message``; it must raise ``error`` (with ``rule``) and change nothing visible."""
+    before = session.client_view(to)
+    with pytest.raises(error) as info:
+        session.clients[to].receive(message)
+    if rule is not None:
+        assert info.value.rule == rule
+    assert session.client_view(to) == before
+    return info.value
+
+
+# ---- honest-but-curious unmasking --------------------------------------------
+
+
+@pytest.fixture
+def hbc(make_session):
+    return advance_to(make_session(n=7, t=4, seed=SEED), "unmasking")
+
+
+def test_valid_unmask_request_reveals_b_of_survivors_and_s_of_the_dropped(hbc):
+    (reply,) = hbc.clients[1].receive(hbc.outbox[1])
+    assert set(reply.b_shares) == set(U3)
+    assert set(reply.s_shares) == {6}
+    assert hbc.clients[1].state is ClientState.DONE
+
+
+@pytest.mark.parametrize(
+    "survivors,error,rule",
+    [
+        pytest.param((1, 2, 3, 4, 5, 7), ProtocolViolation, "survivors-unknown", id="id-not-in-U2"),
+        pytest.param((1, 2, 3, 4, 5, 1), ProtocolViolation, "survivors-duplicate", id="duplicate-id"),
+        pytest.param((1, 2, 3, 3, 4), ProtocolViolation, "survivors-duplicate", id="duplicate-short"),
+        pytest.param((2, 3, 4, 5), ProtocolViolation, "survivors-omit-self", id="omits-self"),
+        pytest.param((1, 2, 3), AbortError, None, id="fewer-than-t"),
+        pytest.param((), ProtocolViolation, "survivors-omit-self", id="empty"),
+    ],
+)
+def test_bad_survivor_list_is_refused_without_revealing_a_share(hbc, survivors, error, rule):
+    exc = refuse(hbc, unmask_request(hbc, survivors), error, rule)
+    if error is AbortError:
+        assert exc.round == "unmasking" and exc.count == len(set(survivors))
+    assert hbc.clients[1].state is ClientState.MASKED
+    assert_exact(hbc, hbc.finish())
+
+
+def test_survivor_id_outside_the_session_is_malformed(hbc):
+    refuse(hbc, unmask_request(hbc, (1, 2, 3, 4, 99)), MalformedMessage)
+    refuse(hbc, unmask_request(hbc, (1, 2, 3, 4, 0)), MalformedMessage)
+    assert_exact(hbc, hbc.finish())
+
+
+def test_signatures_in_honest_mode_are_refused(hbc):
+    refuse(hbc, unmask_request(hbc, U3, signatures={}), ProtocolViolation, "unexpected-signatures")
+    assert_exact(hbc, hbc.finish())
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        pytest.param((1, 2, 3, 4, 5, 6), id="adds-a-dropped-peer"),  # b share of 6 after its s share
+        pytest.param((1, 2, 3, 4), id="removes-a-survivor"),  # s share of 5 after its b share
+    ],
+)
+def test_second_request_asking_for_the_other_share_of_a_peer_is_refused(hbc, second):
+    replies = hbc.client_replies()
+    (first,) = replies[1]
+    refuse(hbc, unmask_request(hbc, second), ProtocolViolation, "both-shares")
+    assert hbc.clients[1].state is ClientState.DONE
+    # The original request is still answered, with the very same shares.
+    (again,) = hbc.clients[1].receive(hbc.outbox[1])
+    assert again.b_shares == first.b_shares and again.s_shares == first.s_shares
+    hbc.server_collect(replies)
+    assert_exact(hbc, hbc.server.result)
+
+
+def test_request_addressed_to_another_client_is_refused(hbc):
+    refuse(hbc, unmask_request(hbc, U3, to=2), ProtocolViolation, "recipient", to=1)
+    assert_exact(hbc, hbc.finish())
+
+
+def test_message_for_another_state_is_out_of_order(hbc):
+    stale = ForwardedShares(hbc.params.session_id, 0, 1, ciphertexts={})
+    refuse(hbc, stale, ProtocolViolation, "out-of-order")
+    with pytest.raises(ProtocolViolation) as info:
+        hbc.clients[1].start()
+    assert info.value.rule == "out-of-order"
+    assert_exact(hbc, hbc.finish())
+
+
+def test_survivor_list_in_honest_mode_is_refused(hbc):
+    # consistency_check does not exist in honest-but-curious mode: the message cannot even be decoded.
+    refuse(hbc, SurvivorList(hbc.params.session_id, 0, 1, survivors=U3), MalformedMessage)
+    assert_exact(hbc, hbc.finish())
+
+
+def test_abort_notice_stops_the_client(hbc):
+    abort = Abort(hbc.params.session_id, 0, 1, at_round=Round.UNMASKING, count=3, reason="deadline")
+    assert hbc.clients[1].receive(abort) == []
+    assert hbc.clients[1].state is ClientState.ABORTED
+    assert "unmasking" in hbc.clients[1].abort_reason and "deadline" in hbc.clients[1].abort_reason
+    refuse(hbc, hbc.outbox[1], ProtocolViolation, "out-of-order")
+
+
+# ---- malicious-server mode ---------------------------------------------------
+
+
+@pytest.fixture
+def mal_consistency(make_session):
+    return advance_to(make_session(n=7, t=4, malicious=True, seed=SEED), "consistency_check")
+
+
+@pytest.fixture
+def mal_unmasking(make_session):
+    return advance_to(make_session(n=7, t=4, malicious=True, seed=SEED), "unmasking")
+
+
+@pytest.mark.parametrize(
+    "survivors,error,rule",
+    [
+        pytest.param((1, 2, 3, 4, 5, 7), ProtocolViolation, "survivors-unknown", id="id-not-in-U2"),
+        pytest.param((1, 2, 2, 3, 4), ProtocolViolation, "survivors-duplicate", id="duplicate-id"),
+        pytest.param((2, 3, 4, 5), ProtocolViolation, "survivors-omit-self", id="omits-self"),
+        pytest.param((1, 2, 3), AbortError, None, id="fewer-than-t"),
+    ],
+)
+def test_bad_survivor_list_gets_no_consistency_signature(mal_consistency, survivors, error, rule):
+    s = mal_consistency
+    refuse(s, SurvivorList(s.params.session_id, 0, 1, survivors=survivors), error, rule)
+    assert s.clients[1].state is ClientState.MASKED
+    assert_exact(s, s.finish())
+
+
+def test_valid_malicious_unmask_request_is_answered(mal_unmasking):
+    s = mal_unmasking
+    assert s.clients[1].state is ClientState.SIGNED
+    assert set(s.outbox[1].signatures) == set(U3)
+    (reply,) = s.clients[1].receive(s.outbox[1])
+    assert set(reply.b_shares) == set(U3) and set(reply.s_shares) == {6}
+
+
+def test_survivor_list_changed_after_signing_is_refused(mal_unmasking):
+    s = mal_unmasking
+    sigs = dict(s.outbox[1].signatures)
+    refuse(s, unmask_request(s, (1, 2, 3, 4), sigs), ProtocolViolation, "survivors-changed")
+    # Even with t valid signatures over the new list, the client only answers the list it signed.
+    keys = identities(s)
+    other = {u: keys[u].sign(consistency_payload(s.params.session_id, (1, 2, 3, 4))) for u in (1, 2, 3, 4)}
+    refuse(s, unmask_request(s, (1, 2, 3, 4), other), ProtocolViolation, "survivors-changed")
+    assert_exact(s, s.finish())
+
+
+def test_missing_consistency_signatures_abort(mal_unmasking):
+    s = mal_unmasking
+    sigs = dict(s.outbox[1].signatures)
+    exc = refuse(s, unmask_request(s, U3, None), AbortError)
+    assert exc.round == "unmasking" and exc.count == 0
+    three = {u: sigs[u] for u in (1, 2, 3)}
+    exc = refuse(s, unmask_request(s, U3, three), AbortError)
+    assert exc.count == 3 and exc.threshold == 4
+    assert_exact(s, s.finish())
+
+
+def test_wrong_consistency_signature_is_refused(mal_unmasking):
+    s = mal_unmasking
+    sigs = dict(s.outbox[1].signatures)
+    flipped = {**sigs, 3: bytes([sigs[3][0] ^ 1]) + sigs[3][1:]}
+    refuse(s, unmask_request(s, U3, flipped), ProtocolViolation, "consistency-signature")
+    swapped = {**sigs, 2: sigs[3], 3: sigs[2]}
+    refuse(s, unmask_request(s, U3, swapped), ProtocolViolation, "consistency-signature")
+    # A genuine signature of client 2, but over another survivor list.
+    keys = identities(s)
+    forged = {**sigs, 2: keys[2].sign(consistency_payload(s.params.session_id, (1, 2, 3, 4)))}
+    refuse(s, unmask_request(s, U3, forged), ProtocolViolation, "consistency-signature")
+    assert_exact(s, s.finish())
+
+
+def test_consistency_signature_from_a_non_survivor_is_refused(mal_unmasking):
+    s = mal_unmasking
+    sigs = dict(s.outbox[1].signatures)
+    keys = identities(s)
+    extra = {**sigs, 6: keys[6].sign(consistency_payload(s.params.session_id, U3))}
+    refuse(s, unmask_request(s, U3, extra), ProtocolViolation, "consistency-signer")
+    assert_exact(s, s.finish())
+
+
+@pytest.fixture
+def mal_roster(make_session):
+    s = make_session(n=5, t=4, malicious=True, seed=SEED)
+    s.run_until("share_keys")
+    return s
+
+
+def roster_with(session, entry_for_2):
+    keys = dict(session.outbox[1].keys)
+    keys[2] = entry_for_2
+    return KeyRoster(session.params.session_id, 0, 1, keys=keys)
+
+
+def test_bad_roster_signature_is_refused(mal_roster):
+    s = mal_roster
+    c_pk, s_pk, sig = s.outbox[1].keys[2]
+    fresh_c = raw_public(Ed25519PrivateKey.from_private_bytes(b"\x05" * 32))  # any other 32-byte key
+    impostor = identity_keys([3], SeededRandom(SEED))[3]
+    variants = [
+        (c_pk, s_pk, bytes([sig[0] ^ 0x80]) + sig[1:]),  # flipped bit
+        (c_pk, s_pk, None),  # no signature
+        (fresh_c, s_pk, sig),  # keys replaced by the server, old signature kept
+        (fresh_c, s_pk, impostor.sign(keys_payload(s.params.session_id, 2, fresh_c, s_pk))),  # signed by client 3
+    ]
+    for entry in variants:
+        refuse(s, roster_with(s, entry), ProtocolViolation, "roster-signature")
+        assert s.clients[1].state is ClientState.ADVERTISED
+    assert_exact(s, s.finish())
+
+
+# ---- forwarded share ciphertexts -----------------------------------------------
+
+
+@pytest.fixture
+def forwarded(make_session):
+    s = make_session(n=5, t=3, seed=SEED)
+    s.run_until("masked_input")
+    return s
+
+
+def forward(session, ciphertexts, to=1):
+    return ForwardedShares(session.params.session_id, 0, to, ciphertexts=ciphertexts)
+
+
+def test_flipped_bit_in_a_forwarded_ciphertext_is_rejected(forwarded):
+    s = forwarded
+    cts = dict(s.outbox[1].ciphertexts)
+    for position in (0, 20, len(cts[2]) - 1):  # nonce, body, tag
+        ct = bytearray(cts[2])
+        ct[position] ^= 0x01
+        refuse(s, forward(s, {**cts, 2: bytes(ct)}), ProtocolViolation, "share-authentication")
+        assert s.clients[1].state is ClientState.SHARED
+    assert_exact(s, s.finish())
+
+
+def test_ciphertext_for_another_receiver_is_rejected(forwarded):
+    s = forwarded
+    cts = dict(s.outbox[1].ciphertexts)
+    for_3 = s.outbox[3].ciphertexts[2]  # 2 -> 3, delivered to 1 as if it were 2 -> 1
+    refuse(s, forward(s, {**cts, 2: for_3}), ProtocolViolation, "share-authentication")
+    assert_exact(s, s.finish())
+
+
+def test_swapped_sender_labels_are_rejected(forwarded):
+    s = forwarded
+    cts = dict(s.outbox[1].ciphertexts)
+    refuse(s, forward(s, {**cts, 2: cts[3], 3: cts[2]}), ProtocolViolation, "share-authentication")
+    assert_exact(s, s.finish())
+
+
+def test_ciphertext_replayed_from_another_session_is_rejected(make_session):
+    a = make_session(n=5, t=3, seed=SEED)
+    b = make_session(n=5, t=3, seed=SEED, session_id=b"\x07" * 32)
+    assert a.params.session_id != b.params.session_id
+    # Same client keys in both sessions: only the session binding can tell the ciphertexts apart.
+    assert a.run_until("share_keys")[1].keys == b.run_until("share_keys")[1].keys
+    a.run_until("masked_input")
+    b.run_until("masked_input")
+    cts = dict(a.outbox[1].ciphertexts)
+    replay = b.outbox[1].ciphertexts[2]
+    assert replay != cts[2]
+    refuse(a, forward(a, {**cts, 2: replay}), ProtocolViolation, "share-authentication")
+    assert_exact(a, a.finish())
+
+
+def test_forwarded_shares_from_an_unknown_sender_or_too_few_are_refused(forwarded):
+    s = forwarded
+    cts = dict(s.outbox[1].ciphertexts)
+    refuse(s, forward(s, {**cts, 1: cts[2]}), ProtocolViolation, "forwarded-sender")
+    exc = refuse(s, forward(s, {2: cts[2]}), AbortError)
+    assert exc.round == "masked_input" and exc.count == 2
+    assert_exact(s, s.finish())
+
+
+def small_order_roster(session, field):
+    keys = dict(session.outbox[1].keys)
+    entry = list(keys[4])
+    entry[field] = bytes(32)  # the all-zero point has small order
+    keys[4] = tuple(entry)
+    return KeyRoster(session.params.session_id, 0, 1, keys=keys)
+
+
+def test_roster_with_a_small_order_encryption_key_gives_a_typed_error(make_session):
+    s = make_session(n=4, t=3, seed=SEED)
+    s.run_until("share_keys")
+    exc = refuse(s, small_order_roster(s, 0), ProtocolViolation, "small-order-key")
+    assert exc.party == 4
+    assert_exact(s, s.finish())
+
+
+def test_small_order_mask_key_gives_a_typed_error_before_any_masked_input(make_session):
+    s = make_session(n=4, t=3, seed=SEED)
+    s.run_until("share_keys")
+    replies = {u: s.clients[u].receive(s.outbox[u]) for u in (2, 3, 4)}
+    try:
+        replies[1] = s.clients[1].receive(small_order_roster(s, 1))
+    except ProtocolViolation as exc:  # refused at once: fine as well
+        assert exc.party == 4 and s.clients[1].state is ClientState.ADVERTISED
+        return
+    s.server_collect(replies)
+    exc = refuse(s, s.outbox[1], ProtocolViolation, "small-order-key")
+    assert exc.party == 4 and s.clients[1].state is ClientState.SHARED
+
+
+# ---- construction -----------------------------------------------------------
+
+
+def test_client_construction_checks_its_inputs(make_session):
+    s = make_session(n=4, t=3, seed=SEED, modulus=2**16)
+    p = s.params
+    good = np.zeros(p.dim, dtype=np.uint64)
+    with pytest.raises(ParameterError):
+        Client(p, 99, good)
+    for bad in (np.zeros(p.dim + 1, dtype=np.uint64), np.zeros(p.dim), np.full(p.dim, 2**16, dtype=np.uint64),
+                np.full(p.dim, -1, dtype=np.int64)):
+        with pytest.raises(ParameterError):
+            Client(p, 1, bad)
+
+
+def test_malicious_client_needs_its_own_identity_key(make_session):
+    s = make_session(n=5, t=4, malicious=True, seed=SEED)
+    keys = identities(s)
+    good = np.zeros(s.params.dim, dtype=np.uint64)
+    with pytest.raises(ParameterError):
+        Client(s.params, 1, good)
+    with pytest.raises(ParameterError):
+        Client(s.params, 1, good, identity_key=keys[2])
+    Client(s.params, 1, good, identity_key=keys[1])
+
+
+def test_replayed_roster_is_out_of_order(make_session):
+    s = make_session(n=4, t=3, seed=SEED)
+    roster = s.run_until("share_keys")[1]
+    replies = s.client_replies()
+    assert s.clients[1].state is ClientState.SHARED
+    refuse(s, roster, ProtocolViolation, "out-of-order")
+    s.server_collect(replies)
+    assert_exact(s, s.finish())

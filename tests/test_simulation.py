@@ -1,0 +1,201 @@
+"""End-to-end sessions through the in-memory transport: exact sums under dropouts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import secagg
+from secagg import AbortError, ParameterError, simulate
+from secagg.messages import rounds_for
+
+BEFORE_MASKED = ("advertise_keys", "share_keys", "masked_input")
+
+
+def plaintext_sum(inputs, included, modulus):
+    """The sum mod M of the inputs of ``included``, in Python integers."""
+    dim = len(next(iter(inputs.values())))
+    return [sum(int(inputs[u][i]) for u in included) % modulus for i in range(dim)]
+
+
+@st.composite
+def sessions(draw):
+    n = draw(st.integers(3, 30))
+    malicious = draw(st.booleans())
+    t = draw(st.integers(n // 2 + 1 if malicious else 1, n))
+    dim = draw(st.integers(1, 12))
+    modulus = draw(st.sampled_from([2**16, 2**32, 2**64]))
+    rounds = [r.value for r in rounds_for(malicious)]
+    n_drop = draw(st.integers(0, n - t))
+    order = draw(st.permutations(range(1, n + 1)))
+    dropouts: dict[str, list[int]] = {}
+    for u in order[:n_drop]:
+        dropouts.setdefault(draw(st.sampled_from(rounds)), []).append(u)
+    extreme = draw(st.booleans())
+    input_seed = draw(st.integers(0, 2**32 - 1))
+    return n, t, dim, modulus, malicious, dropouts, extreme, input_seed
+
+
+@pytest.mark.filterwarnings("ignore::secagg.InsecureParametersWarning")
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
+@given(sessions())
+def test_output_is_the_exact_sum_of_the_included_inputs(case):
+    n, t, dim, modulus, malicious, dropouts, extreme, input_seed = case
+    rng = np.random.default_rng(input_seed)
+    if extreme:  # every input at M - 1: the sum wraps around M many times
+        inputs = {u: np.full(dim, modulus - 1, dtype=np.uint64) for u in range(1, n + 1)}
+    else:
+        inputs = {u: rng.integers(0, modulus, dim, dtype=np.uint64) for u in range(1, n + 1)}
+    result = simulate(inputs, threshold=t, modulus=modulus, dropouts=dropouts, malicious=malicious, seed=input_seed)
+    gone_early = {u for r in BEFORE_MASKED for u in dropouts.get(r, [])}
+    assert set(result.included) == set(range(1, n + 1)) - gone_early
+    assert list(result.included) == sorted(result.included)
+    assert [int(v) for v in result.total] == plaintext_sum(inputs, result.included, modulus)
+
+
+def matrix_cases():
+    cases = []
+    for malicious, n, t in ((False, 7, 4), (True, 7, 5)):
+        for round_ in rounds_for(malicious):
+            for case in ("nobody", "n-t", "n-t+1"):
+                cases.append(pytest.param(malicious, n, t, round_.value, case, id=f"{'mal' if malicious else 'hbc'}-{round_.value}-{case}"))
+    return cases
+
+
+@pytest.mark.parametrize("malicious,n,t,round_,case", matrix_cases())
+def test_dropout_matrix(malicious, n, t, round_, case):
+    rng = np.random.default_rng(n * t)
+    inputs = {u: rng.integers(0, 2**32, 3, dtype=np.uint64) for u in range(1, n + 1)}
+    k = {"nobody": 0, "n-t": n - t, "n-t+1": n - t + 1}[case]
+    dropped = [2, 4, 6, 7, 5][:k]
+    run = lambda: simulate(
+        inputs, threshold=t, modulus=2**32, dropouts={round_: dropped}, malicious=malicious, seed=3
+    )
+    if case == "n-t+1":
+        with pytest.raises(AbortError) as info:
+            run()
+        assert info.value.round == round_
+        assert info.value.count == t - 1
+        assert info.value.threshold == t
+        return
+    result = run()
+    if round_ in BEFORE_MASKED:
+        expected_included = sorted(set(inputs) - set(dropped))
+    else:  # their masked input arrived: still in the sum
+        expected_included = sorted(inputs)
+    assert list(result.included) == expected_included
+    assert [int(v) for v in result.total] == plaintext_sum(inputs, expected_included, 2**32)
+    assert result.counts[round_] == n - len(dropped)
+    assert set(result.counts) == {r.value for r in rounds_for(malicious)}
+
+
+def test_readme_example_client_dropping_in_unmasking_stays_in_the_sum():
+    inputs = {u: np.arange(5, dtype=np.uint64) * u for u in range(1, 11)}
+    result = simulate(inputs, threshold=7, modulus=2**32, dropouts={"masked_input": [3], "unmasking": [4]}, seed=0)
+    assert result.included == tuple(u for u in range(1, 11) if u != 3)
+    assert [int(v) for v in result.total] == plaintext_sum(inputs, result.included, 2**32)
+
+
+def test_transcript_holds_one_masked_input_per_included_client():
+    rng = np.random.default_rng(1)
+    inputs = {u: rng.integers(0, 2**16, 4, dtype=np.uint64) for u in range(1, 7)}
+    result = simulate(inputs, threshold=4, modulus=2**16, dropouts={"share_keys": [2], "unmasking": [5]}, seed=1)
+    kinds: dict[str, list[int]] = {}
+    for raw in result.transcript:
+        msg = secagg.decode(raw, result.params)
+        assert msg.recipient == 0
+        kinds.setdefault(msg.KIND, []).append(msg.sender)
+    assert sorted(kinds["advertise_keys"]) == [1, 2, 3, 4, 5, 6]
+    assert sorted(kinds["encrypted_shares"]) == [1, 3, 4, 5, 6]
+    assert sorted(kinds["masked_input"]) == list(result.included) == [1, 3, 4, 5, 6]
+    assert sorted(kinds["unmasking_shares"]) == [1, 3, 4, 6]
+
+
+def test_same_seed_gives_the_same_session_and_transcript():
+    inputs = {u: np.full(3, u, dtype=np.uint64) for u in range(1, 6)}
+    a = simulate(inputs, threshold=3, modulus=2**16, seed=42)
+    b = simulate(inputs, threshold=3, modulus=2**16, seed=42)
+    c = simulate(inputs, threshold=3, modulus=2**16, seed=43)
+    assert a.transcript == b.transcript
+    assert a.params.session_id == b.params.session_id != c.params.session_id
+    assert a.transcript != c.transcript
+    assert np.array_equal(a.total, c.total)
+
+
+def test_unseeded_sessions_are_fresh():
+    inputs = {u: np.full(3, u, dtype=np.uint64) for u in range(1, 4)}
+    a = simulate(inputs, threshold=2, modulus=2**16)
+    b = simulate(inputs, threshold=2, modulus=2**16)
+    assert a.params.session_id != b.params.session_id
+    assert np.array_equal(a.total, b.total)
+
+
+def test_byte_counts_are_recorded_per_client():
+    inputs = {u: np.full(8, u, dtype=np.uint64) for u in range(1, 6)}
+    result = simulate(inputs, threshold=3, modulus=2**32, dropouts={"advertise_keys": [5]}, seed=2)
+    assert set(result.bytes_sent) == set(inputs)
+    assert result.bytes_sent[5] == 0 and result.bytes_received[5] == 0
+    assert all(result.bytes_sent[u] > 0 and result.bytes_received[u] > 0 for u in range(1, 5))
+    assert sum(result.bytes_sent.values()) == sum(len(raw) for raw in result.transcript)
+
+
+@pytest.mark.parametrize(
+    "dropouts,malicious",
+    [
+        ({"consistency_check": [1]}, False),  # no such round in honest-but-curious mode
+        ({"sharekeys": [1]}, False),
+        ({"masked_input": [99]}, False),
+        ({"unmasking": [0]}, True),
+    ],
+)
+def test_invalid_dropout_plans_are_refused(dropouts, malicious):
+    inputs = {u: np.zeros(2, dtype=np.uint64) for u in range(1, 6)}
+    with pytest.raises(ParameterError):
+        simulate(inputs, threshold=4, modulus=2**16, dropouts=dropouts, malicious=malicious, seed=0)
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        {},
+        {1: np.zeros(2, dtype=np.uint64), 2: np.zeros(3, dtype=np.uint64)},
+        {1: np.zeros(2), 2: np.zeros(2)},  # float
+        {1: np.array([-1, 0]), 2: np.zeros(2, dtype=np.int64)},
+        {1: np.array([2**16, 0], dtype=np.uint64), 2: np.zeros(2, dtype=np.uint64)},
+        {1: np.zeros((2, 2), dtype=np.uint64), 2: np.zeros((2, 2), dtype=np.uint64)},
+    ],
+)
+def test_invalid_inputs_are_refused_before_any_message(inputs):
+    with pytest.raises(ParameterError):
+        simulate(inputs, threshold=2, modulus=2**16, seed=0)
+
+
+def test_threshold_above_n_is_refused():
+    inputs = {u: np.zeros(2, dtype=np.uint64) for u in range(1, 4)}
+    with pytest.raises(ParameterError):
+        simulate(inputs, threshold=4, modulus=2**16, seed=0)
+
+
+def test_everyone_dropping_aborts_in_the_first_round():
+    inputs = {u: np.zeros(2, dtype=np.uint64) for u in range(1, 5)}
+    with pytest.raises(AbortError) as info:
+        simulate(inputs, threshold=2, modulus=2**16, dropouts={"advertise_keys": [1, 2, 3, 4]}, seed=0)
+    assert info.value.round == "advertise_keys" and info.value.count == 0
+
+
+@pytest.mark.parametrize("malicious", [False, True])
+def test_sparse_and_large_client_ids(malicious):
+    ids = [3, 1000, 65536, 2**24 + 1, 2**31 - 1]
+    rng = np.random.default_rng(6)
+    inputs = {u: rng.integers(0, 2**16, 3, dtype=np.uint64) for u in ids}
+    result = simulate(
+        inputs, threshold=4 if malicious else 3, modulus=2**16, malicious=malicious,
+        dropouts={"masked_input": [65536]}, seed=6,
+    )
+    assert result.included == (3, 1000, 2**24 + 1, 2**31 - 1)
+    assert [int(v) for v in result.total] == plaintext_sum(inputs, result.included, 2**16)
+    for raw in result.transcript:
+        msg = secagg.decode(raw, result.params)
+        assert msg.sender in ids
