@@ -57,6 +57,7 @@ from .messages import Message, Round, decode, max_message_bytes, rounds_for
 from .params import PublicParams
 from .rng import RandomSource, SystemRandom
 from .server import Server, ServerResult, ServerState
+from .simulation import SimulationResult, check_dropouts, setup_session
 from .transcript import Transcript, TranscriptWriter
 
 log = logging.getLogger("secagg.tcp")
@@ -695,3 +696,49 @@ def delay_at(round_: Round | str, seconds: float) -> BeforeSend:
 
     return hook
 
+
+
+def simulate_tcp(
+    inputs: Mapping[int, np.ndarray],
+    *,
+    threshold: int,
+    modulus: int,
+    dropouts: Mapping[str, Any] | None = None,
+    malicious: bool = False,
+    seed: int | bytes | None = None,
+    round_timeout: float = 30.0,
+    host: str = "127.0.0.1",
+) -> SimulationResult:
+    """``simulate`` over real loopback sockets: same signature, same result type.
+
+    The session is built by ``setup_session``, so a seeded run is the very
+    session ``simulate`` runs.  A dropout disconnects instead of sending its
+    round's message.  Usable as ``SecureAverageOracle(runner=simulate_tcp)``.
+    """
+    params, machines = setup_session(inputs, threshold=threshold, modulus=modulus, malicious=malicious, seed=seed)
+    plan = check_dropouts(dropouts, params.client_ids, malicious)
+    hooks: dict[int, BeforeSend] = {}
+    for round_ in rounds_for(malicious):  # earliest round wins
+        for u in plan.get(round_, ()):
+            hooks.setdefault(u, leave_at(round_))
+    # This process made every identity key, so it is the PKI the clients trust.
+    trusted = dict(params.identity_keys) if malicious else None
+    run = trio.run(
+        lambda: run_local_session(
+            params, machines, before_send=hooks, host=host, round_timeout=round_timeout, trusted_keys=trusted
+        )
+    )
+    server = run.server
+    if server.abort is not None:
+        raise server.abort
+    assert server.result is not None
+    return SimulationResult(
+        total=server.result.total,
+        included=server.result.included,
+        transcript=[frame for _, frame in server.transcript.accepted_messages()],
+        params=params,
+        counts=server.counts,
+        bytes_sent=dict(server.bytes_sent),
+        bytes_received=dict(server.bytes_received),
+        server_seconds=dict(server.round_seconds),
+    )

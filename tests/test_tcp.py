@@ -417,3 +417,26 @@ def test_ipv6_loopback():
     inputs, params, machines = make_session(seed=9, n=4, t=3)
     run = run_session(params, machines, host="::1")
     assert_exact(inputs, run.server, range(1, 5))
+
+
+def test_simulate_tcp_matches_simulate_and_serves_as_an_oracle_runner():
+    from secagg import SecureAverageOracle, simulate
+    from secagg.tcp import simulate_tcp
+
+    rng = np.random.default_rng(5)
+    inputs = {u: rng.integers(0, 2**32, 16, dtype=np.uint64) for u in range(1, 9)}
+    plan = {"masked_input": [2], "unmasking": [5]}
+    over_tcp = simulate_tcp(inputs, threshold=5, modulus=2**32, dropouts=plan, seed=9, round_timeout=10)
+    in_memory = simulate(inputs, threshold=5, modulus=2**32, dropouts=plan, seed=9)
+    assert over_tcp.included == in_memory.included == (1, 3, 4, 5, 6, 7, 8)
+    assert np.array_equal(over_tcp.total, in_memory.total)
+    expected = sum(inputs[u] for u in over_tcp.included) % np.uint64(2**32)
+    assert np.array_equal(over_tcp.total, expected)
+
+    oracle = SecureAverageOracle(5, runner=simulate_tcp)
+    vectors = {u: rng.normal(size=4) for u in range(1, 7)}
+    weights = {u: u / 10 for u in vectors}  # within the default weight bound 1
+    result = oracle.average(vectors, weights)
+    exact = sum(weights[u] * vectors[u] for u in vectors) / sum(weights.values())
+    assert np.max(np.abs(result.value - exact)) <= result.error_bound
+    assert oracle.calls == 1 and result.bytes_per_client > 0
