@@ -39,6 +39,7 @@ class StepRecord:
     realised_max_weight: float  # max_i beta_i / sum_j beta_j over included (simulation only)
     objective: float  # g(output) = sum_i alpha_i ||output - w_i|| (simulation only)
     error_bound: float  # the oracle's quantization bound for this call
+    bytes_per_client: float  # mean bytes a client sent and received in this call
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ def _step(
         realised_max_weight=float(included_beta.max() / included_beta.sum()),
         objective=cohort.objective(output),
         error_bound=result.error_bound,
+        bytes_per_client=result.bytes_per_client,
     )
 
 

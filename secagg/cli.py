@@ -244,6 +244,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 round_timeout=args.round_timeout,
                 join_timeout=args.join_timeout,
                 transcript_file=transcript,
+                keep_transcript=False,  # the file, if any, is the record; memory stays O(d)
             )
             res = trio.run(_run_server, server, announce)
     except (SecAggError, OSError) as exc:

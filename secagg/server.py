@@ -16,6 +16,7 @@ leaves the server exactly as it was; ``AbortError`` is terminal.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ from .messages import (
     rounds_for,
 )
 from .params import PublicParams
+
+
+_EMPTY = np.zeros(0, dtype=np.uint64)
 
 
 class ServerState(enum.Enum):
@@ -110,6 +114,13 @@ class Server:
         if u in self._received:
             raise ProtocolViolation(u, "duplicate", f"second {msg.KIND} from client {u}")
         self._validate(msg)
+        if isinstance(msg, MaskedInput):
+            # Add on arrival and keep no copy: memory O(d), not O(n d).  The message is
+            # validated, and an accepted masked input is in the sum whatever happens next.
+            if self._masked_sum is None:
+                self._masked_sum = MaskAccumulator(self.params)
+            self._masked_sum.add_vector(msg.masked, +1)
+            msg = dataclasses.replace(msg, masked=_EMPTY)
         self._received[u] = msg
         if not self.waiting_for:
             return self.close_round()
@@ -213,10 +224,6 @@ class Server:
 
     def _close_masked_input(self) -> tuple[list[Message], frozenset[int]]:
         p = self.params
-        total = MaskAccumulator(p)
-        for m in self._received.values():
-            total.add_vector(m.masked, +1)  # type: ignore[attr-defined]
-        self._masked_sum = total
         self._u3 = tuple(sorted(self._received))
         if p.malicious:
             out: list[Message] = [SurvivorList(p.session_id, SERVER, u, survivors=self._u3) for u in self._u3]

@@ -137,6 +137,7 @@ class TcpServer:
         join_timeout: float | None = None,
         hello_timeout: float | None = None,
         transcript_file: BinaryIO | None = None,
+        keep_transcript: bool = True,
         on_event: EventHook | None = None,
     ):
         if round_timeout <= 0 or (join_timeout is not None and join_timeout <= 0):
@@ -150,7 +151,7 @@ class TcpServer:
         self.limit = max_message_bytes(params)
         self.server = Server(params)
         self._rounds = rounds_for(params.malicious)
-        self._writer = TranscriptWriter(params, transcript_file)
+        self._writer = TranscriptWriter(params, transcript_file, keep=keep_transcript)
         self._on_event = on_event
         self._live: dict[int, _Connection] = {}
         self._bound: dict[int, _Connection] = {}  # every connection ever bound, by id

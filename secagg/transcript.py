@@ -60,11 +60,16 @@ class Transcript:
 
 
 class TranscriptWriter:
-    """Keeps the records in memory and, given a file, appends each one as it happens."""
+    """Appends each record to the file, if given, as it happens; keeps them in memory if ``keep``.
 
-    def __init__(self, params: PublicParams, file: BinaryIO | None = None):
+    Keeping costs a copy of every frame (all masked inputs): a server that
+    only needs the file, or no transcript at all, passes ``keep=False``.
+    """
+
+    def __init__(self, params: PublicParams, file: BinaryIO | None = None, *, keep: bool = True):
         self.transcript = Transcript(params, [])
         self._file = file
+        self._keep = keep
         self._start = time.monotonic()
         if file is not None:
             file.write(msgpack.packb({"format": FORMAT, "version": VERSION, "params": params_to_wire(params)}))
@@ -72,7 +77,8 @@ class TranscriptWriter:
 
     def add(self, client: int | None, channel: str, payload: bytes | str, verdict: str = "ok") -> None:
         record = Record(time.monotonic() - self._start, client, channel, payload, verdict)
-        self.transcript.records.append(record)
+        if self._keep:
+            self.transcript.records.append(record)
         if self._file is not None:
             # Flushed per record so that a crash or a kill still leaves what was seen.
             self._file.write(msgpack.packb([record.seconds, client, channel, payload, verdict]))

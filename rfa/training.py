@@ -1,0 +1,265 @@
+"""Federated training: RFA and FedAvg (Algorithm 1), with personalisation (Algorithm 4).
+
+The server model is a flat parameter vector w.  Each round samples m of the n
+clients without replacement; each runs tau local SGD steps from w; the
+corrupted ones (a fixed set C, chosen by weight as in equation (5)) may replace
+what they send; the server adds the aggregate of the updates w_i - w, weighted
+by alpha_i = N_i (footnote 4: updates, not models, are aggregated).
+
+With ``secure=True`` every average is a call to the secure average oracle
+(secagg, in memory or over loopback TCP), the privacy-weight rule of
+``rfa.privacy`` applies with the public norm bound C on updates and the public
+weight range [min N_i, max N_i], and the run counts oracle calls and bytes.
+A plaintext-only rule with ``secure=True`` is refused before training starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Mapping
+
+import numpy as np
+
+from secagg import SecureAverageOracle, simulate
+
+from .aggregators import Aggregator
+from .corruption import choose_corrupted, corrupt_updates, poison_clients
+from .data import FederatedDataset
+from .errors import PlaintextOnly
+from .models import ClassificationModel, Model, local_sgd
+from .privacy import PrivacyPolicy, smallest_nu, weight_floor
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    rounds: int = 30  # T
+    clients_per_round: int = 10  # m
+    local_steps: int = 10  # tau
+    lr: float = 0.1  # gamma
+    batch_size: int = 16
+    personalised: bool = False  # Algorithm 4
+    data_corruption: str | None = None  # "negate" or "label_flip" (rfa.corruption.DATA_CORRUPTIONS)
+    update_corruption: str | None = None  # "omniscient", "gaussian", "sign_flip", "ipm", "alie"
+    rho: float = 0.0  # corrupted fraction, by weight
+    corruption_params: Mapping[str, Any] = field(default_factory=dict)
+    secure: bool = False
+    transport: Literal["memory", "tcp"] = "memory"
+    threshold: int | float = 2 / 3  # secure aggregation threshold (int, or a fraction of m)
+    norm_bound: float = 100.0  # C: public bound on update norms (secure mode clips to it)
+    max_weight: float | None = None  # s: the privacy-weight bound (secure mode)
+    nu: float | Literal["auto"] | None = None  # None: the rule's own nu
+    eval_every: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("rounds", "clients_per_round", "local_steps", "batch_size", "eval_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not 0 <= self.rho < 1:
+            raise ValueError(f"rho must lie in [0, 1), got {self.rho}")
+        if self.transport not in ("memory", "tcp"):
+            raise ValueError(f"transport must be 'memory' or 'tcp', got {self.transport!r}")
+        if self.data_corruption and self.update_corruption:
+            raise ValueError("choose one corruption: data or update")
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    round: int  # outer iterations done
+    oracle_calls: int  # cumulative calls to the secure average oracle (or the equivalent count)
+    accuracy: float  # global model on the held-out test set (classification); nan otherwise
+    local_accuracy: float  # on the clients' local held-out data; personalised models if personalised
+    test_loss: float
+    bytes_per_client: float  # secure mode: mean bytes a participating client exchanged this round
+    max_effective_weight: float  # secure mode: realised max_i beta_i / sum_j beta_j this round
+    certified_weight: float  # secure mode: the largest certificate checked this round
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    params: np.ndarray
+    personal: dict[int, np.ndarray]  # u_i of personalised clients (empty otherwise)
+    history: tuple[RoundRecord, ...]
+    corrupted: np.ndarray  # bool mask of C
+    config: TrainingConfig
+
+    @property
+    def final(self) -> RoundRecord:
+        return self.history[-1]
+
+
+@dataclass(frozen=True)
+class LocalTest:
+    """Each client's held-out data, for personalised evaluation."""
+
+    X: tuple[np.ndarray, ...]
+    y: tuple[np.ndarray, ...]
+
+
+def split_local_test(
+    dataset: FederatedDataset, fraction: float, rng: np.random.Generator
+) -> tuple[FederatedDataset, LocalTest]:
+    """Hold out ``fraction`` of every client's rows (at least one, leaving at least one)."""
+    train_X, train_y, test_X, test_y = [], [], [], []
+    for X, y in zip(dataset.client_X, dataset.client_y):
+        order = rng.permutation(len(y))
+        k = min(max(1, round(fraction * len(y))), len(y) - 1)
+        train_X.append(X[order[k:]])
+        train_y.append(y[order[k:]])
+        test_X.append(X[order[:k]])
+        test_y.append(y[order[:k]])
+    train = FederatedDataset(
+        client_X=tuple(train_X),
+        client_y=tuple(train_y),
+        X_test=dataset.X_test,
+        y_test=dataset.y_test,
+        n_classes=dataset.n_classes,
+        truth=dataset.truth,
+    )
+    return train, LocalTest(tuple(test_X), tuple(test_y))
+
+
+def _runner(transport: str) -> Callable[..., Any]:
+    if transport == "tcp":
+        from secagg.tcp import simulate_tcp
+
+        return simulate_tcp
+    return simulate
+
+
+class _SecureAggregation:
+    """The public side of secure mode: one oracle for the run, the policy's public numbers."""
+
+    def __init__(self, rule: Aggregator, config: TrainingConfig, counts: np.ndarray):
+        self.rule = rule
+        self.config = config
+        self.alpha_range = (float(counts.min()), float(counts.max()))
+        m = config.clients_per_round
+        t = SecureAverageOracle(config.threshold).threshold_for(m)
+        nu = config.nu if config.nu is not None else getattr(rule, "nu", None)
+        if nu == "auto":
+            if config.max_weight is None:
+                raise ValueError('nu="auto" needs max_weight')
+            nu = smallest_nu(config.max_weight, config.norm_bound, *self.alpha_range, t)
+        self.nu = nu
+        policy = PrivacyPolicy(nu, config.norm_bound, *self.alpha_range, config.max_weight)
+        self.oracle = SecureAverageOracle(
+            config.threshold,
+            value_bound=config.norm_bound,
+            weight_bound=policy.beta_max,
+            max_clients=max(m, 2),
+            runner=_runner(config.transport),
+        )
+
+    def __call__(self, updates: np.ndarray, alpha: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, Any]:
+        kwargs: dict[str, Any] = dict(
+            oracle=self.oracle,
+            norm_bound=self.config.norm_bound,
+            max_weight=self.config.max_weight,
+            alpha_range=self.alpha_range,
+        )
+        if self.nu is not None:
+            kwargs["nu"] = self.nu
+        points = {int(i) + 1: updates[k] for k, i in enumerate(ids)}  # secagg ids start at 1
+        weights = {int(i) + 1: float(alpha[k]) for k, i in enumerate(ids)}
+        result = self.rule.secure(points, weights, **kwargs)
+        return result.median, result
+
+
+def _evaluate(
+    model: Model,
+    w: np.ndarray,
+    dataset: FederatedDataset,
+    local: LocalTest | None,
+    personal: dict[int, np.ndarray],
+    corrupted: np.ndarray,
+) -> tuple[float, float, float]:
+    """(global test accuracy, honest clients' local accuracy, global test loss)."""
+    test_loss = model.loss(w, dataset.X_test, dataset.y_test)
+    if not isinstance(model, ClassificationModel):
+        return np.nan, np.nan, float(test_loss)
+    accuracy = model.accuracy(w, dataset.X_test, dataset.y_test)
+    local_accuracy = np.nan
+    if local is not None:
+        honest = [i for i in range(len(local.y)) if not corrupted[i]]  # only honest clients' accuracy matters
+        correct = sum(model.accuracy(w + personal.get(i, 0.0), local.X[i], local.y[i]) * len(local.y[i]) for i in honest)
+        local_accuracy = correct / sum(len(local.y[i]) for i in honest)
+    return float(accuracy), float(local_accuracy), float(test_loss)
+
+
+def train(
+    model: Model,
+    dataset: FederatedDataset,
+    rule: Aggregator,
+    config: TrainingConfig,
+    *,
+    local_test: LocalTest | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> TrainingResult:
+    """Run Algorithm 1 (Algorithm 4 if ``config.personalised``) and record each evaluated round."""
+    if config.secure and rule.mode != "secure":
+        raise PlaintextOnly(
+            f"{rule.name} needs every update in the clear; secure=True would silently downgrade privacy"
+        )
+    n = dataset.n_clients
+    m = config.clients_per_round
+    if m > n:
+        raise ValueError(f"clients_per_round={m} exceeds the {n} clients")
+    rng = np.random.default_rng(config.seed)
+    counts = dataset.sample_counts.astype(np.int64)
+    corrupted = choose_corrupted(counts, config.rho, rng) if config.rho > 0 else np.zeros(n, dtype=bool)
+    if config.data_corruption and corrupted.any():
+        dataset = poison_clients(dataset, corrupted, config.data_corruption)
+    secure = _SecureAggregation(rule, config, counts) if config.secure else None
+    if secure is not None:
+        # The mean's bound is the floor; refuse before training rather than at the first round.
+        t = secure.oracle.threshold_for(m)
+        if config.max_weight is not None and weight_floor(*secure.alpha_range, t) > config.max_weight:
+            raise ValueError(
+                f"max_weight={config.max_weight} is below what any aggregation of {m} clients can certify"
+            )
+
+    w = model.init_params(rng)
+    personal: dict[int, np.ndarray] = {}
+    history: list[RoundRecord] = []
+    calls = 0
+    for t_round in range(1, config.rounds + 1):
+        selected = np.sort(rng.choice(n, size=m, replace=False))  # Algorithm 1, line 2
+        updates = np.empty((m, w.size))
+        for k, i in enumerate(selected):
+            X, y = dataset.client(int(i))
+            sgd = dict(steps=config.local_steps, lr=config.lr, batch_size=config.batch_size, rng=rng)
+            if config.personalised:  # Algorithm 4: u_i on the residual of w, then w on that of u_i
+                u = local_sgd(model, personal.get(int(i), np.zeros_like(w)), X, y, offset=w, **sgd)
+                local = local_sgd(model, w, X, y, offset=u, **sgd)
+                personal[int(i)] = u
+            else:
+                local = local_sgd(model, w, X, y, **sgd)  # lines 4-8
+            updates[k] = local - w
+        bad = corrupted[selected]
+        alpha = counts[selected].astype(np.float64)
+        if config.update_corruption and bad.any():
+            params = dict(config.corruption_params)
+            if config.update_corruption == "omniscient":
+                params.setdefault("target", "all")  # Sec. V-A: minus the mean "without the corruption"
+            updates = corrupt_updates(config.update_corruption, updates, alpha, bad, rng, **params)
+        if secure is not None:
+            aggregate, outcome = secure(updates, alpha, selected)
+            calls += outcome.oracle_calls
+            steps = outcome.rounds
+            per_client = sum(s.bytes_per_client for s in steps)
+            realised = max(s.realised_max_weight for s in steps)
+            certified = max(s.certified_weight for s in steps)
+        else:
+            aggregate = rule(updates, alpha)  # line 9
+            calls += rule.oracle_calls or 0
+            per_client, realised, certified = np.nan, np.nan, np.nan
+        w = w + aggregate
+        if t_round % config.eval_every == 0 or t_round == config.rounds:
+            accuracy, local_accuracy, loss = _evaluate(model, w, dataset, local_test, personal, corrupted)
+            history.append(
+                RoundRecord(t_round, calls, accuracy, local_accuracy, loss, per_client, realised, certified)
+            )
+        if progress is not None:
+            progress(t_round)
+    return TrainingResult(w, personal, tuple(history), corrupted, config)
