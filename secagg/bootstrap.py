@@ -63,7 +63,7 @@ def _unpack(data: bytes, field: str, party: int | None = None) -> dict[str, Any]
         )
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise MalformedMessage(f"not a msgpack object ({exc.__class__.__name__})", party=party, field=field)
-    if type(obj) is not dict or obj.get("version") != PROTOCOL_VERSION or type(obj.get("type")) is not str:
+    if type(obj) is not dict or type(obj.get("version")) is not int or obj["version"] != PROTOCOL_VERSION or type(obj.get("type")) is not str:
         raise MalformedMessage("expected a map with 'type' and 'version' 1", party=party, field=field)
     return obj
 
@@ -102,8 +102,11 @@ def params_to_wire(params: PublicParams) -> dict[str, Any]:
     }
 
 
-def params_from_wire(obj: Mapping[str, Any], field: str = "params") -> PublicParams:
-    """Rebuild and validate public parameters; every defect is a ``MalformedMessage``."""
+def params_from_wire(obj: Mapping[str, Any], field: str = "params", *, allow_insecure: bool = False) -> PublicParams:
+    """Rebuild and validate public parameters; every defect is a ``MalformedMessage``.
+
+    ``allow_insecure`` is the reader's choice, never taken from the wire.
+    """
     ids = obj.get("client_ids")
     keys = obj.get("identity_keys")
     if type(ids) is not list or any(type(u) is not int for u in ids):
@@ -125,6 +128,7 @@ def params_from_wire(obj: Mapping[str, Any], field: str = "params") -> PublicPar
             dim=_int(obj, "dim", field),
             malicious=obj["malicious"],
             identity_keys=dict(keys),
+            allow_insecure=allow_insecure,
         )
     except ParameterError as exc:
         raise MalformedMessage(str(exc), field=field) from None
@@ -140,8 +144,12 @@ def encode_refusal(rule: str, detail: str) -> bytes:
     return msgpack.packb({"type": "refused", "version": PROTOCOL_VERSION, "rule": rule, "detail": detail[:1024]})
 
 
-def decode_bootstrap_reply(data: bytes) -> SessionInfo:
-    """The server's answer to hello; raises ``Refused`` or ``MalformedMessage``."""
+def decode_bootstrap_reply(data: bytes, *, allow_insecure: bool = False) -> SessionInfo:
+    """The server's answer to hello; raises ``Refused`` or ``MalformedMessage``.
+
+    ``allow_insecure`` is the client's own choice: whether it accepts a
+    threshold that gives no guarantee (the server cannot make it for it).
+    """
     obj = _unpack(data, "params", party=0)
     if obj["type"] == "refused":
         rule, detail = obj.get("rule"), obj.get("detail")
@@ -153,4 +161,4 @@ def decode_bootstrap_reply(data: bytes) -> SessionInfo:
     timeouts = obj.get("round_timeout"), obj.get("join_seconds")
     if any(type(x) is not float or not 0 <= x < 1e7 for x in timeouts):
         raise MalformedMessage("round_timeout and join_seconds must be non-negative floats", party=0, field="params")
-    return SessionInfo(params_from_wire(obj), *timeouts)
+    return SessionInfo(params_from_wire(obj, allow_insecure=allow_insecure), *timeouts)

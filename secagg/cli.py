@@ -421,9 +421,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     except SecAggError as exc:
         outcome = {"replay_error": str(exc)}
     p = tr.params
+    failed = int("replay_error" in outcome)
     if args.json:
         print(json.dumps({"session_id": p.session_id.hex(), "records": rows, **outcome}))
-        return 0
+        return failed
     console = Console()
     mode = "malicious-server" if p.malicious else "honest-but-curious"
     console.print(
@@ -440,7 +441,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     else:
         head = outcome["total"][:8]
         console.print(f"replay: {len(outcome['included'])} clients included, total starts {head}")
-    return 0
+    return failed
 
 
 def main(argv: list[str] | None = None) -> int:

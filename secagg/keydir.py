@@ -27,6 +27,7 @@ _PUB = re.compile(r"client-([1-9][0-9]{0,9})\.pub")
 
 def _write(path: Path, data: bytes, mode: int) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    os.fchmod(fd, mode)  # O_CREAT's mode applies only to a new file: an old key file keeps its own
     with os.fdopen(fd, "w") as f:
         f.write(data.hex() + "\n")
 

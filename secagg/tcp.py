@@ -559,7 +559,7 @@ async def run_client(
             reply = await receive(BOOTSTRAP_MAX_BYTES, CLIENT_GRACE_SECONDS)
             if reply is None:
                 raise _Stop("dropped", "the server closed the connection before sending the parameters")
-            info = decode_bootstrap_reply(reply)
+            info = decode_bootstrap_reply(reply, allow_insecure=allow_insecure)
             params = outcome.params = info.params
             _check_params(params, client_id, client, trusted_keys, allow_insecure)
             if machine is None:
@@ -612,6 +612,10 @@ def _check_params(
     if client_id not in params.client_ids:
         raise ProtocolViolation(0, "params-id", f"client {client_id} is not in the server's session")
     params.check_threshold(allow_insecure=allow_insecure)
+    if trusted_keys is not None and not params.malicious:
+        # A client that holds a PKI expects signatures; accepting an honest-but-curious
+        # session would let the server substitute keys and unmask every input.
+        raise ProtocolViolation(0, "mode-downgrade", "this client requires malicious-server mode")
     if params.malicious:
         if trusted_keys is None:
             raise ParameterError("malicious-server mode: this client has no trusted identity keys (a key directory)")

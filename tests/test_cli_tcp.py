@@ -208,3 +208,29 @@ def test_cli_refuses_non_loopback_hosts(capsys):
 def test_simulate_still_works(capsys):
     assert main(["simulate", "--clients", "10", "--dim", "20", "--seed", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["correct"] is True
+
+
+def test_keygen_makes_existing_private_key_files_owner_only(tmp_path):
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    stale = keys / "client-1.key"
+    stale.write_text("00" * 32 + "\n")
+    stale.chmod(0o644)
+    assert main(["keygen", "--dir", str(keys), "--clients", "2"]) == 0
+    for u in (1, 2):
+        assert (keys / f"client-{u}.key").stat().st_mode & 0o777 == 0o600
+    assert stale.read_text().strip() != "00" * 32  # a fresh key was written
+
+
+def test_inspect_fails_when_the_transcript_does_not_replay(tmp_path):
+    import msgpack
+
+    from secagg.bootstrap import params_to_wire
+    from secagg.simulation import setup_session
+    from secagg.transcript import FORMAT, VERSION
+
+    params, _ = setup_session({u: np.zeros(4, np.uint64) for u in (1, 2, 3)}, threshold=2, modulus=2**16, seed=1)
+    path = tmp_path / "empty.bin"
+    # A header and no frames: the session cannot be replayed to a result.
+    path.write_bytes(msgpack.packb({"format": FORMAT, "version": VERSION, "params": params_to_wire(params)}))
+    assert main(["inspect", str(path), "--json"]) == 1

@@ -370,6 +370,50 @@ def test_client_refuses_identity_keys_it_does_not_trust():
     assert machines[1].state is ClientState.START  # it never advertised keys
 
 
+def test_client_with_a_key_directory_refuses_a_downgrade_to_honest_but_curious_mode():
+    # A server that announces honest-but-curious mode would skip every signature check
+    # and could substitute keys; a client holding a PKI must refuse to take part.
+    _, honest_params, _ = make_session(seed=8, n=4, t=3, malicious=False)
+    _, malicious_params, _ = make_session(seed=8, n=4, t=3, malicious=True)
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            server = TcpServer(honest_params, round_timeout=0.5, join_timeout=0.5)
+            port = await nursery.start(server.run)
+            return await run_client(
+                "127.0.0.1", port, 1, np.zeros(DIM, dtype=np.uint64),
+                identity_key=None, trusted_keys=dict(malicious_params.identity_keys),
+            )
+
+    outcome = trio.run(main)
+    assert outcome.status == "error" and "mode-downgrade" in outcome.detail
+    assert outcome.sent_rounds == []
+
+
+def test_allow_insecure_is_the_clients_own_choice_and_lets_it_join():
+    rng = np.random.default_rng(3)
+    inputs = {u: rng.integers(0, M, DIM, dtype=np.uint64) for u in range(1, 5)}
+    with pytest.warns(Warning):
+        params, machines = setup_session(inputs, threshold=2, modulus=M, malicious=True, seed=3, allow_insecure=True)
+    trusted = dict(params.identity_keys)
+
+    async def main(allow: bool):
+        async with trio.open_nursery() as nursery:
+            server = TcpServer(params, round_timeout=0.5, join_timeout=0.5)
+            port = await nursery.start(server.run)
+            outcome = await run_client(
+                "127.0.0.1", port, 1, client=machines[1], trusted_keys=trusted, allow_insecure=allow
+            )
+            nursery.cancel_scope.cancel()
+        return outcome
+
+    refused = trio.run(main, False)
+    assert refused.status == "error" and "no guarantee" in refused.detail
+    with pytest.warns(Warning):
+        joined = trio.run(main, True)
+    assert "advertise_keys" in joined.sent_rounds
+
+
 # ---- framing and addresses ----------------------------------------------------------
 
 
