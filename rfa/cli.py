@@ -134,17 +134,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 0
     table = Table(title=f"{args.rho:.0%} of clients send the {args.attack} corruption; {args.rounds} rounds, "
                         f"{args.per_round} of {args.clients} clients per round, all through secure aggregation")
-    for col in ("method", "accuracy", "clean accuracy", "oracle calls", "bytes/client/round", "max effective weight"):
+    for col in ("method", "accuracy", "clean", "oracle calls", "KiB/client", "max eff. weight", "certified"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for row in rows:
         table.add_row(METHODS[row["method"]][0], f"{row['accuracy']:.1%}", f"{row['clean_accuracy']:.1%}",
-                      str(row["oracle_calls"]), f"{row['bytes_per_client'] / 1024:,.1f} KiB",
-                      f"{row['max_effective_weight']:.3f} (cert. {row['max_certified_weight']:.3g})")
+                      str(row["oracle_calls"]), f"{row['bytes_per_client'] / 1024:,.1f}",
+                      f"{row['max_effective_weight']:.3f}", f"{row['max_certified_weight']:.3g}")
     console.print(table)
     console.print(
-        "Accuracy: the global model on held-out digits. Max effective weight: the largest "
-        "beta_i / sum beta_j any oracle call revealed (cert.: the bound checked before the call)."
+        "accuracy: the global model on held-out digits, under corruption; clean: the same run without it. "
+        "max eff. weight: the largest beta_i / sum beta_j any oracle call revealed; certified: the bound "
+        "checked before each call (1 means none: try --max-weight)."
     )
+    console.print("KiB/client: bytes a participating client sent and received per round.")
     console.print(f"plots and CSV in {args.out}/: " + ", ".join(p.name for p in plots) + f"  ({time.perf_counter() - start:.0f} s)")
     return 0
 

@@ -1,0 +1,106 @@
+"""Federated training (Algorithms 1 and 4) and the claims the simulations report, at quick scale."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rfa.aggregators import CoordinateMedian, GeometricMedianRule, Mean, OneStepRule
+from rfa.data import digits
+from rfa.errors import CertificateViolation, PlaintextOnly
+from rfa.models import LogisticRegression
+from rfa.training import TrainingConfig, split_local_test, train
+
+QUICK = dict(rounds=20, clients_per_round=10, local_steps=10, lr=0.5)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return digits(40, split="dirichlet", alpha=0.5, rng=np.random.default_rng(0))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return LogisticRegression(64, 10)
+
+
+def final_accuracy(model, data, rule, **config) -> float:
+    return train(model, data, rule, TrainingConfig(**{**QUICK, **config})).final.accuracy
+
+
+def test_omniscient_corruption_collapses_fedavg_while_rfa_keeps_most_of_its_clean_accuracy(model, data):
+    longer = dict(rounds=30)
+    clean = final_accuracy(model, data, GeometricMedianRule(), **longer)
+    fedavg = final_accuracy(model, data, Mean(), update_corruption="omniscient", rho=0.25, **longer)
+    rfa = final_accuracy(model, data, GeometricMedianRule(), update_corruption="omniscient", rho=0.25, **longer)
+    assert fedavg < 0.3
+    assert rfa >= 0.85 * clean
+
+
+def test_without_corruption_rfa_is_within_a_few_points_of_fedavg(model, data):
+    for seed in (0, 1):
+        fedavg = final_accuracy(model, data, Mean(), seed=seed)
+        rfa = final_accuracy(model, data, GeometricMedianRule(), seed=seed)
+        assert abs(fedavg - rfa) <= 0.05
+
+
+def test_one_step_rfa_keeps_most_of_rfas_robustness_at_one_oracle_call_per_round(model, data):
+    config = dict(update_corruption="omniscient", rho=0.25)
+    rfa = train(model, data, GeometricMedianRule(), TrainingConfig(**QUICK, **config))
+    one = train(model, data, OneStepRule(), TrainingConfig(**QUICK, **config))
+    assert one.final.accuracy >= 0.9 * rfa.final.accuracy
+    assert one.final.oracle_calls == QUICK["rounds"]
+    assert rfa.final.oracle_calls == 4 * QUICK["rounds"]  # R = 3 steps from the secure weighted mean
+
+
+def test_personalisation_helps_honest_clients_under_label_skew(model):
+    skewed = digits(40, split="dirichlet", alpha=0.1, rng=np.random.default_rng(0))
+    train_set, local = split_local_test(skewed, 0.3, np.random.default_rng(1))
+    for rule in (Mean(), GeometricMedianRule()):
+        shared = train(model, train_set, rule, TrainingConfig(**QUICK), local_test=local)
+        personal = train(model, train_set, rule, TrainingConfig(**QUICK, personalised=True), local_test=local)
+        assert personal.final.local_accuracy > shared.final.local_accuracy + 0.005
+        assert personal.personal  # each selected client kept its own u_i
+
+
+def test_secure_training_equals_plaintext_training(model, data):
+    config = dict(QUICK, rounds=4, update_corruption="omniscient", rho=0.25)
+    for rule in (Mean(), GeometricMedianRule(rounds=2), OneStepRule()):
+        plain = train(model, data, rule, TrainingConfig(**config))
+        secure = train(model, data, rule, TrainingConfig(**config, secure=True, norm_bound=1e3))
+        # Same sampling, same local steps; only the oracle's quantization differs (its bound
+        # grows with alpha_max / nu = 1e8 here, and errors carry over between rounds).
+        assert np.allclose(plain.params, secure.params, atol=1e-4)
+        assert secure.final.accuracy == pytest.approx(plain.final.accuracy, abs=0.01)
+        assert secure.final.oracle_calls == plain.final.oracle_calls
+        assert all(r.bytes_per_client > 0 for r in secure.history)
+        assert all(r.max_effective_weight <= r.certified_weight + 1e-12 for r in secure.history)
+
+
+def test_a_plaintext_rule_with_secure_true_is_refused_before_training(model, data):
+    with pytest.raises(PlaintextOnly, match="coordinate_median"):
+        train(model, data, CoordinateMedian(), TrainingConfig(**QUICK, secure=True))
+
+
+def test_privacy_bound_is_enforced_in_training(model, data):
+    # nu = 1e-6 cannot certify s = 0.9: the first Weiszfeld step is refused before it is sent.
+    with pytest.raises(CertificateViolation):
+        train(model, data, GeometricMedianRule(), TrainingConfig(**{**QUICK, "rounds": 2}, secure=True, max_weight=0.9))
+    certified = train(
+        model, data, GeometricMedianRule(),
+        TrainingConfig(**{**QUICK, "rounds": 3}, secure=True, max_weight=0.9, nu="auto"),
+    )
+    assert all(r.certified_weight <= 0.9 and r.max_effective_weight <= r.certified_weight for r in certified.history)
+
+
+def test_data_poisoning_touches_only_the_corrupted_clients(model, data):
+    result = train(model, data, Mean(), TrainingConfig(**{**QUICK, "rounds": 1}, data_corruption="negate", rho=0.25))
+    share = data.sample_counts[result.corrupted].sum() / data.sample_counts.sum()
+    assert 0.2 < share <= 0.25
+
+
+def test_training_over_loopback_tcp_matches_in_memory(model, data):
+    config = dict(QUICK, rounds=2, clients_per_round=5, secure=True, norm_bound=1e3)
+    memory = train(model, data, OneStepRule(), TrainingConfig(**config))
+    tcp = train(model, data, OneStepRule(), TrainingConfig(**config, transport="tcp"))
+    assert np.allclose(memory.params, tcp.params, atol=1e-9)
