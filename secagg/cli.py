@@ -51,14 +51,20 @@ def _dropout_plan(n: int, rate: float, rounds: list[str], rng) -> dict[str, list
     return plan
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
-    console = Console()
+def _demo_session(args: argparse.Namespace) -> tuple[dict[int, np.ndarray], dict[str, list[int]], list[str]]:
+    """Random inputs, a dropout plan and the round names, as ``simulate`` and ``demo`` take them."""
     rng = SeededRandom(args.seed) if args.seed is not None else SystemRandom()
     rounds = [r.value for r in rounds_for(args.malicious)]
     inputs = _random_inputs(args.clients, args.dim, args.modulus_bits, rng.fork("inputs"))
     plan = _dropout_plan(args.clients, args.dropout, rounds, rng.fork("dropouts"))
     if args.dropout_round:
         plan = {args.dropout_round: sorted(u for ids in plan.values() for u in ids)}
+    return inputs, plan, rounds
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    console = Console()
+    inputs, plan, rounds = _demo_session(args)
     try:
         result = simulate(
             inputs,
@@ -322,12 +328,7 @@ class _RoundBars:
 def cmd_demo(args: argparse.Namespace) -> int:
     _setup_logging(logging.ERROR)
     console = Console()
-    rng = SeededRandom(args.seed) if args.seed is not None else SystemRandom()
-    rounds = [r.value for r in rounds_for(args.malicious)]
-    inputs = _random_inputs(args.clients, args.dim, args.modulus_bits, rng.fork("inputs"))
-    plan = _dropout_plan(args.clients, args.dropout, rounds, rng.fork("dropouts"))
-    if args.dropout_round:
-        plan = {args.dropout_round: sorted(u for ids in plan.values() for u in ids)}
+    inputs, plan, rounds = _demo_session(args)
     try:
         params, machines = setup_session(
             inputs, threshold=args.threshold, modulus=2**args.modulus_bits, malicious=args.malicious, seed=args.seed
