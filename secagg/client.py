@@ -194,10 +194,11 @@ class Client:
             except ValueError as exc:
                 raise ProtocolViolation(v, "share-encoding", str(exc)) from None
         acc = MaskAccumulator(p, self._value)
-        acc.add_mask(self._seed, self_mask_label(u), +1)
-        for v in sorted(senders):
-            shared = agree(self._s_sk, self._mask_keys[v], v)
-            acc.add_mask(shared, pair_mask_label(u, v), +1 if v > u else -1)
+        acc.add_masks(
+            [(self._seed, self_mask_label(u), +1)]
+            + [(agree(self._s_sk, self._mask_keys[v], v), pair_mask_label(u, v), +1 if v > u else -1)
+               for v in sorted(senders)]
+        )
         reply = MaskedInput(p.session_id, u, SERVER, masked=acc.wire())
         self._held = held
         self.state = ClientState.MASKED

@@ -11,6 +11,8 @@ word's own wrapping dtype and be reduced once at the end.
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import numpy as np
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -34,17 +36,22 @@ def prg_key(seed: bytes, session_id: bytes, label: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=session_id, info=label).derive(seed)
 
 
+# Elements per block of the blocked expansion: the block of the value and of the
+# keystream stay in the L2 cache while every mask is added to them.
+_BLOCK = 16384
+
+
 class MaskAccumulator:
     """A vector in Z_M^d to which masks and inputs are added or subtracted in place."""
 
     def __init__(self, params: PublicParams, start: np.ndarray | None = None):
         self._params = params
         self._dtype = params.dtype
-        nbytes = params.dim * params.element_bytes
-        self._zeros = bytes(nbytes)
+        block = min(params.dim, _BLOCK)
+        self._zeros = memoryview(bytes(block * params.element_bytes))
         # CTR's update_into wants room for one block beyond the data.
-        self._buffer = bytearray(nbytes + 15)
-        self._stream = np.frombuffer(self._buffer, dtype=self._dtype, count=params.dim)
+        self._buffer = bytearray(block * params.element_bytes + 15)
+        self._stream = np.frombuffer(self._buffer, dtype=self._dtype, count=block)
         if start is None:
             self.value = np.zeros(params.dim, dtype=self._dtype)
         else:
@@ -52,12 +59,26 @@ class MaskAccumulator:
 
     def add_mask(self, seed: bytes, label: bytes, sign: int) -> None:
         """value += sign * PRG(seed, session, label) mod M, with sign in {+1, -1}."""
-        key = prg_key(seed, self._params.session_id, label)
-        Cipher(algorithms.AES(key), modes.CTR(_ZERO_COUNTER)).encryptor().update_into(self._zeros, self._buffer)
-        if sign > 0:
-            np.add(self.value, self._stream, out=self.value)
-        else:
-            np.subtract(self.value, self._stream, out=self.value)
+        self.add_masks([(seed, label, sign)])
+
+    def add_masks(self, masks: Iterable[tuple[bytes, bytes, int]]) -> None:
+        """value += sum of sign * PRG(seed, session, label) mod M over (seed, label, sign) triples.
+
+        Block by block: each stream's CTR state carries on from one block to the next, so the
+        result is exactly that of expanding the streams whole, with a cache-sized working set.
+        """
+        streams = [
+            (Cipher(algorithms.AES(prg_key(seed, self._params.session_id, label)), modes.CTR(_ZERO_COUNTER)).encryptor(),
+             np.add if sign > 0 else np.subtract)
+            for seed, label, sign in masks
+        ]
+        width = self._params.element_bytes
+        for start in range(0, self._params.dim, _BLOCK):
+            part = self.value[start:start + _BLOCK]
+            zeros, stream = self._zeros[: part.size * width], self._stream[: part.size]
+            for encryptor, op in streams:
+                encryptor.update_into(zeros, self._buffer)
+                op(part, stream, out=part)
 
     def add_vector(self, vector: np.ndarray, sign: int) -> None:
         v = vector.astype(self._dtype, copy=False)

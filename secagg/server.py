@@ -300,9 +300,10 @@ class Server:
         assert self._masked_sum is not None
         total = MaskAccumulator(p, self._masked_sum.value)
         mask_keys = {u: X25519PublicKey.from_public_bytes(self._keys[u][1]) for u in self._u3}
+        masks = []
         for v in self._u3:
             seed = recover(v, "b_shares", lambda s, v=v: seed_commitment(p.session_id, v, s) == self._commitments[v])
-            total.add_mask(seed, self_mask_label(v), -1)
+            masks.append((seed, self_mask_label(v), -1))
         for v in dropped:
             s_pk = self._keys[v][1]
             raw = recover(
@@ -310,9 +311,9 @@ class Server:
             )
             s_sk = X25519PrivateKey.from_private_bytes(raw)
             for u in sorted(p.neighbours(v) & survivors):
-                shared = agree(s_sk, mask_keys[u], u)
                 # y_u holds +PRG(s_uv) if v > u, else -PRG(s_uv): remove it.
-                total.add_mask(shared, pair_mask_label(u, v), -1 if v > u else +1)
+                masks.append((agree(s_sk, mask_keys[u], u), pair_mask_label(u, v), -1 if v > u else +1))
+        total.add_masks(masks)
         self._name_hidden_cheaters(verified, cheaters)
         counts = {**self.counts, Round.UNMASKING.value: len(responses)}
         self.result = ServerResult(total=total.reduced(), included=self._u3, counts=counts, cheaters=cheaters)

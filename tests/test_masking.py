@@ -138,3 +138,19 @@ def test_params_with_another_session_id_change_the_mask():
     p = params()
     q = dataclasses.replace(p, session_id=SID_B)
     assert not np.array_equal(expand(SEED, self_mask_label(1), p), expand(SEED, self_mask_label(1), q))
+
+
+@pytest.mark.parametrize("bits", [8, 16, 32, 64])
+def test_blocked_expansion_of_several_masks_equals_whole_streams(bits):
+    # Long enough for three blocks, the last one partial, so CTR state must carry across blocks.
+    from secagg.masking import _BLOCK
+
+    dim = 2 * _BLOCK + 1001
+    p = params(bits, dim=dim)
+    masks = [(SEED, self_mask_label(1), +1), (bytes(32), pair_mask_label(1, 2), -1), (SEED, pair_mask_label(1, 3), +1)]
+    acc = MaskAccumulator(p)
+    acc.add_masks(masks)
+    expected = np.zeros(dim, dtype=object)
+    for seed, label, sign in masks:
+        expected += sign * np.array(reference_prg(seed, SID_A, label, bits, dim), dtype=object)
+    assert [int(v) for v in acc.reduced()] == [int(v) % 2**bits for v in expected]
