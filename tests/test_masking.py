@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from secagg import PublicParams, SeededRandom
-from secagg.masking import MaskAccumulator, expand, pair_mask_label, self_mask_label
+from secagg.masking import _BLOCK, MaskAccumulator, expand, pair_mask_label, self_mask_label
 
 SEED = bytes(range(32))
 SID_A = b"A" * 32
@@ -143,8 +143,6 @@ def test_params_with_another_session_id_change_the_mask():
 @pytest.mark.parametrize("bits", [8, 16, 32, 64])
 def test_blocked_expansion_of_several_masks_equals_whole_streams(bits):
     # Long enough for three blocks, the last one partial, so CTR state must carry across blocks.
-    from secagg.masking import _BLOCK
-
     dim = 2 * _BLOCK + 1001
     p = params(bits, dim=dim)
     masks = [(SEED, self_mask_label(1), +1), (bytes(32), pair_mask_label(1, 2), -1), (SEED, pair_mask_label(1, 3), +1)]
