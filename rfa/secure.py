@@ -156,6 +156,7 @@ def _step(
         {u: cohort.points[k] for k, u in enumerate(cohort.ids)},
         {u: float(beta[k]) for k, u in enumerate(cohort.ids)},
         dropouts=dropouts,
+        clip=True,  # clipping into the public C and beta_max is part of the privacy rule (privacy.py)
     )
     index = {u: k for k, u in enumerate(cohort.ids)}
     included_beta = beta[[index[u] for u in result.included]]
@@ -168,7 +169,7 @@ def _step(
         certified_weight=cert,
         realised_max_weight=float(included_beta.max() / included_beta.sum()),
         objective=cohort.objective(output),
-        error_bound=result.error_bound,
+        error_bound=result.quantization_error,  # against the clipped inputs, which the rule aggregates
         bytes_per_client=result.bytes_per_client,
     )
 

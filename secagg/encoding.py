@@ -1,8 +1,11 @@
 """Fixed-point encoding of (beta_i * w_i, beta_i) into Z_M and back.
 
-Public parameters: the value bound B (each coordinate of w_i is clipped to
-[-B, B]), the weight bound beta_max (each beta_i is clipped to (0, beta_max]),
-the fractional bits f and the modulus M = 2**k.  A client sends
+Public parameters: the value bound B (each coordinate of w_i must lie in
+[-B, B]), the weight bound beta_max (each beta_i must lie in (0, beta_max]),
+the fractional bits f and the modulus M = 2**k.  A client whose input lies
+outside the bounds refuses to encode it (``OutOfBounds``) unless clipping
+was asked for (``clip=True``: w_i clipped to [-B, B] per coordinate, beta_i
+to beta_max).  A client sends
 
     q_i = round(2**f * (beta_i / beta_max) * (w_i / B))   in [-2**f, 2**f]^d
     r_i = round(2**f * beta_i / beta_max)                  in [0, 2**f]
@@ -34,14 +37,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import EncodingOverflow, ParameterError
+from .errors import EncodingOverflow, OutOfBounds, ParameterError
 
 
 @dataclass(frozen=True)
 class Encoded:
     vector: np.ndarray  # uint64, d + 1 elements in [0, M)
-    clipped_values: int  # coordinates of w that were clipped to [-B, B]
-    clipped_weight: bool  # beta was above beta_max
+    clipped_values: int  # coordinates of w that were clipped to [-B, B] (clip=True only)
+    clipped_weight: bool  # beta was above beta_max and was clipped to it (clip=True only)
     underflow: bool  # beta encodes to 0: this input carries no weight
 
 
@@ -62,6 +65,11 @@ class FixedPointEncoding:
         if not 0 <= self.frac_bits <= 50:
             # float64 carries 53 significant bits; above 50 its rounding rivals the quantization.
             raise ParameterError(f"fractional bits must be in [0, 50], got {self.frac_bits}")
+        if not math.isfinite(2.0**self.frac_bits / self.value_bound):
+            # A tiny B makes the scale infinite: inf * 0 = NaN would reach the integer cast.
+            raise ParameterError(
+                f"value bound {self.value_bound!r} is too small: the scale 2**{self.frac_bits} / B overflows float64"
+            )
 
     @classmethod
     def for_clients(cls, max_clients: int, *, modulus_bits: int = 64, **kwargs) -> "FixedPointEncoding":
@@ -87,15 +95,41 @@ class FixedPointEncoding:
                 f"lower frac_bits or raise the modulus"
             )
 
-    def encode(self, vector: np.ndarray, weight: float) -> Encoded:
+    def encode(
+        self, vector: np.ndarray, weight: float, *, clip: bool = False, client: int | None = None
+    ) -> Encoded:
+        """Encode one client's (w_i, beta_i); ``client`` names it in errors.
+
+        An input outside the public bounds (a coordinate with |w_ij| > B, or
+        beta_i > beta_max) is refused with ``OutOfBounds`` unless ``clip``:
+        then it is clipped into them and ``Encoded`` says how much was.
+        """
+        who = "an input" if client is None else f"client {client}"
+        vector = np.asarray(vector, dtype=np.float64)
+        if vector.ndim != 1 or not np.all(np.isfinite(vector)):
+            raise ParameterError(f"{who}: the vector must be 1-D and finite")
+        weight = float(weight)
+        if not (math.isfinite(weight) and weight > 0):
+            raise ParameterError(f"{who}: the weight must be positive and finite, got {weight!r}")
+        if not clip:
+            if weight > self.weight_bound:
+                raise OutOfBounds(client, "weight", self.weight_bound, weight)
+            if vector.size and float(np.max(np.abs(vector))) > self.value_bound:
+                j = int(np.argmax(np.abs(vector)))
+                raise OutOfBounds(client, "value", self.value_bound, float(vector[j]), j)
         scale = float(2**self.frac_bits)
         clipped = np.clip(vector, -self.value_bound, self.value_bound)
         n_clipped = int(np.count_nonzero(clipped != vector))
         w = min(weight, self.weight_bound)
         rel = w / self.weight_bound
-        q = np.empty(vector.shape[0] + 1, dtype=np.int64)
-        q[:-1] = np.rint(clipped * (scale * rel / self.value_bound))
-        q[-1] = int(round(scale * rel))
+        scaled = np.empty(vector.shape[0] + 1, dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            scaled[:-1] = clipped * (scale * rel / self.value_bound)
+            scaled[-1] = scale * rel
+        # The last guard before the cast: NaN or inf cast to int64 is undefined, not an error.
+        if not np.all(np.isfinite(scaled)):
+            raise EncodingOverflow(f"{who}: the scaled input is not finite (value bound {self.value_bound!r})")
+        q = np.rint(scaled).astype(np.int64)
         encoded = q.view(np.uint64)  # two's complement: already q mod 2**64
         if self.modulus_bits < 64:
             encoded = encoded & np.uint64(self.modulus - 1)
@@ -118,7 +152,10 @@ class FixedPointEncoding:
             raise ParameterError(
                 "every included weight encodes to zero: raise frac_bits or lower the weight bound"
             )
-        value = s[:-1].astype(np.float64) * (self.value_bound / weight_units)
+        with np.errstate(over="ignore"):  # checked just below
+            value = s[:-1].astype(np.float64) * (self.value_bound / weight_units)
+        if not np.all(np.isfinite(value)):  # only a value bound near the float64 maximum gets here
+            raise EncodingOverflow(f"the decoded average overflows float64 (value bound {self.value_bound!r})")
         sum_weights = weight_units * self.weight_bound / 2**self.frac_bits
         spread = n * (0.5 + 2.0 ** (self.frac_bits - 51))
         if weight_units > spread:

@@ -1,7 +1,8 @@
 """The error hierarchy: every failure says who broke which rule.
 
 ``SecAggError`` is the root.  ``ParameterError`` is raised before any message
-exists (bad public parameters or inputs); ``MalformedMessage`` when bytes do not
+exists (bad public parameters or inputs; ``OutOfBounds`` when an input lies
+outside the public bounds of the encoding); ``MalformedMessage`` when bytes do not
 decode into a well-formed message; ``ProtocolViolation`` when a well-formed
 message breaks a protocol rule; ``AbortError`` when fewer than ``t`` clients
 remain.  A receiver that raises ``MalformedMessage`` or ``ProtocolViolation``
@@ -25,6 +26,29 @@ class InsecureParameters(ParameterError):
 
 class EncodingOverflow(ParameterError):
     """The sum of the encoded inputs could wrap around the modulus."""
+
+
+class OutOfBounds(ParameterError):
+    """A client's input lies outside the public bounds of the encoding; it refuses to encode.
+
+    ``client`` is the refusing client (``None`` if unnamed), ``quantity`` is
+    ``"value"`` (a coordinate of w_i) or ``"weight"`` (beta_i), ``bound`` the
+    public bound and ``value`` the offending number (``index``: its coordinate).
+    """
+
+    def __init__(self, client: int | None, quantity: str, bound: float, value: float, index: int | None = None):
+        self.client = client
+        self.quantity = quantity
+        self.bound = bound
+        self.value = value
+        self.index = index
+        who = "an input" if client is None else f"client {client}"
+        what = quantity if index is None else f"{quantity} [{index}]"
+        rule = f"|x| <= {bound!r}" if quantity == "value" else f"beta <= {bound!r}"
+        super().__init__(
+            f"{who}: {what} = {value!r} is outside the public {quantity} bound ({rule}); "
+            f"it refuses to encode (normalise the input, raise the bound, or ask for clip=True)"
+        )
 
 
 class MalformedMessage(SecAggError):

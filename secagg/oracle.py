@@ -6,18 +6,29 @@ secure aggregation session on the fixed-point encoding of (beta_i w_i, beta_i)
 (``encoding.py``).  The server learns the two sums, sum beta_i w_i and
 sum beta_i, and nothing else about any w_i or beta_i.  The oracle counts its
 calls, the cost measure of the RFA paper.
+
+The bounds of the encoding are public and every client checks its own input
+against them before it sends anything.  By default an input outside them is
+refused (``OutOfBounds``, naming the client, the bound and the value): the
+oracle raises before any session starts, or, with ``on_refusal="dropout"``,
+plays the deployment, where only that client refuses and the session goes on
+without it, as if it had dropped out before advertising its keys.  Clipping
+into the bounds happens only when asked for (``clip=True``); the result then
+counts the clipped inputs, and ``error_bound`` is infinite when an included
+input was clipped (how far it was clipped is private; ``quantization_error``
+still bounds the distance to the average of the clipped inputs).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Literal, Mapping
 
 import numpy as np
 
 from .encoding import FixedPointEncoding
-from .errors import ParameterError
+from .errors import OutOfBounds, ParameterError
 from .simulation import SimulationResult, simulate
 
 
@@ -25,11 +36,14 @@ from .simulation import SimulationResult, simulate
 class AverageResult:
     value: np.ndarray  # float64, the weighted average over ``included``
     included: tuple[int, ...]
-    sum_weights: float  # sum of the included beta_i, as the server learns it
-    error_bound: float  # worst-case per-coordinate quantization error of ``value``
-    clipped_values: int  # coordinates clipped to [-B, B], over all clients
-    clipped_weights: int  # clients whose beta exceeded the weight bound
-    underflows: int  # clients whose beta encoded to zero
+    sum_weights: float  # sum of the included beta_i, as the server learns it (after clipping)
+    error_bound: float  # worst-case per-coordinate error of ``value`` against the inputs as given (inf if clipped)
+    quantization_error: float  # the same against the inputs as encoded (clipped): the fixed-point error only
+    clipped_inputs: int  # included clients whose vector or weight was clipped (clip=True only)
+    clipped_values: int  # coordinates clipped to [-B, B], over the included clients
+    clipped_weights: int  # included clients whose beta exceeded the weight bound
+    underflows: int  # included clients whose beta encoded to zero
+    refused: Mapping[int, OutOfBounds]  # on_refusal="dropout": who refused to encode, and why
     bytes_per_client: float  # mean bytes sent + received by a client in this call
     session: SimulationResult
 
@@ -89,8 +103,19 @@ class SecureAverageOracle:
         vectors: Mapping[int, np.ndarray],
         weights: Mapping[int, float],
         dropouts: Mapping[str, Iterable[int]] | None = None,
+        *,
+        clip: bool = False,
+        on_refusal: Literal["raise", "dropout"] = "raise",
     ) -> AverageResult:
-        """One call: one secure aggregation session over the encoded (beta_i w_i, beta_i)."""
+        """One call: one secure aggregation session over the encoded (beta_i w_i, beta_i).
+
+        ``clip=True`` clips inputs into the public bounds instead of refusing
+        them.  A refusal (``OutOfBounds``) is raised before any session starts
+        (``on_refusal="raise"``), or makes the refusing clients drop out before
+        their first message (``"dropout"``, listed in ``AverageResult.refused``).
+        """
+        if on_refusal not in ("raise", "dropout"):
+            raise ParameterError(f'on_refusal must be "raise" or "dropout", got {on_refusal!r}')
         ids = sorted(vectors)
         if set(weights) != set(ids):
             raise ParameterError("vectors and weights must name the same clients")
@@ -100,19 +125,25 @@ class SecureAverageOracle:
         dims = {np.shape(vectors[u]) for u in ids}
         if len(dims) != 1 or len(next(iter(dims))) != 1:
             raise ParameterError(f"vectors must be 1-D and of one length, got shapes {sorted(dims)[:3]}")
+        (d,) = dims.pop()
         encoded = {}
-        for u in ids:
-            v = np.asarray(vectors[u], dtype=np.float64)
-            beta = float(weights[u])
-            if not np.all(np.isfinite(v)):
-                raise ParameterError(f"vector of client {u} is not finite")
-            if not (math.isfinite(beta) and beta > 0):
-                raise ParameterError(f"weight of client {u} must be positive and finite, got {beta}")
-            encoded[u] = self.encoding.encode(v, beta)
+        refused: dict[int, OutOfBounds] = {}
+        for u in ids:  # each client encodes its own input (client side)
+            try:
+                encoded[u] = self.encoding.encode(vectors[u], weights[u], clip=clip, client=u)
+            except OutOfBounds as exc:
+                if on_refusal == "raise":
+                    raise
+                refused[u] = exc
+        # A refusing client sends nothing: in the session it is a dropout at its first round.
+        blank = np.zeros(d + 1, dtype=np.uint64)
+        if refused:
+            dropouts = dict(dropouts or {})
+            dropouts["advertise_keys"] = sorted(set(dropouts.get("advertise_keys", ())) | refused.keys())
         seed = None if self.seed is None else (self.seed << 32) + self.calls
         self.calls += 1
         session = self.runner(
-            {u: e.vector for u, e in encoded.items()},
+            {u: encoded[u].vector if u in encoded else blank for u in ids},
             threshold=self.threshold_for(len(ids)),
             modulus=self.encoding.modulus,
             dropouts=dropouts,
@@ -122,14 +153,20 @@ class SecureAverageOracle:
         value, sum_weights, error = self.encoding.decode_average(session.total, len(session.included))
         traffic = sum(session.bytes_sent.values()) + sum(session.bytes_received.values())
         self.bytes_total += traffic
+        inside = [encoded[u] for u in session.included]
+        clipped_inputs = sum(1 for e in inside if e.clipped_values or e.clipped_weight)
         return AverageResult(
             value=value,
             included=session.included,
             sum_weights=sum_weights,
-            error_bound=error,
-            clipped_values=sum(e.clipped_values for e in encoded.values()),
-            clipped_weights=sum(e.clipped_weight for e in encoded.values()),
-            underflows=sum(e.underflow for e in encoded.values()),
+            # How far a clipped input was from the bounds is private: nothing bounds the distortion.
+            error_bound=math.inf if clipped_inputs else error,
+            quantization_error=error,
+            clipped_inputs=clipped_inputs,
+            clipped_values=sum(e.clipped_values for e in inside),
+            clipped_weights=sum(e.clipped_weight for e in inside),
+            underflows=sum(e.underflow for e in inside),
+            refused=refused,
             bytes_per_client=traffic / len(ids),
             session=session,
         )

@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from secagg import EncodingOverflow, FixedPointEncoding, ParameterError
+from secagg import EncodingOverflow, FixedPointEncoding, OutOfBounds, ParameterError
 
 
 def encoded_sum(enc: FixedPointEncoding, vectors, weights) -> np.ndarray:
@@ -98,14 +98,60 @@ def test_sum_at_capacity_with_extreme_values_does_not_wrap():
         assert np.all(np.abs(value - np.array([sign, -sign])) <= bound)
 
 
-def test_clipping_is_counted_and_applied():
+def test_clipping_is_counted_and_applied_only_when_asked():
     enc = FixedPointEncoding(value_bound=2.0, weight_bound=0.5, frac_bits=30)
-    e = enc.encode(np.array([5.0, -7.0, 1.0, 2.0]), 0.9)
+    e = enc.encode(np.array([5.0, -7.0, 1.0, 2.0]), 0.9, clip=True)
     assert e.clipped_values == 2 and e.clipped_weight and not e.underflow
     value, _, bound = enc.decode_average(e.vector, 1)
     assert np.all(np.abs(value - np.array([2.0, -2.0, 1.0, 2.0])) <= bound)
     plain = enc.encode(np.array([0.5, -0.5, 1.0, 2.0]), 0.5)
     assert plain.clipped_values == 0 and not plain.clipped_weight
+    assert np.array_equal(plain.vector, enc.encode(np.array([0.5, -0.5, 1.0, 2.0]), 0.5, clip=True).vector)
+
+
+def test_inputs_outside_the_bounds_are_refused_by_default():
+    enc = FixedPointEncoding(value_bound=2.0, weight_bound=0.5, frac_bits=30)
+    with pytest.raises(OutOfBounds) as weight:
+        enc.encode(np.array([1.0]), 0.9, client=7)
+    assert (weight.value.client, weight.value.quantity, weight.value.bound, weight.value.value) == (7, "weight", 0.5, 0.9)
+    with pytest.raises(OutOfBounds) as value:
+        enc.encode(np.array([1.0, -7.0, 5.0]), 0.5, client=3)
+    assert (value.value.client, value.value.quantity, value.value.index, value.value.value) == (3, "value", 1, -7.0)
+    assert isinstance(value.value, ParameterError)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_encode_refuses_non_finite_inputs_itself(bad):
+    enc = FixedPointEncoding(frac_bits=20)
+    with pytest.raises(ParameterError):
+        enc.encode(np.array([0.0, bad]), 1.0, clip=True)
+    with pytest.raises(ParameterError):
+        enc.encode(np.array([0.0]), bad, clip=True)
+
+
+@pytest.mark.parametrize("bound", [1e-300, 5e-324, float.fromhex("0x1p-974")])
+def test_a_value_bound_that_makes_the_scale_infinite_is_refused(bound):
+    # Regression: 2**50 / B overflowed to inf, 0 * inf = NaN reached the int64 cast.
+    with pytest.raises(ParameterError, match="too small"):
+        FixedPointEncoding(value_bound=bound, frac_bits=50)
+    enc = FixedPointEncoding(value_bound=float.fromhex("0x1p-973"), frac_bits=50)  # the smallest B that works
+    value, _, bound_ = enc.decode_average(enc.encode(np.array([0.0, enc.value_bound]), 1.0).vector, 1)
+    assert np.all(np.abs(value - np.array([0.0, enc.value_bound])) <= bound_)
+
+
+def test_non_finite_scaled_values_never_reach_the_integer_cast():
+    enc = FixedPointEncoding(value_bound=1.0, frac_bits=50)
+    object.__setattr__(enc, "value_bound", 1e-300)  # bypasses the constructor's check
+    with pytest.raises(EncodingOverflow, match="not finite"):
+        enc.encode(np.array([0.0, 1e-301]), 1.0)
+
+
+def test_a_decoded_average_that_overflows_float64_is_an_error_not_inf():
+    big = np.finfo(np.float64).max
+    enc = FixedPointEncoding(value_bound=big, frac_bits=0, modulus_bits=8)
+    # Three inputs at the bound: S = 3 and 3 * (B / 3) rounds above the float64 maximum.
+    with pytest.raises(EncodingOverflow, match="overflows"):
+        enc.decode_average(encoded_sum(enc, [[big]] * 3, [1.0] * 3), 3)
 
 
 def test_a_weight_too_small_to_encode_is_an_underflow():

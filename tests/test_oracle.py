@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from secagg import EncodingOverflow, FixedPointEncoding, ParameterError, SecureAverageOracle, simulate
+from secagg import EncodingOverflow, FixedPointEncoding, OutOfBounds, ParameterError, SecureAverageOracle, simulate
 
 
 class Recorder:
@@ -72,16 +72,82 @@ def test_modulus_2_pow_32_oracle_works_with_a_coarser_bound():
     assert r.session.params.modulus == 2**32
 
 
-def test_clipped_coordinates_and_weights_are_counted_and_clipped():
+def test_clipped_coordinates_and_weights_are_counted_and_clipped_when_asked():
     vectors = {1: np.array([5.0, -0.5, 20.0]), 2: np.array([-30.0, 1.0, 0.0]), 3: np.array([0.2, 0.3, 0.4])}
     weights = {1: 3.0, 2: 0.5, 3: 1.0}
     oracle = SecureAverageOracle(threshold=2, value_bound=10.0, weight_bound=2.0, seed=5)
-    r = oracle.average(vectors, weights)
+    r = oracle.average(vectors, weights, clip=True)
     assert r.clipped_values == 2  # 20 and -30
     assert r.clipped_weights == 1  # weight 3 > 2
+    assert r.clipped_inputs == 2  # clients 1 and 2
     clipped = {u: np.clip(v, -10, 10) for u, v in vectors.items()}
     expected = numpy_average(clipped, {u: min(w, 2.0) for u, w in weights.items()}, (1, 2, 3))
-    assert np.all(np.abs(r.value - expected) <= r.error_bound)
+    assert np.all(np.abs(r.value - expected) <= r.quantization_error)
+    # Against the inputs as given, nothing public bounds the distortion, and the result says so.
+    assert r.error_bound == math.inf
+    assert np.max(np.abs(r.value - numpy_average(vectors, weights, (1, 2, 3)))) > 1.0
+
+
+def test_the_issue_example_is_refused_by_default_not_silently_clipped():
+    runner = Recorder()
+    oracle = SecureAverageOracle(threshold=2, runner=runner)
+    with pytest.raises(OutOfBounds) as refused:
+        oracle.average({1: np.array([0.0, 0.0]), 2: np.array([1.0, 1.0])}, {1: 1.0, 2: 3.0})
+    err = refused.value
+    assert (err.client, err.quantity, err.bound, err.value) == (2, "weight", 1.0, 3.0)
+    assert "client 2" in str(err) and "3.0" in str(err) and "1.0" in str(err)
+    assert runner.calls == [] and oracle.calls == 0  # refused before any message
+
+
+def test_a_value_outside_the_value_bound_is_refused_naming_the_coordinate():
+    runner = Recorder()
+    oracle = SecureAverageOracle(threshold=2, value_bound=10.0, runner=runner)
+    vectors = {1: np.array([1.0, 2.0]), 2: np.array([0.5, -10.5]), 3: np.array([0.0, 0.0])}
+    with pytest.raises(OutOfBounds) as refused:
+        oracle.average(vectors, {1: 1.0, 2: 1.0, 3: 1.0})
+    assert (refused.value.client, refused.value.quantity, refused.value.index) == (2, "value", 1)
+    assert (refused.value.bound, refused.value.value) == (10.0, -10.5)
+    assert runner.calls == []
+    # Exactly at the bound is inside it.
+    r = oracle.average({**vectors, 2: np.array([0.5, -10.0])}, {1: 1.0, 2: 1.0, 3: 1.0})
+    assert r.clipped_inputs == 0 and r.error_bound < 1e-9
+
+
+def test_a_refusing_client_drops_out_and_the_others_are_unaffected():
+    vectors, weights = problem(n=6, d=3, seed=11)
+    weights[4] = 5.0  # above the weight bound 1
+    r = SecureAverageOracle(threshold=4, seed=2).average(vectors, weights, on_refusal="dropout")
+    assert r.included == (1, 2, 3, 5, 6)
+    assert set(r.refused) == {4} and r.refused[4].quantity == "weight"
+    assert np.all(np.abs(r.value - numpy_average(vectors, weights, r.included)) <= r.error_bound)
+    # It never sent a message: the server lists it among the advertise_keys dropouts.
+    assert r.session.counts["advertise_keys"] == 5
+
+
+def test_clipping_in_bounds_inputs_changes_nothing():
+    vectors, weights = problem(n=5, d=4, seed=12)
+    plain = SecureAverageOracle(threshold=3, seed=4).average(vectors, weights)
+    clipped = SecureAverageOracle(threshold=3, seed=4).average(vectors, weights, clip=True)
+    assert np.array_equal(plain.value, clipped.value)
+    assert plain.error_bound == clipped.error_bound == clipped.quantization_error
+    assert clipped.clipped_inputs == 0
+
+
+def test_sample_counts_normalised_by_a_public_maximum_give_the_weighted_average():
+    vectors, _ = problem(n=4, d=3, seed=13)
+    counts = {1: 120, 2: 30, 3: 600, 4: 5}
+    oracle = SecureAverageOracle(threshold=3, weight_bound=1000, seed=3)  # no client holds more than 1000 samples
+    r = oracle.average(vectors, counts)
+    assert np.all(np.abs(r.value - numpy_average(vectors, counts, r.included)) <= r.error_bound)
+    assert r.sum_weights == pytest.approx(sum(counts.values()))
+    with pytest.raises(OutOfBounds, match="client 3"):
+        oracle.average(vectors, {**counts, 3: 1001})
+
+
+def test_on_refusal_must_be_a_known_mode():
+    vectors, weights = problem(n=3, d=2)
+    with pytest.raises(ParameterError, match="on_refusal"):
+        SecureAverageOracle(threshold=2).average(vectors, weights, on_refusal="ignore")
 
 
 def test_weights_that_encode_to_zero_are_counted_as_underflows():

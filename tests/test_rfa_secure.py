@@ -218,3 +218,37 @@ def test_plaintext_rules_refuse_to_run_securely():
     for cls in plaintext:
         with pytest.raises(PlaintextOnly, match=cls.name):
             cls().secure(contaminated(14), oracle=SpyOracle(0.6))
+
+
+class ClipSpy(secagg.SecureAverageOracle):
+    """Records the clip option of every call."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.clip_options = []
+
+    def average(self, vectors, weights, dropouts=None, **options):
+        self.clip_options.append(options.get("clip", False))
+        return super().average(vectors, weights, dropouts, **options)
+
+
+def test_every_secure_step_asks_the_oracle_to_clip_into_the_public_bounds():
+    # Clipping to C and beta_max is part of rfa's privacy rule, so rfa asks for it
+    # explicitly; the oracle refuses out-of-bound inputs by default (issue 16).
+    points = contaminated(14)
+    for run in (secure_geometric_median, one_step_geometric_median, secure_mean):
+        oracle = ClipSpy(10, value_bound=100.0, weight_bound=1e6)
+        run(points, norm_bound=100.0, oracle=oracle, **({} if run is secure_mean else {"nu": 1e-3}))
+        assert oracle.clip_options and all(oracle.clip_options)
+
+
+def test_a_coordinate_an_ulp_above_c_after_norm_clipping_does_not_stop_the_median():
+    # x * (C / |x|) lands 1.4e-14 above C = 100: the oracle clips it, as the rule says.
+    points = contaminated(15)
+    points[0] = [float.fromhex("0x1.5fc7eebd15ba5p+9")] + [0.0] * (points.shape[1] - 1)
+    result = secure_geometric_median(points, rounds=2, norm_bound=100.0, nu=1e-3)
+    pts = clipped(points, 100.0)
+    v = pts.mean(axis=0)
+    for _ in range(2):
+        v = plain_step(pts, np.ones(len(pts)), v, 1e-3)
+    assert np.max(np.abs(result.median - v)) <= 10 * sum(r.error_bound for r in result.rounds)
