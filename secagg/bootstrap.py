@@ -7,7 +7,8 @@
    "modulus_bits", "dim", "malicious", "identity_keys", "graph",
    "round_timeout", "join_seconds"}`` or ``{"type": "refused", "rule",
    "detail"}`` before closing.
-3. The client rebuilds ``PublicParams`` (which validates them), refuses
+3. The client rebuilds ``PublicParams`` (which validates them, identity keys
+   included: canonical Ed25519 keys of prime order), refuses
    insecure thresholds, and in malicious-server mode refuses identity keys
    that differ from the ones it trusts independently of the server (a local
    key directory playing the PKI).  It then sends ``advertise_keys``.

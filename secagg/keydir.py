@@ -3,7 +3,9 @@
 ``client-<id>.pub`` holds a client's 32-byte public key and ``client-<id>.key``
 its private key (mode 0600), both as one line of hex.  The server reads only
 the ``.pub`` files; each client reads its own ``.key`` and every ``.pub``, and
-refuses a session whose identity keys differ from the directory's.  Putting
+refuses a session whose identity keys differ from the directory's.  A
+``.pub`` that is not a canonical Ed25519 key of prime order is refused when
+the directory is read (a small-order key verifies forged signatures).  Putting
 all private keys in one directory is only sound for a simulation on one
 machine: in a deployment each client keeps its own key and the public keys
 come from a PKI the server does not control.
@@ -18,7 +20,7 @@ from typing import Iterable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .keys import raw_public
+from .keys import is_valid_identity_key, raw_public
 from .errors import ParameterError
 from .rng import RandomSource, SystemRandom
 
@@ -65,7 +67,10 @@ def load_public_keys(directory: str | Path) -> dict[int, bytes]:
     for path in sorted(directory.iterdir()):
         m = _PUB.fullmatch(path.name)
         if m:
-            keys[int(m.group(1))] = _read_hex(path)
+            key = _read_hex(path)
+            if not is_valid_identity_key(key):
+                raise ParameterError(f"{path} is not a canonical Ed25519 public key of prime order")
+            keys[int(m.group(1))] = key
     if not keys:
         raise ParameterError(f"no client-<id>.pub files in {directory}")
     return keys

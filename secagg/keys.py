@@ -3,15 +3,22 @@
 X25519 rejects small-order public keys (the agreement would be all zeros and
 carry no secret); ``agree`` turns that into a ``ProtocolViolation`` naming
 the peer that advertised the key, so a hostile key never surfaces as an
-untyped error.  The signed payloads and the seed commitment are domain
-separated and bind the session id.
+untyped error.  X25519 keys are compared as points (``x25519_point``): an
+encoding with the top bit set, or with u >= p, names the same point as its
+canonical one.  An Ed25519 identity key must be the canonical encoding of a
+point of prime order (``is_valid_identity_key``): with a small-order key such
+as the identity point, the signature (R = identity, S = 0) verifies for every
+message.  The signed payloads and the seed commitment are domain separated
+and bind the session id.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import msgpack
+from nacl.bindings import crypto_core_ed25519_is_valid_point
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -37,6 +44,29 @@ def is_small_order(public: bytes) -> bool:
     except ValueError:
         return True
     return False
+
+
+_P25519 = 2**255 - 19
+
+
+def x25519_point(public: bytes) -> bytes:
+    """The canonical encoding of the point an X25519 public key names (RFC 7748, Sec. 5).
+
+    X25519 ignores the top bit and reduces u mod p, so 2**255 / 19 encodings
+    collide; equality of keys must be decided on this form, not on the bytes.
+    """
+    u = int.from_bytes(public, "little") & ((1 << 255) - 1)
+    return (u % _P25519).to_bytes(32, "little")
+
+
+def is_valid_identity_key(public: object) -> bool:
+    """Whether ``public`` is a canonical Ed25519 public key of prime order (libsodium's check)."""
+    return isinstance(public, bytes) and len(public) == 32 and _valid_point(public)
+
+
+@functools.lru_cache(maxsize=1 << 16)  # every party checks every key; in one process, once is enough
+def _valid_point(public: bytes) -> bool:
+    return bool(crypto_core_ed25519_is_valid_point(public))
 
 
 def agree(own: X25519PrivateKey, peer_public: X25519PublicKey | bytes, peer: int) -> bytes:

@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import InsecureParameters, ParameterError
 from .graph import CompleteGraph, NeighbourGraph
+from .keys import is_valid_identity_key
 from .rng import RandomSource, SystemRandom
 
 SESSION_ID_BYTES = 32
@@ -85,8 +86,12 @@ class PublicParams:
             missing = [i for i in ids if i not in self.identity_keys]
             if missing:
                 raise ParameterError(f"malicious-server mode needs identity keys; missing for {missing[:5]}")
-            if any(len(self.identity_keys[i]) != 32 for i in ids):
-                raise ParameterError("identity keys must be 32-byte Ed25519 public keys")
+            weak = [i for i in ids if not is_valid_identity_key(self.identity_keys[i])]
+            if weak:
+                # A small-order key verifies a forged signature on every message (keys.py).
+                raise ParameterError(
+                    f"identity keys of {weak[:5]} are not canonical 32-byte Ed25519 keys of prime order"
+                )
         if self.graph is None:
             object.__setattr__(self, "graph", CompleteGraph(ids))
         # Here, not only in create(): no way of building parameters skips the rule.

@@ -6,6 +6,7 @@ import re
 import warnings
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from secagg import (
     InsecureParameters,
@@ -15,6 +16,7 @@ from secagg import (
     SecAggError,
     max_colluding,
 )
+from secagg.keys import raw_public
 from secagg.params import modulus_bits_of
 
 IDS = list(range(1, 11))
@@ -29,7 +31,7 @@ def create(**kwargs):
 
 
 def keys(ids=IDS):
-    return {u: bytes([u]) * 32 for u in ids}
+    return {u: raw_public(Ed25519PrivateKey.from_private_bytes(bytes([u]) * 32)) for u in ids}
 
 
 @pytest.mark.parametrize("modulus", [3, 6, 1000, 2**32 + 1, 2**64 - 1, 1, 0, -2, 2**65, 2**64 * 2])
@@ -192,3 +194,39 @@ def test_direct_construction_also_refuses_an_insecure_malicious_threshold():
     with pytest.warns(InsecureParametersWarning):
         PublicParams(session_id=SID, client_ids=tuple(IDS), threshold=5, modulus_bits=16, dim=1,
                      malicious=True, identity_keys=keys(), allow_insecure=True)
+
+
+P25519 = 2**255 - 19
+# The eight points of small order on edwards25519 (canonical encodings), then
+# non-canonical encodings: y >= p, and the sign bit set on a point with x = 0.
+SMALL_ORDER = [
+    (1).to_bytes(32, "little"),  # the identity: (R = identity, S = 0) verifies for every message
+    (P25519 - 1).to_bytes(32, "little"),  # order 2
+    bytes(32),  # order 4
+    bytes(31) + b"\x80",  # order 4, the other sign
+    bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"),  # order 8
+    bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa"),
+    bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
+    bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85"),
+]
+NON_CANONICAL = [
+    (P25519 + 1).to_bytes(32, "little"),  # the identity again, y = p + 1
+    (P25519 + 18).to_bytes(32, "little"),
+    (1 | 1 << 255).to_bytes(32, "little"),  # x = 0 with the sign bit set
+]
+
+
+@pytest.mark.parametrize("weak", SMALL_ORDER + NON_CANONICAL, ids=lambda k: k.hex()[:8] + ".." + k.hex()[-4:])
+def test_small_order_and_non_canonical_identity_keys_are_refused(weak):
+    from secagg.keys import verify_signature
+
+    if weak == SMALL_ORDER[0]:  # why it matters: a forgery that needs no private key
+        assert verify_signature(weak, weak + bytes(32), b"any message at all")
+    with pytest.raises(ParameterError, match=r"identity keys of \[3\]"):
+        create(threshold=8, malicious=True, identity_keys={**keys(), 3: weak})
+
+
+def test_identity_keys_of_the_wrong_type_or_length_are_refused():
+    for bad in (bytes(31), bytes(33), "a" * 32, None):
+        with pytest.raises(ParameterError, match="identity keys"):
+            create(threshold=8, malicious=True, identity_keys={**keys(), 3: bad})
