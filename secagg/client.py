@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from . import shamir
 from .errors import AbortError, ParameterError, ProtocolViolation
-from .keys import agree, consistency_payload, keys_payload, raw_private, raw_public, seed_commitment, verify_signature
+from .keys import agree, consistency_payload, keys_payload, raw_private, raw_public, seed_commitment, verify_signature, x25519_point
 from .masking import MaskAccumulator, pair_mask_label, self_mask_label
 from .messages import (
     SERVER,
@@ -150,7 +150,7 @@ class Client:
             raise ProtocolViolation(SERVER, "roster-self", "the roster omits or alters this client's keys")
         if len(roster) < p.threshold:
             raise AbortError(Round.SHARE_KEYS.value, len(roster), p.threshold, "roster too short")
-        all_keys = [k for c_pk, s_pk, _ in roster.values() for k in (c_pk, s_pk)]
+        all_keys = [x25519_point(k) for c_pk, s_pk, _ in roster.values() for k in (c_pk, s_pk)]  # as points
         if len(set(all_keys)) != len(all_keys):
             raise ProtocolViolation(SERVER, "roster-duplicate-key", "two advertised public keys are equal")
         if p.malicious:

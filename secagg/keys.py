@@ -55,6 +55,8 @@ def x25519_point(public: bytes) -> bytes:
     X25519 ignores the top bit and reduces u mod p, so 2**255 / 19 encodings
     collide; equality of keys must be decided on this form, not on the bytes.
     """
+    if public[31] < 0x7F:  # top bit clear and u < 2**255 - 2**248 < p: canonical already (the common case)
+        return public
     u = int.from_bytes(public, "little") & ((1 << 255) - 1)
     return (u % _P25519).to_bytes(32, "little")
 

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from . import shamir
 from .errors import AbortError, MalformedMessage, ProtocolViolation
-from .keys import agree, consistency_payload, is_small_order, keys_payload, raw_public, seed_commitment, verify_signature
+from .keys import agree, consistency_payload, is_small_order, keys_payload, raw_public, seed_commitment, verify_signature, x25519_point
 from .masking import MaskAccumulator, pair_mask_label, self_mask_label
 from .messages import (
     SERVER,
@@ -172,8 +172,10 @@ class Server:
                 p.identity_keys[u], msg.signature, keys_payload(p.session_id, u, msg.c_pk, msg.s_pk)
             ):
                 raise ProtocolViolation(u, "key-signature", "keys not signed by the client's identity key")
-            taken = {k for other in self._received.values() for k in (other.c_pk, other.s_pk)}  # type: ignore[attr-defined]
-            if msg.c_pk == msg.s_pk or {msg.c_pk, msg.s_pk} & taken:
+            # As points: a non-canonical encoding of a taken key is the same key (keys.x25519_point).
+            taken = {x25519_point(k) for other in self._received.values() for k in (other.c_pk, other.s_pk)}  # type: ignore[attr-defined]
+            c_point, s_point = x25519_point(msg.c_pk), x25519_point(msg.s_pk)
+            if c_point == s_point or {c_point, s_point} & taken:
                 raise ProtocolViolation(u, "duplicate-key", "public keys must be fresh and distinct")
             if is_small_order(msg.c_pk) or is_small_order(msg.s_pk):
                 raise ProtocolViolation(u, "small-order-key", "advertised X25519 key has small order")

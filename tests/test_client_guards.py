@@ -392,3 +392,16 @@ def test_replayed_roster_is_out_of_order(make_session):
     refuse(s, roster, ProtocolViolation, "out-of-order")
     s.server_collect(replies)
     assert_exact(s, s.finish())
+
+
+def test_roster_with_a_non_canonical_copy_of_another_key_is_refused(make_session):
+    # Client 4's s_pk replaced by client 3's c_pk with the top bit set: other bytes, the same point.
+    s = make_session(n=4, t=3, seed=SEED)
+    s.run_until("share_keys")
+    keys = dict(s.outbox[1].keys)
+    c_pk3 = keys[3][0]
+    alias = c_pk3[:31] + bytes([c_pk3[31] | 0x80])
+    assert alias != c_pk3
+    keys[4] = (keys[4][0], alias, keys[4][2])
+    refuse(s, KeyRoster(s.params.session_id, 0, 1, keys=keys), ProtocolViolation, "roster-duplicate-key")
+    assert_exact(s, s.finish())

@@ -116,6 +116,9 @@ def test_reused_or_equal_public_keys_are_refused(make_session):
         dataclasses.replace(mine, s_pk=theirs.s_pk),
         dataclasses.replace(mine, s_pk=theirs.c_pk),
         dataclasses.replace(mine, s_pk=mine.c_pk),
+        # Non-canonical encodings of the same points (top bit set): other bytes, the same keys.
+        dataclasses.replace(mine, c_pk=theirs.c_pk[:31] + bytes([theirs.c_pk[31] | 0x80])),
+        dataclasses.replace(mine, s_pk=mine.c_pk[:31] + bytes([mine.c_pk[31] | 0x80])),
     ):
         refuse(s, forged.encode(), ProtocolViolation, "duplicate-key", party=2)
     del replies[1]

@@ -1,0 +1,42 @@
+"""Key encodings: X25519 points compared as points, Ed25519 identity keys validated."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from secagg import SeededRandom
+from secagg.keys import is_valid_identity_key, raw_public, x25519_point
+
+P = 2**255 - 19
+
+
+def shared(own: X25519PrivateKey, public: bytes) -> bytes:
+    return own.exchange(X25519PublicKey.from_public_bytes(public))
+
+
+def test_every_encoding_of_an_x25519_point_maps_to_its_canonical_one():
+    own = X25519PrivateKey.from_private_bytes(SeededRandom(1).bytes(32))
+    base = (9).to_bytes(32, "little")  # the base point: u = 9 < 19, so u + p also fits in 255 bits
+    aliases = [(9 + P).to_bytes(32, "little"), (9 | 1 << 255).to_bytes(32, "little"), (9 + P | 1 << 255).to_bytes(32, "little")]
+    for alias in aliases:
+        assert alias != base and x25519_point(alias) == base
+        assert shared(own, alias) == shared(own, base)  # X25519 itself treats them as one key
+    key = raw_public(X25519PrivateKey.from_private_bytes(SeededRandom(2).bytes(32)))
+    flipped = key[:31] + bytes([key[31] | 0x80])
+    assert x25519_point(key) == key == x25519_point(flipped)
+    assert shared(own, flipped) == shared(own, key)
+    top = (P - 1).to_bytes(32, "little")  # canonical, top byte 0x7f: the slow path keeps it
+    assert x25519_point(top) == top
+
+
+def test_real_ed25519_public_keys_are_valid_identity_keys():
+    rng = SeededRandom(3)
+    for u in range(50):
+        assert is_valid_identity_key(raw_public(Ed25519PrivateKey.from_private_bytes(rng.fork(str(u)).bytes(32))))
+
+
+@pytest.mark.parametrize("bad", [None, "x" * 32, bytearray(32), bytes(31), bytes(33)])
+def test_identity_keys_of_the_wrong_type_or_length_are_not_valid(bad):
+    assert not is_valid_identity_key(bad)
