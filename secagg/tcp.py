@@ -3,8 +3,10 @@
 A thin transport over the sans-I/O state machines.  It moves length-prefixed
 msgpack frames (``framing.py``), binds each connection to one client id at
 bootstrap (``bootstrap.py``), and decides *when* a round closes: as soon as
-every client still connected has answered, or at the round's deadline,
-whichever comes first.  Every protocol rule stays in ``Client``/``Server``.
+every client still connected has answered (in ``advertise_keys``: every
+client, since a disconnect there may be an impostor's), or at the round's
+deadline, whichever comes first.  Every protocol rule stays in
+``Client``/``Server``.
 
 The transport's own rules, each logged with the client id and a rule name:
 
@@ -405,8 +407,16 @@ class TcpServer:
         self._maybe_close_round()
 
     def _maybe_close_round(self) -> None:
-        """Close early once every client still awaited is known to be gone."""
+        """Close early once every client still awaited is known to be gone.
+
+        An id the state machine has accepted no message from is never gone: its
+        connection may have been an impostor's bare hello, and the id stays open
+        to the real client until the join deadline.  In advertise_keys that is
+        every awaited id, so that round closes early only when all have answered.
+        """
         if self._finished or self.server.state is not ServerState.COLLECTING:
+            return
+        if self.server.round is Round.ADVERTISE_KEYS:
             return
         waiting = self.server.waiting_for
         if waiting and waiting <= self._dead:

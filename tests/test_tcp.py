@@ -484,3 +484,44 @@ def test_simulate_tcp_matches_simulate_and_serves_as_an_oracle_runner():
     exact = sum(weights[u] * vectors[u] for u in vectors) / sum(weights.values())
     assert np.max(np.abs(result.value - exact)) <= result.error_bound
     assert oracle.calls == 1 and result.bytes_per_client > 0
+
+
+@pytest.mark.parametrize("malicious", [False, True], ids=["honest-but-curious", "malicious-server"])
+def test_bare_hellos_for_every_id_then_disconnects_do_not_end_advertise_keys(malicious):
+    # Regression (audit 14.3): each id's connection dies before any accepted message, so no id
+    # counts as gone; the join window stays open and the real clients claim their ids again.
+    n, t = 6, 5
+    inputs, params, machines = make_session(seed=12, n=n, t=t, malicious=malicious)
+    trusted = dict(params.identity_keys) if malicious else None
+    gone = trio.Event()
+    dropouts = []
+
+    def on_event(kind, info):
+        if kind == "dropout":
+            dropouts.append(info["client"])
+            if len(dropouts) == n:
+                gone.set()
+
+    box = {}
+
+    async def main():
+        server = TcpServer(params, round_timeout=1.0, join_timeout=3.0, on_event=on_event)
+
+        async def serve(task_status=trio.TASK_STATUS_IGNORED):
+            box["res"] = await server.run(task_status=task_status)
+
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(serve)
+            for u in params.client_ids:  # an impostor says hello as everyone, then leaves
+                stream, _, _ = await join(port, u)
+                await stream.aclose()
+            with trio.fail_after(5):
+                await gone.wait()  # the server has seen every disconnect
+            for u in params.client_ids:
+                nursery.start_soon(lambda u=u: run_client("127.0.0.1", port, u, client=machines[u], trusted_keys=trusted))
+
+    trio.run(main)
+    res = box["res"]
+    assert sorted(dropouts) == list(params.client_ids)
+    assert_exact(inputs, res, params.client_ids)
+    assert res.dropouts == {} and res.violations == []
