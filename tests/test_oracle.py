@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from secagg import EncodingOverflow, FixedPointEncoding, OutOfBounds, ParameterError, SecureAverageOracle, simulate
+from secagg import AbortError, EncodingOverflow, FixedPointEncoding, OutOfBounds, ParameterError, SecureAverageOracle, simulate
 
 
 class Recorder:
@@ -122,6 +122,12 @@ def test_a_refusing_client_drops_out_and_the_others_are_unaffected():
     assert np.all(np.abs(r.value - numpy_average(vectors, weights, r.included)) <= r.error_bound)
     # It never sent a message: the server lists it among the advertise_keys dropouts.
     assert r.session.counts["advertise_keys"] == 5
+    # With dropouts of the caller's own, both stay out; with too few left, the session aborts.
+    r = SecureAverageOracle(threshold=4, seed=2).average(vectors, weights, {"advertise_keys": [1]}, on_refusal="dropout")
+    assert r.included == (2, 3, 5, 6) and set(r.refused) == {4}
+    assert np.all(np.abs(r.value - numpy_average(vectors, weights, r.included)) <= r.error_bound)
+    with pytest.raises(AbortError):
+        SecureAverageOracle(threshold=4).average(vectors, {**weights, 1: 2.0, 2: 2.0}, on_refusal="dropout")
 
 
 def test_clipping_in_bounds_inputs_changes_nothing():
