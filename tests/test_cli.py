@@ -49,17 +49,18 @@ def test_simulate_malicious_mode_json(capsys):
     assert "consistency_check" in report["counts"]
 
 
-def test_failing_configuration_exits_2_with_an_aborted_key(capsys):
+def test_aborted_session_exits_3_with_an_aborted_key(capsys):
     code, report = run_json(capsys, "--clients", "5", "--threshold", "5", "--dim", "3", "--seed", "1", "--dropout", "1.0")
-    assert code == 2
+    assert code == 3
     assert "aborted" in report and "correct" not in report
     assert sum(len(v) for v in report["dropouts"].values()) == 5
 
 
-def test_invalid_parameters_exit_2_with_an_aborted_key(capsys):
-    code, report = run_json(capsys, "--clients", "4", "--threshold", "5", "--dim", "3", "--seed", "1")
-    assert code == 2
-    assert "threshold" in report["aborted"]
+def test_a_threshold_above_the_client_count_is_a_usage_error_naming_the_flag(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["simulate", "--clients", "4", "--threshold", "5", "--dim", "3", "--seed", "1"])
+    assert info.value.code == 2
+    assert "--threshold" in capsys.readouterr().err
 
 
 def test_human_readable_report_says_equal(capsys):
@@ -70,9 +71,9 @@ def test_human_readable_report_says_equal(capsys):
     assert "advertise_keys" in out and "unmasking" in out
 
 
-def test_human_readable_failure_exits_2(capsys):
+def test_human_readable_abort_exits_3(capsys):
     code = main(["simulate", "--clients", "4", "--threshold", "4", "--dim", "2", "--seed", "1", "--dropout", "1.0"])
-    assert code == 2
+    assert code == 3
     assert "failed" in capsys.readouterr().out
 
 

@@ -177,7 +177,7 @@ def test_serve_aborts_below_threshold(tmp_path):
 
     trio.run(session)
     rc, out = server.finish()
-    assert rc == 2
+    assert rc == 3
     assert "session aborted" in server.stderr()
     summary = json.loads(out)
     assert summary["aborted"]["round"] == "share_keys" and summary["aborted"]["count"] == 2
@@ -199,8 +199,11 @@ def test_demo(capsys):
 
 
 def test_cli_refuses_non_loopback_hosts(capsys):
-    assert main(["serve", "--host", "0.0.0.0", "--clients", "3", "--dim", "2"]) == 1
-    assert main(["client", "--server", "10.1.2.3:4000", "--id", "1"]) == 1
+    for argv in (["serve", "--host", "0.0.0.0", "--clients", "3", "--dim", "2"],
+                 ["client", "--server", "10.1.2.3:4000", "--id", "1"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("127.0.0.1 or ::1") == 2
 
@@ -216,7 +219,7 @@ def test_keygen_makes_existing_private_key_files_owner_only(tmp_path):
     stale = keys / "client-1.key"
     stale.write_text("00" * 32 + "\n")
     stale.chmod(0o644)
-    assert main(["keygen", "--dir", str(keys), "--clients", "2"]) == 0
+    assert main(["keygen", "--dir", str(keys), "--clients", "2", "--force"]) == 0
     for u in (1, 2):
         assert (keys / f"client-{u}.key").stat().st_mode & 0o777 == 0o600
     assert stale.read_text().strip() != "00" * 32  # a fresh key was written
