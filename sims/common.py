@@ -4,6 +4,14 @@ Every simulation writes into one folder (``--out``, default ``out/<name>``):
 ``<name>.csv`` with one row per measurement, PNG plots, and ``summary.md``
 (what was run, with which seeds, and the headline numbers).  ``--quick``
 shrinks every simulation to a size that finishes in well under a minute.
+
+``parser`` checks the shared flags while parsing, so every simulation
+inherits the checks: ``--seeds`` must be at least 1 and ``--out`` is created
+and proved writable before the run starts.  The argument types
+(``positive_int``, ``client_count``, ``fraction``, ``positive_float``) name
+the flag in their error; ``run`` ends a simulation with the exit codes of
+``secagg.cli_support`` (Ctrl-C, a closed pipe or an OS error: one line, no
+traceback).
 """
 
 from __future__ import annotations
@@ -13,25 +21,50 @@ import csv
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only: the simulations never open a window
 import matplotlib.pyplot as plt  # noqa: E402
-from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
+
+from secagg.cli_support import Console, HelpFormatter, float_in, int_at_least, script, writable_dir  # noqa: E402, F401 (re-exported)
 
 console = Console()
 
+# Argument types for any simulation's own flags; a refused value names its flag.
+positive_int = int_at_least(1)
+client_count = int_at_least(2)  # secure aggregation needs at least 2 clients
+fraction = float_in(0, 1)
+positive_float = float_in(0, low_open=True)
+
+
+class SimParser(argparse.ArgumentParser):
+    """Parses like argparse, then prepares ``--out``: a run never finds out at its end that it cannot write."""
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        ns = super().parse_args(args, namespace)
+        if getattr(ns, "out", None) is not None:
+            writable_dir(self, "--out", ns.out)
+        if getattr(ns, "quiet", False):
+            console.quiet = True
+        return ns
+
 
 def parser(name: str, description: str) -> argparse.ArgumentParser:
-    """The common flags: --out, --quick, --seeds."""
-    p = argparse.ArgumentParser(prog=f"python3 -m sims.{name}", description=description)
-    p.add_argument("--out", type=Path, default=Path("out") / name, help="output folder")
+    """The common flags: --out, --quick, --seeds, --quiet (with --help showing every default)."""
+    p = SimParser(prog=f"python3 -m sims.{name}", description=description, formatter_class=HelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("out") / name, help="output folder (created if missing)")
     p.add_argument("--quick", action="store_true", help="a small, fast version (used by the tests)")
-    p.add_argument("--seeds", type=int, default=None, help="number of random seeds (default: 3, quick: 1)")
+    p.add_argument("--seeds", type=positive_int, default=None, help="number of random seeds (default: 3, quick: 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or messages; the files are still written")
     return p
+
+
+def run(name: str, main: Callable[[Sequence[str] | None], int]) -> None:
+    """``if __name__ == "__main__": run(NAME, main)``: exit codes and one-line errors as in the CLIs."""
+    script(f"sims.{name}", main)
 
 
 def seeds(args: argparse.Namespace) -> list[int]:
