@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 
 from rfa import geometric_median
-from sims.common import HelpFormatter, positive_int, run
+from sims.common import HelpFormatter, entry_point, positive_int
 
 SIZES = ((100, 10**5), (1000, 10**4))
 NU = 1e-6
@@ -129,4 +129,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run("bench_rfa", main)
+    entry_point("bench_rfa", main)

@@ -120,7 +120,7 @@ from secagg.params import SESSION_ID_BYTES, PublicParams, element_bytes
 from secagg.sharecrypt import CIPHERTEXT_BYTES
 from secagg.simulation import setup_session
 from secagg.tcp import TcpServer, leave_at, run_client
-from sims.common import Console, HelpFormatter, client_count, positive_int, run
+from sims.common import Console, HelpFormatter, client_count, entry_point, positive_int
 
 FULL_N = (10, 50, 100)
 FULL_D = (10**3, 10**5)
@@ -980,4 +980,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run("bench_secagg", main)
+    entry_point("bench_secagg", main)

@@ -9,7 +9,7 @@ shrinks every simulation to a size that finishes in well under a minute.
 inherits the checks: ``--seeds`` must be at least 1 and ``--out`` is created
 and proved writable before the run starts.  The argument types
 (``positive_int``, ``client_count``, ``fraction``, ``positive_float``) name
-the flag in their error; ``run`` ends a simulation with the exit codes of
+the flag in their error; ``entry_point`` ends a simulation with the exit codes of
 ``secagg.cli_support`` (Ctrl-C, a closed pipe or an OS error: one line, no
 traceback).
 """
@@ -62,8 +62,8 @@ def parser(name: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
-def run(name: str, main: Callable[[Sequence[str] | None], int]) -> None:
-    """``if __name__ == "__main__": run(NAME, main)``: exit codes and one-line errors as in the CLIs."""
+def entry_point(name: str, main: Callable[[Sequence[str] | None], int]) -> None:
+    """``if __name__ == "__main__": entry_point(NAME, main)``: exit codes and one-line errors as in the CLIs."""
     script(f"sims.{name}", main)
 
 

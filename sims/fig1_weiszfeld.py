@@ -57,7 +57,7 @@ from rfa.corruption import choose_corrupted, corrupt_updates, poison_clients
 from rfa.data import FederatedDataset, digits
 from rfa.models import local_sgd
 from rfa.training import train
-from sims.common import parser, plt, progress_bar, run, save_figure, seeds, write_csv, write_summary
+from sims.common import entry_point, parser, plt, progress_bar, save_figure, seeds, write_csv, write_summary
 # The federation the training figures share, so these are the updates RFA aggregates there.
 from sims.federation import BATCH_SIZE, DIRICHLET, LOCAL_STEPS, LR, MODEL, N_CLIENTS, config
 
@@ -368,4 +368,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run(NAME, main)
+    entry_point(NAME, main)

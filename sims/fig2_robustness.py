@@ -85,7 +85,7 @@ from rfa import (
 from rfa.corruption import alie_z
 from rfa.models import MLP, Model
 from rfa.training import train
-from sims.common import parser, plt, progress_bar, run, save_figure, seeds, write_csv, write_summary
+from sims.common import entry_point, parser, plt, progress_bar, save_figure, seeds, write_csv, write_summary
 from sims.federation import BATCH_SIZE, CLIENTS_PER_ROUND, DIRICHLET, LOCAL_STEPS, LR, MODEL, N_CLIENTS, config, federation
 
 NAME = "fig2_robustness"
@@ -370,4 +370,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run(NAME, main)
+    entry_point(NAME, main)

@@ -39,7 +39,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from rfa.training import TrainingResult, train
-from sims.common import console, parser, progress_bar, run, save_figure, seeds, write_csv, write_summary
+from sims.common import console, entry_point, parser, progress_bar, save_figure, seeds, write_csv, write_summary
 from sims.federation import CLIENTS_PER_ROUND, COLORS, LOCAL_STEPS, LR, METHODS, MODEL, N_CLIENTS, config, federation
 
 NAME = "fig4_oracle_calls"
@@ -178,4 +178,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run(NAME, main)
+    entry_point(NAME, main)

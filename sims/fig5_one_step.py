@@ -30,7 +30,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from rfa.training import train
-from sims.common import console, parser, progress_bar, run, save_figure, seeds, write_csv, write_summary
+from sims.common import console, entry_point, parser, progress_bar, save_figure, seeds, write_csv, write_summary
 from sims.federation import (
     CLIENTS_PER_ROUND,
     COLORS,
@@ -130,4 +130,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run(NAME, main)
+    entry_point(NAME, main)

@@ -46,7 +46,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from rfa.training import split_local_test, train
-from sims.common import console, parser, progress_bar, run, save_figure, seeds, write_csv, write_summary
+from sims.common import console, entry_point, parser, progress_bar, save_figure, seeds, write_csv, write_summary
 from sims.federation import COLORS, LOCAL_STEPS, METHODS, MODEL, config, federation
 
 NAME = "fig6_personalisation"
@@ -180,4 +180,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run(NAME, main)
+    entry_point(NAME, main)

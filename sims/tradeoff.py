@@ -52,7 +52,7 @@ from rfa.models import local_sgd
 from rfa.privacy import smallest_nu, weight_floor
 from rfa.training import TrainingConfig, train
 from secagg import SecureAverageOracle
-from sims.common import console, parser, progress_bar, run, save_figure, seeds, write_csv, write_summary
+from sims.common import console, entry_point, parser, progress_bar, save_figure, seeds, write_csv, write_summary
 from sims.federation import BATCH_SIZE, CLIENTS_PER_ROUND, COLORS, LOCAL_STEPS, LR, MODEL, N_CLIENTS, config, federation
 
 NAME = "tradeoff"
@@ -291,4 +291,4 @@ def plot_nu(out, rows, bounds, grid, floor, median_norm, alpha_range) -> None:
 
 
 if __name__ == "__main__":
-    run(NAME, main)
+    entry_point(NAME, main)
