@@ -237,3 +237,41 @@ def test_inspect_fails_when_the_transcript_does_not_replay(tmp_path):
     # A header and no frames: the session cannot be replayed to a result.
     path.write_bytes(msgpack.packb({"format": FORMAT, "version": VERSION, "params": params_to_wire(params)}))
     assert main(["inspect", str(path), "--json"]) == 1
+
+
+def test_client_sent_threshold_1_warns_once_in_one_line(tmp_path):
+    """The session CLIs refuse t = 1; a client sent it by another server takes part and says so once."""
+    import threading
+    import warnings
+
+    from secagg.params import PublicParams
+    from secagg.tcp import TcpServer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        params = PublicParams.create([1, 2], threshold=1, modulus=2**16, dim=3)
+    box: dict = {}
+    ready = threading.Event()
+
+    async def host():
+        server = TcpServer(params, port=0, round_timeout=10, join_timeout=60)
+        async with trio.open_nursery() as nursery:
+            box["port"] = await nursery.start(server.run)
+            ready.set()
+            box["other"] = await run_client("127.0.0.1", box["port"], 2, np.zeros(3, np.uint64))
+
+    def in_thread():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trio.run(host)
+
+    thread = threading.Thread(target=in_thread)
+    thread.start()
+    assert ready.wait(60)
+    proc = subprocess.run(SECAGG + ["client", "--server", f"127.0.0.1:{box['port']}", "--id", "1", "--quiet"],
+                          capture_output=True, text=True, timeout=120)
+    thread.join(60)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "warning" in line.lower()]
+    assert len(lines) == 1 and lines[0].startswith("secagg client: warning:") and "t=1" in lines[0], proc.stderr
+    assert box["other"].status == "done"
