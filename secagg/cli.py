@@ -170,8 +170,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 # ---- over loopback TCP --------------------------------------------------------
 
 
+# The transport's logs of how a session or a client ended: the command prints that itself, in one line.
+_OUTCOME_LOGS = {"client %d: %s", "client %d: %s: %s", "session aborted: %s"}
+
+
+def _not_an_outcome(record: logging.LogRecord) -> bool:
+    return not (record.name == "secagg.tcp" and record.msg in _OUTCOME_LOGS)
+
+
 def _setup_logging(level: int) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_not_an_outcome)
 
 
 def _address(host: str, port: int) -> str:
