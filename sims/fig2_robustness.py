@@ -86,7 +86,7 @@ from rfa import (
 from rfa.corruption import alie_z
 from rfa.models import MLP, Model
 from rfa.training import train
-from sims.common import entry_point, parser, plt, progress_bar, save_figure, seeds, write_csv, write_summary
+from sims.common import console, entry_point, parser, plt, progress_bar, save_figure, seeds, write_csv, write_summary
 from sims.federation import BATCH_SIZE, CLIENTS_PER_ROUND, DIRICHLET, LOCAL_STEPS, LR, MODEL, N_CLIENTS, config, federation
 
 NAME = "fig2_robustness"
@@ -366,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     plot(rows, [m.label for m in METHODS], corruptions, "Fig. 3: robust aggregation rules" + suffix,
          out / "fig3_all_rules.png", cols=2)
     write_summary(out / "summary.md", "Figs. 2-3: robustness to corruption", summary_lines(rows, args, seconds))
-    print((out / "summary.md").read_text())
+    console.print((out / "summary.md").read_text(), markup=False, highlight=False, soft_wrap=True)
     return 0
 
 
