@@ -5,7 +5,9 @@ Every simulation writes into one folder (``--out``, default ``out/<name>``):
 (what was run, with which seeds, and the headline numbers).  ``--quick``
 shrinks every simulation to a size that finishes in well under a minute.
 
-``parser`` checks the shared flags while parsing, so every simulation
+``--json`` prints, on stdout at the end, what the run wrote (the folder, the
+plots, the summary and every CSV's rows); the progress bars then go to
+stderr.  ``parser`` checks the shared flags while parsing, so every simulation
 inherits the checks: ``--seeds`` must be at least 1 and ``--out`` is created
 and proved writable before the run starts.  The argument types
 (``positive_int``, ``client_count``, ``fraction``, ``positive_float``) name
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
+import math
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +44,10 @@ fraction = float_in(0, 1)
 positive_float = float_in(0, low_open=True)
 
 
+# What this process's simulation wrote, for --json (one simulation runs per process).
+_written: dict[str, Any] = {"args": None, "figures": [], "summary": None, "rows": {}}
+
+
 class SimParser(argparse.ArgumentParser):
     """Parses like argparse, then prepares ``--out``: a run never finds out at its end that it cannot write."""
 
@@ -47,8 +55,10 @@ class SimParser(argparse.ArgumentParser):
         ns = super().parse_args(args, namespace)
         if getattr(ns, "out", None) is not None:
             writable_dir(self, "--out", ns.out)
-        if getattr(ns, "quiet", False):
-            console.quiet = True
+        # Set on every parse, so one in-process run's flags never leak into the next.
+        console.quiet = bool(getattr(ns, "quiet", False))
+        console.stderr = bool(getattr(ns, "json", False))  # with --json, stdout carries the JSON alone
+        _written.update(args=ns, figures=[], summary=None, rows={})
         return ns
 
 
@@ -59,12 +69,36 @@ def parser(name: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a small, fast version (used by the tests)")
     p.add_argument("--seeds", type=positive_int, default=None, help="number of random seeds (default: 3, quick: 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or messages; the files are still written")
+    p.add_argument("--json", action="store_true", help="at the end, print what was written (and every CSV's rows) as JSON on stdout")
     return p
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: numpy scalars as Python numbers, NaN and infinities as null."""
+    value = value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes)) else value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+
+
+def with_json(name: str, main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] | None], int]:
+    """``main``, followed by the --json report when the parsed flags asked for it."""
+
+    def run(argv: Sequence[str] | None = None) -> int:
+        code = main(argv)
+        args = _written["args"]
+        if args is not None and getattr(args, "json", False):
+            rows = {f: [{k: _plain(v) for k, v in row.items()} for row in r] for f, r in _written["rows"].items()}
+            print(json.dumps({"name": name, "exit_code": code, "out": str(args.out), "summary": _written["summary"],
+                              "figures": _written["figures"], "csv": rows}))
+        return code
+
+    return run
 
 
 def entry_point(name: str, main: Callable[[Sequence[str] | None], int]) -> None:
     """``if __name__ == "__main__": entry_point(NAME, main)``: exit codes and one-line errors as in the CLIs."""
-    script(f"sims.{name}", main)
+    script(f"sims.{name}", with_json(name, main))
 
 
 def seeds(args: argparse.Namespace) -> list[int]:
@@ -81,6 +115,7 @@ def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
+    _written["rows"][path.name] = [dict(row) for row in rows]
     return path
 
 
@@ -89,12 +124,14 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    _written["figures"].append(str(path))
     return path
 
 
 def write_summary(path: Path, title: str, lines: Iterable[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"# {title}\n\n" + "\n".join(lines) + "\n")
+    _written["summary"] = str(path)
     return path
 
 
