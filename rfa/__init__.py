@@ -1,6 +1,8 @@
 """Robust Federated Aggregation: the geometric median and the rules it is compared with."""
 
-from .errors import CertificateViolation, PlaintextOnly, RFAError, UncertifiableBound
+from secagg import __version__
+
+from .errors import CertificateViolation, InvalidArgument, PlaintextOnly, RFAError, UncertifiableBound
 from .privacy import PrivacyPolicy, certified_weight, smallest_nu, weight_floor
 from .secure import SecureAggregate, StepRecord, one_step_geometric_median, secure_geometric_median, secure_mean
 
@@ -23,7 +25,9 @@ from .aggregators import (
 from .weiszfeld import GeometricMedianResult, PointsError, WeightError, geometric_median, one_step, weiszfeld_weights
 
 __all__ = [
+    "__version__",
     "CertificateViolation",
+    "InvalidArgument",
     "PlaintextOnly",
     "PrivacyPolicy",
     "RFAError",

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .errors import PlaintextOnly
+from .errors import InvalidArgument, PlaintextOnly
 from .secure import SecureAggregate, one_step_geometric_median, secure_geometric_median, secure_mean
 from .weiszfeld import (
     _MovingPointDistances,
@@ -96,14 +96,14 @@ class Aggregator(ABC):
 
 def _check_count(value: int, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{what} must be a non-negative integer, got {value!r}")
+        raise InvalidArgument(f"{what} must be a non-negative integer, got {value!r}")
     return int(value)
 
 
 def _check_positive(value: float, what: str) -> float:
     value = float(value)
     if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"{what} must be a positive finite number, got {value!r}")
+        raise InvalidArgument(f"{what} must be a positive finite number, got {value!r}")
     return value
 
 
@@ -163,7 +163,7 @@ class GeometricMedianRule(Aggregator):
 
     def __post_init__(self) -> None:
         if _check_count(self.rounds, "rounds") < 1:
-            raise ValueError(f"rounds must be at least 1, got {self.rounds}")
+            raise InvalidArgument(f"rounds must be at least 1, got {self.rounds}")
         _check_nu(self.nu)
 
     @property
@@ -253,7 +253,7 @@ class TrimmedMean(Aggregator):
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.beta) and 0 <= self.beta < 0.5):
-            raise ValueError(f"beta (the trimmed fraction per side) must be in [0, 0.5), got {self.beta!r}")
+            raise InvalidArgument(f"beta (the trimmed fraction per side) must be in [0, 0.5), got {self.beta!r}")
 
     def _aggregate(self, points: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         n = points.shape[0]
@@ -289,7 +289,7 @@ def _krum_scores(points: np.ndarray, f: int) -> np.ndarray:
     n = points.shape[0]
     neighbours = n - f - 2
     if neighbours < 1:
-        raise ValueError(f"Krum needs n - f - 2 >= 1 neighbours, got n={n}, f={f}")
+        raise InvalidArgument(f"Krum needs n - f - 2 >= 1 neighbours, got n={n}, f={f}")
     d2 = _pairwise_sq_distances(points)
     np.fill_diagonal(d2, np.inf)  # a point is not its own neighbour
     return np.partition(d2, neighbours - 1, axis=1)[:, :neighbours].sum(axis=1)
@@ -337,15 +337,15 @@ class MultiKrum(Aggregator):
     def __post_init__(self) -> None:
         _check_count(self.f, "f")
         if _check_count(self.m, "m") < 1:
-            raise ValueError(f"m must be at least 1, got {self.m}")
+            raise InvalidArgument(f"m must be at least 1, got {self.m}")
 
     def _aggregate(self, points: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         if self.m > points.shape[0]:
-            raise ValueError(f"m={self.m} exceeds the number of points n={points.shape[0]}")
+            raise InvalidArgument(f"m={self.m} exceeds the number of points n={points.shape[0]}")
         best = np.argsort(_krum_scores(points, self.f), kind="stable")[: self.m]
         chosen = alpha[best]
         if not chosen.sum() > 0:
-            raise ValueError("every update Multi-Krum selected has weight zero")
+            raise InvalidArgument("every update Multi-Krum selected has weight zero")
         return chosen @ points[best] / chosen.sum()
 
 
@@ -368,11 +368,11 @@ class CenteredClipping(Aggregator):
     def __post_init__(self) -> None:
         _check_positive(self.tau, "tau")
         if _check_count(self.iterations, "iterations") < 1:
-            raise ValueError(f"iterations must be at least 1, got {self.iterations}")
+            raise InvalidArgument(f"iterations must be at least 1, got {self.iterations}")
         if self.init is not None:
             start = np.asarray(self.init, dtype=np.float64)
             if start.ndim != 1 or not np.all(np.isfinite(start)):
-                raise ValueError("init must be a finite 1-D vector")
+                raise InvalidArgument("init must be a finite 1-D vector")
             object.__setattr__(self, "init", start)
 
     def _aggregate(self, points: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -397,7 +397,7 @@ def _clusters_with_outliers(points: np.ndarray, f: int, cost: Literal["center", 
     """
     n = points.shape[0]
     if not 2 * f < n:
-        raise ValueError(f"Algorithm 2 needs f < n/2, got f={f}, n={n}")
+        raise InvalidArgument(f"Algorithm 2 needs f < n/2, got f={f}, n={n}")
     others = n - f - 1  # K(x_i) is x_i itself plus its n - f - 1 nearest other points
     if others == 0:  # n = 1, f = 0: K(x_1) = {x_1}
         return points[0].copy()
@@ -483,5 +483,5 @@ def make_aggregator(name: str, **kwargs: Any) -> Aggregator:
     try:
         rule = registry[name]
     except KeyError:
-        raise ValueError(f"unknown aggregator {name!r}; known: {', '.join(sorted(registry))}") from None
+        raise InvalidArgument(f"unknown aggregator {name!r}; known: {', '.join(sorted(registry))}") from None
     return rule(**kwargs)

@@ -5,7 +5,10 @@ A short federated run on the handwritten digits: a quarter of the clients
 each aggregate through real secure aggregation (every average is a secagg
 session).  The same three methods also run without corruption, so the table
 shows how much of its clean accuracy each keeps.  Plots and a CSV go to
-``--out``; ``--json`` prints the table as JSON.
+``--out`` (created and checked before training starts); ``--json`` prints the
+table as JSON on stdout.  Exit codes as for ``secagg`` (``secagg.cli_support``):
+0 done, 2 a flag's value refused (also a privacy bound nothing can certify),
+130 Ctrl-C, 141 closed pipe.
 """
 
 from __future__ import annotations
@@ -16,26 +19,54 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from secagg import SecAggError
+from secagg import SecAggError, __version__
+from secagg.cli_support import OK, USAGE, Console, HelpFormatter, float_in, int_at_least, run_main, writable_dir
 
-from .aggregators import GeometricMedianRule, Mean, OneStepRule
+from . import plot_style
+from .aggregators import Aggregator, GeometricMedianRule, Mean, OneStepRule
 from .data import digits
 from .errors import RFAError
 from .models import LogisticRegression
+from .privacy import weight_floor
 from .training import TrainingConfig, TrainingResult, train
 
 METHODS = {"fedavg": ("FedAvg", Mean()), "rfa": ("RFA", GeometricMedianRule(rounds=3)), "one_step_rfa": ("one-step RFA", OneStepRule())}
 
 
-def _run_all(args: argparse.Namespace, progress) -> dict[tuple[str, float], TrainingResult]:
+class _Recorded:
+    """A rule that remembers the public privacy parameters of every secure call it made."""
+
+    def __init__(self, rule: Aggregator):
+        self.rule = rule
+        self.nus: set[float] = set()
+        self.floors: set[float] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.rule, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.rule(*args, **kwargs)
+
+    def secure(self, *args: Any, **kwargs: Any) -> Any:
+        result = self.rule.secure(*args, **kwargs)
+        policy = result.policy
+        if policy.nu is not None:
+            self.nus.add(float(policy.nu))
+        self.floors.add(float(weight_floor(policy.alpha_min, policy.alpha_max, result.threshold)))
+        return result
+
+
+def _run_all(args: argparse.Namespace, progress) -> tuple[dict[tuple[str, float], TrainingResult], dict[str, _Recorded]]:
     dataset = digits(args.clients, split="dirichlet", alpha=0.5, rng=np.random.default_rng(args.seed))
     model = LogisticRegression(dataset.client_X[0].shape[1], dataset.n_classes)
     results = {}
+    recorded = {key: _Recorded(rule) for key, (_, rule) in METHODS.items()}
     for rho in (0.0, args.rho):
-        for key, (_, rule) in METHODS.items():
+        for key, rule in recorded.items():
             config = TrainingConfig(
                 rounds=args.rounds,
                 clients_per_round=args.per_round,
@@ -50,30 +81,34 @@ def _run_all(args: argparse.Namespace, progress) -> dict[tuple[str, float], Trai
                 nu="auto" if args.max_weight is not None and key != "fedavg" else None,
                 seed=args.seed,
             )
-            results[key, rho] = train(model, dataset, rule, config, progress=progress(f"{key} rho={rho:g}"))
-    return results
+            results[key, rho] = train(model, dataset, rule, config, progress=progress(f"{key} rho={rho:g}"))  # type: ignore[arg-type]
+    return results, recorded
 
 
-def _rows(results: dict[tuple[str, float], TrainingResult], rho: float) -> list[dict]:
+def _rows(results: dict[tuple[str, float], TrainingResult], recorded: dict[str, _Recorded], rho: float) -> list[dict]:
     rows = []
     for key in METHODS:
         run, clean = results[key, rho], results[key, 0.0]
         history = run.history
+        nus = recorded[key].nus
         rows.append(
             {
                 "method": key,
-                "accuracy": run.final.accuracy,
-                "clean_accuracy": clean.final.accuracy,
-                "oracle_calls": run.final.oracle_calls,
+                "accuracy": float(run.final.accuracy),
+                "clean_accuracy": float(clean.final.accuracy),
+                "oracle_calls": int(run.final.oracle_calls),
                 "bytes_per_client": float(np.mean([r.bytes_per_client for r in history])),
                 "max_effective_weight": float(max(r.max_effective_weight for r in history)),
                 "max_certified_weight": float(max(r.certified_weight for r in history)),
+                # The smoothing the secure steps used (None for the mean), and the certificate no nu can beat.
+                "nu": (max(nus) if len(nus) == 1 else sorted(nus)) if nus else None,
+                "weight_floor": float(max(recorded[key].floors)),
             }
         )
     return rows
 
 
-def _plots(results: dict[tuple[str, float], TrainingResult], rho: float, out: Path) -> list[Path]:
+def _plots(results: dict[tuple[str, float], TrainingResult], args: argparse.Namespace) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,94 +117,123 @@ def _plots(results: dict[tuple[str, float], TrainingResult], rho: float, out: Pa
     paths = []
     for x_field, name, label in (("round", "accuracy_vs_rounds.png", "outer rounds"),
                                  ("oracle_calls", "accuracy_vs_oracle_calls.png", "calls to the secure average oracle")):
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        fig, ax = plt.subplots(figsize=(8.0, 4.2))
         for key, (title, _) in METHODS.items():
-            for r, style in ((0.0, ":"), (rho, "-")):
+            for r, style in ((0.0, ":"), (args.rho, "-")):
                 history = results[key, r].history
+                what = "no corruption" if r == 0 else f"rho = {r:g}"
                 ax.plot([getattr(h, x_field) for h in history], [h.accuracy for h in history], style,
-                        label=f"{title}, rho={r:g}", color={"fedavg": "C3", "rfa": "C0", "one_step_rfa": "C2"}[key])
+                        label=f"{title}, {what}", color=plot_style.color(title))
         ax.set_xlabel(label)
         ax.set_ylabel("test accuracy")
-        ax.set_ylim(0, 1)
-        ax.set_title(f"Digits, {rho:.0%} of clients omniscient, secure aggregation")
-        ax.legend(fontsize=8, loc="lower right")
+        plot_style.percent_axis(ax)
+        ax.set_title(f"Digits, secure aggregation: solid {args.rho:.0%} {args.attack} (by weight), dotted clean")
+        plot_style.legend(ax)
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        path = out / name
+        path = args.out / name
         fig.savefig(path, dpi=120)
         plt.close(fig)
         paths.append(path)
     return paths
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def _table(rows: list[dict], args: argparse.Namespace):
     from rich.table import Table
+
+    table = Table(title=f"{args.rho:.0%} {args.attack} by weight; {args.rounds} rounds, {args.per_round} of "
+                        f"{args.clients} clients each, all through secure aggregation")
+    for col in ("method", "acc.", "clean", "calls", "KiB/cl.", "max w", "cert. w", "nu"):
+        table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
+    for row in rows:
+        nu = row["nu"]
+        table.add_row(METHODS[row["method"]][0], f"{row['accuracy']:.1%}", f"{row['clean_accuracy']:.1%}",
+                      str(row["oracle_calls"]), f"{row['bytes_per_client'] / 1024:,.1f}",
+                      f"{row['max_effective_weight']:.3f}", f"{row['max_certified_weight']:.3g}",
+                      "-" if nu is None else (f"{nu:.3g}" if isinstance(nu, float) else "varies"))
+    return table
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=args.json)
     start = time.perf_counter()
     try:
         with Progress(TextColumn("{task.description:>22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, disable=args.json) as bars:
+                      console=console, disable=args.json or args.quiet) as bars:
 
             def progress(label: str):
                 task = bars.add_task(label, total=args.rounds)
                 return lambda _round: bars.advance(task)
 
-            results = _run_all(args, progress)
-    except (SecAggError, RFAError, ValueError) as exc:
-        console.print(f"[red]rfa demo failed:[/red] {exc}")
-        return 2
-    rows = _rows(results, args.rho)
-    args.out.mkdir(parents=True, exist_ok=True)
+            results, recorded = _run_all(args, progress)
+    except (SecAggError, RFAError) as exc:
+        print(f"rfa demo: {exc}", file=sys.stderr)
+        return USAGE
+    rows = _rows(results, recorded, args.rho)
     with (args.out / "demo.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    plots = _plots(results, args.rho, args.out)
+    plots = _plots(results, args)
     if args.json:
-        keys = ("method", "accuracy", "oracle_calls", "bytes_per_client", "max_effective_weight")
-        print(json.dumps([{k: row[k] for k in keys} for row in rows], indent=2))
-        return 0
-    table = Table(title=f"{args.rho:.0%} of clients send the {args.attack} corruption; {args.rounds} rounds, "
-                        f"{args.per_round} of {args.clients} clients per round, all through secure aggregation")
-    for col in ("method", "accuracy", "clean", "oracle calls", "KiB/client", "max eff. weight", "certified"):
-        table.add_column(col, justify="left" if col == "method" else "right")
-    for row in rows:
-        table.add_row(METHODS[row["method"]][0], f"{row['accuracy']:.1%}", f"{row['clean_accuracy']:.1%}",
-                      str(row["oracle_calls"]), f"{row['bytes_per_client'] / 1024:,.1f}",
-                      f"{row['max_effective_weight']:.3f}", f"{row['max_certified_weight']:.3g}")
-    console.print(table)
-    console.print(
-        "accuracy: the global model on held-out digits, under corruption; clean: the same run without it. "
-        "max eff. weight: the largest beta_i / sum beta_j any oracle call revealed; certified: the bound "
-        "checked before each call (1 means none: try --max-weight)."
-    )
-    console.print("KiB/client: bytes a participating client sent and received per round.")
-    console.print(f"plots and CSV in {args.out}/: " + ", ".join(p.name for p in plots) + f"  ({time.perf_counter() - start:.0f} s)")
-    return 0
+        print(json.dumps(rows, indent=2))
+        return OK
+    console.print(_table(rows, args))
+    if not args.quiet:
+        console.print(
+            "acc.: the global model on held-out digits, under corruption; clean: the same run without it. "
+            "calls: to the secure average oracle. KiB/cl.: bytes a participating client sent and received per "
+            "round. max w: the largest beta_i / sum beta_j any call revealed; cert. w: the bound checked before "
+            "each call (1 means none: try --max-weight; no bound below "
+            f"{max(r['weight_floor'] for r in rows):.3g}, the weight floor, can be certified); "
+            "nu: the smoothing RFA used."
+        )
+        console.print(f"plots and CSV in {args.out}/: " + ", ".join(p.name for p in plots)
+                      + f"  ({time.perf_counter() - start:.0f} s)")
+    return OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rfa", description="Robust Federated Aggregation", formatter_class=HelpFormatter,
+                                     epilog="exit codes: 0 done, 2 bad flag value, 130 interrupted, 141 stdout closed")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    helptext = "FedAvg vs RFA vs one-step RFA under corruption, through secure aggregation"
+    demo = sub.add_parser("demo", help=helptext, description=helptext, formatter_class=HelpFormatter)
+    demo.add_argument("--clients", type=int_at_least(2), default=40, help="clients holding the digits (Dirichlet split)")
+    demo.add_argument("--per-round", type=int_at_least(2), default=10, help="clients sampled per round, at most --clients")
+    demo.add_argument("--rounds", type=int_at_least(1), default=30, help="outer rounds of federated training")
+    demo.add_argument("--rho", type=float_in(0, 1, low_open=True, high_open=True), default=0.25,
+                      help="corrupted fraction of the clients, by weight, in (0, 1)")
+    demo.add_argument("--attack", default="omniscient", choices=["omniscient", "gaussian", "sign_flip", "ipm", "alie"],
+                      help="what the corrupted clients send")
+    demo.add_argument("--norm-bound", type=float_in(0, low_open=True), default=100.0,
+                      help="public bound C on update norms")
+    demo.add_argument("--max-weight", type=float_in(0, 1, low_open=True), default=None,
+                      help="enforce this privacy-weight bound s in (0, 1] (RFA's nu is then chosen to certify it; "
+                           "default: none)")
+    demo.add_argument("--transport", choices=["memory", "tcp"], default="memory", help="secure aggregation transport")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the data split, sampling and corruption")
+    demo.add_argument("--out", type=Path, default=Path("out") / "demo", help="folder for the CSV and the plots")
+    demo.add_argument("--json", action="store_true", help="print the table as JSON on stdout")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars or notes, only the table")
+    demo.set_defaults(func=cmd_demo, parser=demo)
+    return parser
+
+
+def _main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.per_round > args.clients:
+        args.parser.error(f"argument --per-round: must be at most --clients={args.clients}, got {args.per_round}")
+    writable_dir(args.parser, "--out", args.out)  # before training, not after it
+    return args.func(args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rfa", description="Robust Federated Aggregation")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="FedAvg vs RFA vs one-step RFA under corruption, through secure aggregation")
-    demo.add_argument("--clients", type=int, default=40, help="clients holding the digits (Dirichlet split)")
-    demo.add_argument("--per-round", type=int, default=10, help="clients sampled per round")
-    demo.add_argument("--rounds", type=int, default=30)
-    demo.add_argument("--rho", type=float, default=0.25, help="corrupted fraction, by weight")
-    demo.add_argument("--attack", default="omniscient", choices=["omniscient", "gaussian", "sign_flip", "ipm", "alie"])
-    demo.add_argument("--norm-bound", type=float, default=100.0, help="public bound C on update norms")
-    demo.add_argument("--max-weight", type=float, default=None,
-                      help="enforce this privacy-weight bound s (RFA's nu is then chosen to certify it)")
-    demo.add_argument("--transport", choices=["memory", "tcp"], default="memory", help="secure aggregation transport")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--out", type=Path, default=Path("out") / "demo")
-    demo.add_argument("--json", action="store_true", help="print the table as JSON")
-    demo.set_defaults(func=cmd_demo)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    """The ``rfa`` command; see ``--help``."""
+    return run_main("rfa", _main, argv)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .data import FederatedDataset
+from .errors import InvalidArgument
 from .weiszfeld import check_points, check_weights
 
 __all__ = [
@@ -59,15 +60,15 @@ def choose_corrupted(weights: ArrayLike, rho: float, rng: np.random.Generator) -
     """
     w = np.asarray(weights, dtype=np.float64)
     if w.ndim != 1 or w.shape[0] == 0:
-        raise ValueError(f"weights must be a non-empty 1-D array, got shape {w.shape}")
+        raise InvalidArgument(f"weights must be a non-empty 1-D array, got shape {w.shape}")
     if not (np.all(np.isfinite(w)) and np.all(w >= 1) and np.all(w == np.round(w))):
-        raise ValueError(
+        raise InvalidArgument(
             "weights must be positive integers (pass the sample counts N_i, not the normalised alpha_i) "
             "so that the closest achievable corrupted fraction can be found exactly"
         )
     rho = float(rho)
     if not 0.0 <= rho <= 1.0:
-        raise ValueError(f"rho must be in [0, 1], got {rho!r}")
+        raise InvalidArgument(f"rho must be in [0, 1], got {rho!r}")
     counts = w.astype(np.int64)
     total = int(counts.sum())
     # The largest integer target with target / total <= rho, checked in the same float arithmetic
@@ -109,7 +110,7 @@ def negate_images(X: ArrayLike) -> np.ndarray:
     """x -> 1 - x for pixels in [0, 1]: the negative image of Sec. V-A a) (labels unchanged)."""
     X = np.asarray(X, dtype=np.float64)
     if X.size and (X.min() < 0.0 or X.max() > 1.0):
-        raise ValueError("negate_images expects pixels in [0, 1]")
+        raise InvalidArgument("negate_images expects pixels in [0, 1]")
     return 1.0 - X
 
 
@@ -117,7 +118,7 @@ def flip_labels(y: ArrayLike, n_classes: int) -> np.ndarray:
     """y -> n_classes - 1 - y (the label flip of Sec. V-A a), generalised from the binary case)."""
     y = np.asarray(y)
     if not np.issubdtype(y.dtype, np.integer) or (y.size and (y.min() < 0 or y.max() >= n_classes)):
-        raise ValueError(f"labels must be integers in [0, {n_classes})")
+        raise InvalidArgument(f"labels must be integers in [0, {n_classes})")
     return (n_classes - 1) - y
 
 
@@ -138,10 +139,10 @@ def poison_clients(dataset: FederatedDataset, corrupted: ArrayLike, name: str) -
     and the test set is untouched; the input dataset is not modified.
     """
     if name not in DATA_CORRUPTIONS:
-        raise ValueError(f"unknown data corruption {name!r}; known: {sorted(DATA_CORRUPTIONS)}")
+        raise InvalidArgument(f"unknown data corruption {name!r}; known: {sorted(DATA_CORRUPTIONS)}")
     mask = _check_mask(corrupted, dataset.n_clients)
     if name == "label_flip" and dataset.n_classes is None:
-        raise ValueError("label_flip needs a classification dataset (n_classes is None)")
+        raise InvalidArgument("label_flip needs a classification dataset (n_classes is None)")
     poison = DATA_CORRUPTIONS[name]
     new_X, new_y = list(dataset.client_X), list(dataset.client_y)
     for i in np.flatnonzero(mask):
@@ -155,7 +156,7 @@ def poison_clients(dataset: FederatedDataset, corrupted: ArrayLike, name: str) -
 def _check_mask(corrupted: ArrayLike, n: int) -> np.ndarray:
     mask = np.asarray(corrupted)
     if mask.dtype != bool or mask.shape != (n,):
-        raise ValueError(
+        raise InvalidArgument(
             f"corrupted must be a boolean mask of shape ({n},), got dtype {mask.dtype}, shape {mask.shape}"
         )
     return mask
@@ -174,7 +175,7 @@ def _honest_mean(points: np.ndarray, alpha: np.ndarray, mask: np.ndarray) -> tup
     """(alpha-weighted mean of the honest rows, their total weight)."""
     honest_weight = float(alpha[~mask].sum())
     if honest_weight <= 0:
-        raise ValueError("this corruption needs honest updates with positive total weight")
+        raise InvalidArgument("this corruption needs honest updates with positive total weight")
     return alpha[~mask] @ points[~mask] / honest_weight, honest_weight
 
 
@@ -201,7 +202,7 @@ def gaussian(
         std = np.sqrt(np.var(deltas, axis=1))
     else:
         if not (np.isfinite(sigma) and sigma >= 0):
-            raise ValueError(f"sigma must be a finite non-negative number, got {sigma!r}")
+            raise InvalidArgument(f"sigma must be a finite non-negative number, got {sigma!r}")
         std = np.full(own.shape[0], float(sigma))
     points[mask] = own + std[:, None] * rng.standard_normal(own.shape)
     return points
@@ -228,14 +229,14 @@ def omniscient(
         return points
     corrupted_weight = float(alpha[mask].sum())
     if corrupted_weight <= 0:
-        raise ValueError("corrupted clients with zero total weight cannot move the weighted mean")
+        raise InvalidArgument("corrupted clients with zero total weight cannot move the weighted mean")
     honest_sum = alpha[~mask] @ points[~mask]
     if target == "honest":
         m, _ = _honest_mean(points, alpha, mask)
     elif target == "all":
         m = alpha @ points / alpha.sum()
     else:
-        raise ValueError(f"target must be 'honest' or 'all', got {target!r}")
+        raise InvalidArgument(f"target must be 'honest' or 'all', got {target!r}")
     points[mask] = -(alpha.sum() * m + honest_sum) / corrupted_weight
     return points
 
@@ -285,7 +286,7 @@ def alie_z(n: int, f: int) -> float:
     """
     s = (n // 2 + 1) - f
     if not (0 < f and 0 < s < n):
-        raise ValueError(f"z_max is defined for 0 < f <= n/2 corrupted clients, got n={n}, f={f}; pass z explicitly")
+        raise InvalidArgument(f"z_max is defined for 0 < f <= n/2 corrupted clients, got n={n}, f={f}; pass z explicitly")
     return NormalDist().inv_cdf((n - s) / n)
 
 
@@ -337,5 +338,5 @@ def corrupt_updates(
 ) -> np.ndarray:
     """Apply the update corruption ``UPDATE_CORRUPTIONS[name]`` with its keyword ``params``."""
     if name not in UPDATE_CORRUPTIONS:
-        raise ValueError(f"unknown update corruption {name!r}; known: {sorted(UPDATE_CORRUPTIONS)}")
+        raise InvalidArgument(f"unknown update corruption {name!r}; known: {sorted(UPDATE_CORRUPTIONS)}")
     return UPDATE_CORRUPTIONS[name](updates, weights, corrupted, rng, **params)

@@ -20,6 +20,8 @@ from typing import Literal, Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .errors import InvalidArgument
+
 __all__ = [
     "FederatedDataset",
     "LeastSquaresTruth",
@@ -71,10 +73,10 @@ class FederatedDataset:
 
     def __post_init__(self) -> None:
         if len(self.client_X) != len(self.client_y) or not self.client_X:
-            raise ValueError("need at least one client and as many label arrays as input arrays")
+            raise InvalidArgument("need at least one client and as many label arrays as input arrays")
         for i, (X, y) in enumerate(zip(self.client_X, self.client_y)):
             if X.ndim != 2 or y.shape != (X.shape[0],) or X.shape[0] == 0:
-                raise ValueError(f"client {i}: need X of shape (m, d) with m >= 1 and y of shape (m,)")
+                raise InvalidArgument(f"client {i}: need X of shape (m, d) with m >= 1 and y of shape (m,)")
 
     @property
     def n_clients(self) -> int:
@@ -101,7 +103,7 @@ class FederatedDataset:
 
 def _positive_int(value: int, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+        raise InvalidArgument(f"{what} must be a positive integer, got {value!r}")
     return int(value)
 
 
@@ -112,10 +114,10 @@ def omega_x(hessians: ArrayLike) -> float:
     """Omega_X = max_i lambda_max(H^{-1/2} H_i H^{-1/2}), H = (1/n) sum_i H_i (equation (9))."""
     Hs = np.asarray(hessians, dtype=np.float64)
     if Hs.ndim != 3 or Hs.shape[1] != Hs.shape[2]:
-        raise ValueError(f"hessians must have shape (n, d, d), got {Hs.shape}")
+        raise InvalidArgument(f"hessians must have shape (n, d, d), got {Hs.shape}")
     evals, evecs = np.linalg.eigh(Hs.mean(axis=0))
     if evals.min() <= 0:
-        raise ValueError("the mean covariance H is singular: Omega_X is undefined")
+        raise InvalidArgument("the mean covariance H is singular: Omega_X is undefined")
     inv_sqrt = (evecs / np.sqrt(evals)) @ evecs.T
     return float(np.linalg.eigvalsh(inv_sqrt @ Hs @ inv_sqrt).max())
 
@@ -124,7 +126,7 @@ def omega_y_given_x(w_star: ArrayLike) -> float:
     """Omega_Y|X = max_{i,j} ||w_i^* - w_j^*|| (equation (10))."""
     W = np.asarray(w_star, dtype=np.float64)
     if W.ndim != 2:
-        raise ValueError(f"w_star must have shape (n, d), got {W.shape}")
+        raise InvalidArgument(f"w_star must have shape (n, d), got {W.shape}")
     # One vectorised row of distances per client: exact differences (no Gram-matrix cancellation)
     # in O(n d) memory.
     return float(max(np.linalg.norm(W - w, axis=1).max() for w in W))
@@ -183,13 +185,13 @@ def synthetic_least_squares(
     n_test = _positive_int(test_samples_per_client, "test_samples_per_client")
     ox, oy, sigma = float(omega_x), float(omega_y), float(noise)
     if N < d:
-        raise ValueError(f"samples_per_client ({N}) must be at least dim ({d}) to match the second moments")
+        raise InvalidArgument(f"samples_per_client ({N}) must be at least dim ({d}) to match the second moments")
     if not (ox == 1.0 or 1.0 < ox < n):
-        raise ValueError(f"omega_x must be in [1, n_clients) = [1, {n}), got {omega_x!r}")
+        raise InvalidArgument(f"omega_x must be in [1, n_clients) = [1, {n}), got {omega_x!r}")
     if not (np.isfinite(oy) and oy >= 0) or (oy > 0 and n < 2):
-        raise ValueError(f"omega_y must be finite, >= 0, and 0 for a single client, got {omega_y!r}")
+        raise InvalidArgument(f"omega_y must be finite, >= 0, and 0 for a single client, got {omega_y!r}")
     if not (np.isfinite(sigma) and sigma >= 0):
-        raise ValueError(f"noise must be a finite non-negative standard deviation, got {noise!r}")
+        raise InvalidArgument(f"noise must be a finite non-negative standard deviation, got {noise!r}")
 
     # Marginals: per-client spectra s (n, d) in a shared random basis Q.
     spectra = np.full((n, d), (n - ox) / (n - 1) if n > 1 else 1.0)
@@ -236,7 +238,7 @@ def iid_partition(
     """A uniformly random split of range(n_samples) into n_clients parts whose sizes differ by at most 1."""
     n, k = _positive_int(n_samples, "n_samples"), _positive_int(n_clients, "n_clients")
     if n // k < min_samples:
-        raise ValueError(f"{n} samples cannot give each of {k} clients {min_samples}")
+        raise InvalidArgument(f"{n} samples cannot give each of {k} clients {min_samples}")
     return np.array_split(rng.permutation(n), k)
 
 
@@ -256,9 +258,9 @@ def dirichlet_partition(
     min_samples = _positive_int(min_samples, "min_samples")
     alpha = float(alpha)
     if not (np.isfinite(alpha) and alpha > 0):
-        raise ValueError(f"alpha must be a positive finite number, got {alpha!r}")
+        raise InvalidArgument(f"alpha must be a positive finite number, got {alpha!r}")
     if y.ndim != 1 or y.shape[0] < k * min_samples:
-        raise ValueError(f"{y.shape[0]} samples cannot give each of {k} clients {min_samples}")
+        raise InvalidArgument(f"{y.shape[0]} samples cannot give each of {k} clients {min_samples}")
 
     parts: list[list[np.ndarray]] = [[] for _ in range(k)]
     for c in np.unique(y):
@@ -308,7 +310,7 @@ def digits(
     y = source.target.astype(np.int64)
     frac = float(test_fraction)
     if not 0.0 < frac < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+        raise InvalidArgument(f"test_fraction must be in (0, 1), got {test_fraction!r}")
     order = rng.permutation(y.shape[0])
     n_test = int(round(frac * y.shape[0]))
     test_rows, train_rows = order[:n_test], order[n_test:]
@@ -317,7 +319,7 @@ def digits(
     elif split == "dirichlet":
         local = dirichlet_partition(y[train_rows], n_clients, alpha=alpha, rng=rng, min_samples=min_samples)
     else:
-        raise ValueError(f"split must be 'iid' or 'dirichlet', got {split!r}")
+        raise InvalidArgument(f"split must be 'iid' or 'dirichlet', got {split!r}")
     rows = tuple(train_rows[part] for part in local)
     return FederatedDataset(
         client_X=tuple(X[r] for r in rows),

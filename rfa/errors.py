@@ -1,4 +1,6 @@
-"""Errors of the rfa package.
+"""Errors of the rfa package: ``RFAError`` and its subclasses, the only exceptions rfa raises on purpose.
+
+``InvalidArgument`` (also a ``ValueError``) is bad input to any rfa function.
 
 ``UncertifiableBound`` is raised before anything is sent when no smoothing
 parameter can certify the requested privacy-weight bound.
@@ -14,7 +16,11 @@ class RFAError(Exception):
     """Root of the errors this package raises on purpose."""
 
 
-class UncertifiableBound(RFAError, ValueError):
+class InvalidArgument(RFAError, ValueError):
+    """An argument of an rfa function or class is outside its documented range; nothing ran."""
+
+
+class UncertifiableBound(InvalidArgument):
     """The requested max_weight is at or below what any nu can certify."""
 
 

@@ -25,6 +25,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .errors import InvalidArgument
+
 __all__ = [
     "ClassificationModel",
     "LeastSquares",
@@ -37,14 +39,14 @@ __all__ = [
 
 def _check_positive_int(value: int, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+        raise InvalidArgument(f"{what} must be a positive integer, got {value!r}")
     return int(value)
 
 
 def _check_non_negative(value: float, what: str) -> float:
     value = float(value)
     if not (np.isfinite(value) and value >= 0):
-        raise ValueError(f"{what} must be a finite non-negative number, got {value!r}")
+        raise InvalidArgument(f"{what} must be a finite non-negative number, got {value!r}")
     return value
 
 
@@ -72,7 +74,7 @@ class Model(ABC):
     def _params(self, params: ArrayLike) -> np.ndarray:
         p = np.asarray(params, dtype=np.float64)
         if p.shape != (self.n_params,):
-            raise ValueError(f"params must have shape ({self.n_params},), got {p.shape}")
+            raise InvalidArgument(f"params must have shape ({self.n_params},), got {p.shape}")
         return p
 
 
@@ -94,7 +96,7 @@ class LeastSquares(Model):
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.dim or y.shape != (X.shape[0],) or X.shape[0] == 0:
-            raise ValueError(
+            raise InvalidArgument(
                 f"need X of shape (m, {self.dim}) with m >= 1 and y of shape (m,), got {X.shape}, {y.shape}"
             )
         return X, y
@@ -138,11 +140,11 @@ class ClassificationModel(Model):
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y)
         if X.ndim != 2 or X.shape[1] != self.n_features or y.shape != (X.shape[0],) or X.shape[0] == 0:
-            raise ValueError(
+            raise InvalidArgument(
                 f"need X of shape (m, {self.n_features}) with m >= 1 and y of shape (m,), got {X.shape}, {y.shape}"
             )
         if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= self.n_classes:
-            raise ValueError(f"labels must be integers in [0, {self.n_classes}), got dtype {y.dtype}")
+            raise InvalidArgument(f"labels must be integers in [0, {self.n_classes}), got dtype {y.dtype}")
         return X, y
 
     def _residual(self, params: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -178,7 +180,7 @@ class LogisticRegression(ClassificationModel):
         self.n_features = _check_positive_int(n_features, "n_features")
         self.n_classes = _check_positive_int(n_classes, "n_classes")
         if self.n_classes < 2:
-            raise ValueError("n_classes must be at least 2")
+            raise InvalidArgument("n_classes must be at least 2")
         self.l2 = _check_non_negative(l2, "l2")
         self.n_params = (self.n_features + 1) * self.n_classes
 
@@ -224,9 +226,9 @@ class MLP(ClassificationModel):
         self.n_hidden = _check_positive_int(n_hidden, "n_hidden")
         self.n_classes = _check_positive_int(n_classes, "n_classes")
         if self.n_classes < 2:
-            raise ValueError("n_classes must be at least 2")
+            raise InvalidArgument("n_classes must be at least 2")
         if activation not in ("tanh", "relu"):
-            raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
+            raise InvalidArgument(f"activation must be 'tanh' or 'relu', got {activation!r}")
         self.activation: Activation = activation
         self.l2 = _check_non_negative(l2, "l2")
         d, h, k = self.n_features, self.n_hidden, self.n_classes
@@ -304,16 +306,16 @@ def local_sgd(
     batch_size = _check_positive_int(batch_size, "batch_size")
     lr = float(lr)
     if not (np.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+        raise InvalidArgument(f"lr must be a positive finite number, got {lr!r}")
     w = np.array(params, dtype=np.float64)  # a copy: the caller's vector stays as it was
     shift = np.zeros_like(w) if offset is None else np.asarray(offset, dtype=np.float64)
     if shift.shape != w.shape:
-        raise ValueError(f"offset must have the shape of params {w.shape}, got {shift.shape}")
+        raise InvalidArgument(f"offset must have the shape of params {w.shape}, got {shift.shape}")
     X = np.asarray(X)
     y = np.asarray(y)
     m = X.shape[0]
     if m == 0 or y.shape[0] != m:
-        raise ValueError(f"need at least one row and as many labels as rows, got {m} rows and {y.shape[0]} labels")
+        raise InvalidArgument(f"need at least one row and as many labels as rows, got {m} rows and {y.shape[0]} labels")
     full_batch = batch_size >= m
     tail_start = steps // 2
     tail_sum = np.zeros_like(w)

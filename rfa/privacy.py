@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import CertificateViolation, UncertifiableBound
+from .errors import CertificateViolation, InvalidArgument, UncertifiableBound
 
 
 def certified_weight(nu: float, norm_bound: float, alpha_min: float, alpha_max: float, threshold: int) -> float:
@@ -76,11 +76,11 @@ class PrivacyPolicy:
             if name == "nu" and value is None:
                 continue
             if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be positive and finite, got {value}")
+                raise InvalidArgument(f"{name} must be positive and finite, got {value}")
         if self.alpha_min > self.alpha_max:
-            raise ValueError(f"alpha_min={self.alpha_min} exceeds alpha_max={self.alpha_max}")
+            raise InvalidArgument(f"alpha_min={self.alpha_min} exceeds alpha_max={self.alpha_max}")
         if self.max_weight is not None and not 0 < self.max_weight <= 1:
-            raise ValueError(f"max_weight must lie in (0, 1], got {self.max_weight}")
+            raise InvalidArgument(f"max_weight must lie in (0, 1], got {self.max_weight}")
 
     @property
     def beta_max(self) -> float:
@@ -89,7 +89,7 @@ class PrivacyPolicy:
 
     def certificate(self, threshold: int) -> float:
         if self.nu is None:
-            raise ValueError("this policy has no nu: it certifies weighted means only")
+            raise InvalidArgument("this policy has no nu: it certifies weighted means only")
         return certified_weight(self.nu, self.norm_bound, self.alpha_min, self.alpha_max, threshold)
 
     def check(self, threshold: int, party: str) -> float:

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Iterable, Literal, Mapping, Sequence
 
 import numpy as np
+from .errors import InvalidArgument
 
-from secagg import ParameterError, SecureAverageOracle
+from secagg import SecureAverageOracle
 
 from .privacy import PrivacyPolicy, smallest_nu
 from .weiszfeld import weiszfeld_weights
@@ -68,10 +69,10 @@ class _Cohort:
         else:
             matrix = np.asarray(points, dtype=np.float64)
             if matrix.ndim != 2:
-                raise ParameterError(f"points must be an (n, d) array or a mapping, got shape {matrix.shape}")
+                raise InvalidArgument(f"points must be an (n, d) array or a mapping, got shape {matrix.shape}")
             self.ids = list(range(1, matrix.shape[0] + 1))
         if not np.all(np.isfinite(matrix)):
-            raise ParameterError("points must be finite")
+            raise InvalidArgument("points must be finite")
         n = matrix.shape[0]
         if weights is None:
             alpha = np.ones(n)
@@ -80,7 +81,7 @@ class _Cohort:
         else:
             alpha = np.asarray(weights, dtype=np.float64).reshape(-1)
         if alpha.shape != (n,) or not np.all(np.isfinite(alpha)) or np.any(alpha <= 0):
-            raise ParameterError("weights must be one positive finite number per point")
+            raise InvalidArgument("weights must be one positive finite number per point")
         norms = np.linalg.norm(matrix, axis=1)
         # C and [alpha_min, alpha_max] are public; unset, the simulation plays them
         # as agreed in advance from the data (the result records the values used).
@@ -118,7 +119,7 @@ def _setup(
     t = oracle.threshold_for(n) if oracle is not None else SecureAverageOracle(threshold).threshold_for(n)
     if nu == "auto":
         if max_weight is None:
-            raise ParameterError('nu="auto" needs max_weight: it picks the smallest nu that certifies it')
+            raise InvalidArgument('nu="auto" needs max_weight: it picks the smallest nu that certifies it')
         nu = smallest_nu(max_weight, cohort.norm_bound, lo, hi, t)
     policy = PrivacyPolicy(None if nu is None else float(nu), cohort.norm_bound, lo, hi, max_weight)
     beta_max = policy.beta_max
@@ -127,7 +128,7 @@ def _setup(
             threshold, value_bound=cohort.norm_bound, weight_bound=beta_max, max_clients=max(n, 2)
         )
     elif oracle.encoding.value_bound < cohort.norm_bound or oracle.encoding.weight_bound < beta_max * (1 - 1e-12):
-        raise ParameterError(
+        raise InvalidArgument(
             f"the oracle's encoding (value bound {oracle.encoding.value_bound:.3g}, weight bound "
             f"{oracle.encoding.weight_bound:.3g}) does not cover C = {cohort.norm_bound:.3g} and "
             f"the largest beta = {beta_max:.3g}: its clipping would distort the step"
@@ -202,7 +203,7 @@ def secure_geometric_median(
     ``dropouts``: one plan for every call, or a sequence of plans, one per call.
     """
     if not isinstance(rounds, int) or rounds < 1:
-        raise ParameterError(f"rounds must be a positive integer, got {rounds!r}")
+        raise InvalidArgument(f"rounds must be a positive integer, got {rounds!r}")
     cohort, policy, oracle, t = _setup(
         points, weights, nu=nu, max_weight=max_weight, norm_bound=norm_bound,
         alpha_range=alpha_range, oracle=oracle, threshold=threshold,
@@ -212,13 +213,13 @@ def secure_geometric_median(
     records: list[StepRecord] = []
     if isinstance(init, str):
         if init != "mean":
-            raise ParameterError(f'init must be "mean" or a vector, got {init!r}')
+            raise InvalidArgument(f'init must be "mean" or a vector, got {init!r}')
         records.append(_step(cohort, policy, oracle, t, None, "mean", next(plans)))
         v = records[-1].output
     else:
         v = np.asarray(init, dtype=np.float64)
         if v.shape != (cohort.points.shape[1],):
-            raise ParameterError(f"init must have shape ({cohort.points.shape[1]},), got {v.shape}")
+            raise InvalidArgument(f"init must have shape ({cohort.points.shape[1]},), got {v.shape}")
     for _ in range(rounds):
         records.append(_step(cohort, policy, oracle, t, v, "weiszfeld", next(plans)))
         v = records[-1].output

@@ -25,7 +25,7 @@ from secagg import SecureAverageOracle, simulate
 from .aggregators import Aggregator
 from .corruption import choose_corrupted, corrupt_updates, poison_clients
 from .data import FederatedDataset
-from .errors import PlaintextOnly
+from .errors import InvalidArgument, PlaintextOnly, UncertifiableBound
 from .models import ClassificationModel, Model, local_sgd
 from .privacy import PrivacyPolicy, smallest_nu, weight_floor
 
@@ -54,13 +54,13 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         for name in ("rounds", "clients_per_round", "local_steps", "batch_size", "eval_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+                raise InvalidArgument(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if not 0 <= self.rho < 1:
-            raise ValueError(f"rho must lie in [0, 1), got {self.rho}")
+            raise InvalidArgument(f"rho must lie in [0, 1), got {self.rho}")
         if self.transport not in ("memory", "tcp"):
-            raise ValueError(f"transport must be 'memory' or 'tcp', got {self.transport!r}")
+            raise InvalidArgument(f"transport must be 'memory' or 'tcp', got {self.transport!r}")
         if self.data_corruption and self.update_corruption:
-            raise ValueError("choose one corruption: data or update")
+            raise InvalidArgument("choose one corruption: data or update")
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ class _SecureAggregation:
         nu = config.nu if config.nu is not None else getattr(rule, "nu", None)
         if nu == "auto":
             if config.max_weight is None:
-                raise ValueError('nu="auto" needs max_weight')
+                raise InvalidArgument('nu="auto" needs max_weight')
             nu = smallest_nu(config.max_weight, config.norm_bound, *self.alpha_range, t)
         self.nu = nu
         policy = PrivacyPolicy(nu, config.norm_bound, *self.alpha_range, config.max_weight)
@@ -204,7 +204,7 @@ def train(
     n = dataset.n_clients
     m = config.clients_per_round
     if m > n:
-        raise ValueError(f"clients_per_round={m} exceeds the {n} clients")
+        raise InvalidArgument(f"clients_per_round={m} exceeds the {n} clients")
     rng = np.random.default_rng(config.seed)
     counts = dataset.sample_counts.astype(np.int64)
     corrupted = choose_corrupted(counts, config.rho, rng) if config.rho > 0 else np.zeros(n, dtype=bool)
@@ -215,7 +215,7 @@ def train(
         # The mean's bound is the floor; refuse before training rather than at the first round.
         t = secure.oracle.threshold_for(m)
         if config.max_weight is not None and weight_floor(*secure.alpha_range, t) > config.max_weight:
-            raise ValueError(
+            raise UncertifiableBound(
                 f"max_weight={config.max_weight} is below what any aggregation of {m} clients can certify"
             )
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .errors import RFAError
+from .errors import InvalidArgument
 
 __all__ = [
     "GeometricMedianResult",
@@ -29,11 +29,11 @@ __all__ = [
 ]
 
 
-class PointsError(RFAError, ValueError):
+class PointsError(InvalidArgument):
     """The points are not a finite (n, d) array with n >= 1 and d >= 1."""
 
 
-class WeightError(RFAError, ValueError):
+class WeightError(InvalidArgument):
     """The weights alpha_i are not n finite non-negative numbers with a positive sum."""
 
 
@@ -83,7 +83,7 @@ def check_weights(weights: ArrayLike | None, n: int) -> np.ndarray:
 def _check_nu(nu: float) -> float:
     nu = float(nu)
     if not (np.isfinite(nu) and nu > 0):
-        raise ValueError(f"nu must be a positive finite number, got {nu!r}")
+        raise InvalidArgument(f"nu must be a positive finite number, got {nu!r}")
     return nu
 
 
@@ -213,9 +213,9 @@ def geometric_median(
     alpha = check_weights(weights, n)
     nu = _check_nu(nu)
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+        raise InvalidArgument(f"max_iter must be a positive integer, got {max_iter!r}")
     if tol is not None and not (np.isfinite(tol) and tol >= 0):
-        raise ValueError(f"tol must be None or a finite number >= 0, got {tol!r}")
+        raise InvalidArgument(f"tol must be None or a finite number >= 0, got {tol!r}")
     start = alpha @ w / alpha.sum() if init is None else _check_vector(init, d, "init")
 
     moving = _MovingPointDistances(w, start)

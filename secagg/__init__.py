@@ -5,6 +5,8 @@ in-memory transport is ``simulate``; ``SecureAverageOracle`` computes a
 weighted average of real vectors on top of it.
 """
 
+__version__ = "0.1.0"  # the distribution's version (pyproject.toml reads it from here)
+
 from .client import Client, ClientState
 from .errors import (
     AbortError,
@@ -23,6 +25,7 @@ from .server import Server, ServerResult
 from .simulation import SimulationResult, simulate
 
 __all__ = [
+    "__version__",
     "AbortError",
     "Client",
     "ClientState",

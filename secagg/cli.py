@@ -8,6 +8,11 @@ back, decodes every frame and replays the session.  The reports are what a
 teacher or an auditor wants at a glance: clients per round, time and bytes
 per party, and whether the output equals the plaintext sum of the included
 inputs.
+
+Every flag is checked while the command line is parsed, and every command
+ends with one of the exit codes of ``cli_support`` (0 done, 1 failed,
+2 bad flag value, 3 session aborted, 130 Ctrl-C, 141 closed pipe) and at
+most one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -17,18 +22,21 @@ import contextlib
 import json
 import logging
 import sys
+import warnings
+from pathlib import Path
 
 import numpy as np
 import trio
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .errors import ParameterError, SecAggError
+from . import __version__
+from .cli_support import ABORTED, FAILED, OK, USAGE, Console, HelpFormatter, describe_os_error, float_in, int_at_least, run_main
+from .errors import AbortError, ParameterError, SecAggError
 from .framing import loopback_host, parse_address
 from .keydir import generate_keys, load_private_key, load_public_keys
 from .messages import decode, rounds_for
-from .params import PublicParams
+from .params import MAX_DIM, PublicParams
 from .rng import SeededRandom, SystemRandom
 from .simulation import setup_session, simulate
 from .tcp import TcpServer, TcpServerResult, leave_at, run_client, run_local_session
@@ -41,14 +49,27 @@ def _random_inputs(n: int, dim: int, modulus_bits: int, rng) -> dict[int, np.nda
     return {u: np.frombuffer(rng.bytes(dim * width), dtype="<u8") & mask for u in range(1, n + 1)}
 
 
-def _dropout_plan(n: int, rate: float, rounds: list[str], rng) -> dict[str, list[int]]:
-    """Each client drops with probability ``rate``, at a round chosen uniformly."""
+DEFAULT_DROPOUT = 0.15
+
+
+def _dropout_count(args: argparse.Namespace) -> int:
+    """round(rate * n) clients drop; the default rate never drops more than the n - t a session survives."""
+    rate = DEFAULT_DROPOUT if args.dropout is None else args.dropout
+    count = round(rate * args.clients)
+    if args.dropout is None:
+        count = min(count, args.clients - args.threshold)
+    return count
+
+
+def _dropout_plan(n: int, count: int, rounds: list[str], rng) -> dict[str, list[int]]:
+    """``count`` distinct clients drop, each at a round chosen uniformly (a demo plan, not a secret)."""
+    remaining = list(range(1, n + 1))
     plan: dict[str, list[int]] = {}
-    for u in range(1, n + 1):
-        if int.from_bytes(rng.bytes(4), "big") < rate * 2**32:
-            r = rounds[int.from_bytes(rng.bytes(4), "big") % len(rounds)]
-            plan.setdefault(r, []).append(u)
-    return plan
+    for _ in range(count):
+        u = remaining.pop(int.from_bytes(rng.bytes(4), "big") % len(remaining))
+        r = rounds[int.from_bytes(rng.bytes(4), "big") % len(rounds)]
+        plan.setdefault(r, []).append(u)
+    return {r: sorted(ids) for r, ids in plan.items()}
 
 
 def _demo_session(args: argparse.Namespace) -> tuple[dict[int, np.ndarray], dict[str, list[int]], list[str]]:
@@ -56,10 +77,19 @@ def _demo_session(args: argparse.Namespace) -> tuple[dict[int, np.ndarray], dict
     rng = SeededRandom(args.seed) if args.seed is not None else SystemRandom()
     rounds = [r.value for r in rounds_for(args.malicious)]
     inputs = _random_inputs(args.clients, args.dim, args.modulus_bits, rng.fork("inputs"))
-    plan = _dropout_plan(args.clients, args.dropout, rounds, rng.fork("dropouts"))
+    plan = _dropout_plan(args.clients, _dropout_count(args), rounds, rng.fork("dropouts"))
     if args.dropout_round:
-        plan = {args.dropout_round: sorted(u for ids in plan.values() for u in ids)}
+        plan = {args.dropout_round: sorted(u for ids in plan.values() for u in ids)} if plan else {}
     return inputs, plan, rounds
+
+
+def _session_line(args: argparse.Namespace, plan: dict[str, list[int]], what: str) -> str:
+    mode = "malicious-server" if args.malicious else "honest-but-curious"
+    dropped = sum(map(len, plan.values()))
+    return (
+        f"{what}, {mode} mode: n={args.clients}, t={args.threshold}, d={args.dim}, "
+        f"M=2^{args.modulus_bits}, {dropped} of {args.clients} clients drop"
+    )
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -79,7 +109,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             print(json.dumps({"aborted": str(exc), "dropouts": plan}))
         else:
             console.print(f"[red]session failed:[/red] {exc}")
-        return 2
+        return ABORTED if isinstance(exc, AbortError) else USAGE
     expected = np.zeros(args.dim, dtype=np.uint64)
     for u in result.included:
         expected += inputs[u]
@@ -90,6 +120,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(
             json.dumps(
                 {
+                    "clients": args.clients,
+                    "threshold": args.threshold,
+                    "dim": args.dim,
+                    "modulus_bits": args.modulus_bits,
+                    "malicious": args.malicious,
                     "included": list(result.included),
                     "dropouts": plan,
                     "counts": result.counts,
@@ -102,12 +137,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 }
             )
         )
-        return 0 if correct else 1
-    mode = "malicious-server" if args.malicious else "honest-but-curious"
-    console.print(
-        f"Secure aggregation, {mode} mode: n={args.clients}, t={args.threshold}, d={args.dim}, "
-        f"M=2^{args.modulus_bits}, dropout rate {args.dropout:.0%}"
-    )
+        return OK if correct else FAILED
+    verdict = "[green]EQUAL[/green]" if correct else "[red]DIFFERENT[/red]"
+    if args.quiet:
+        console.print(f"included: {len(result.included)} of {args.clients} clients; output vs plaintext sum: {verdict}")
+        return OK if correct else FAILED
+    console.print(_session_line(args, plan, "Secure aggregation"))
     table = Table(title="Rounds")
     for col in ("round", "clients completed", "dropped here", "client s (all)", "server s"):
         table.add_column(col, justify="right" if col != "round" else "left")
@@ -128,16 +163,25 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"raw input {raw:,} bytes"
     )
     console.print(f"included: {len(result.included)} of {args.clients} clients")
-    verdict = "[green]EQUAL[/green]" if correct else "[red]DIFFERENT[/red]"
     console.print(f"server output vs plaintext sum of the included inputs: {verdict}")
-    return 0 if correct else 1
+    return OK if correct else FAILED
 
 
 # ---- over loopback TCP --------------------------------------------------------
 
 
+# The transport's logs of how a session or a client ended: the command prints that itself, in one line.
+_OUTCOME_LOGS = {"client %d: %s", "client %d: %s: %s", "session aborted: %s"}
+
+
+def _not_an_outcome(record: logging.LogRecord) -> bool:
+    return not (record.name == "secagg.tcp" and record.msg in _OUTCOME_LOGS)
+
+
 def _setup_logging(level: int) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_not_an_outcome)
 
 
 def _address(host: str, port: int) -> str:
@@ -232,20 +276,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
             malicious=args.malicious,
             identity_keys=keys,
         )
-        host = loopback_host(args.host)
     except SecAggError as exc:
         print(f"secagg serve: {exc}", file=sys.stderr)
-        return 1
+        return USAGE
 
     def announce(port: int) -> None:
-        print(f"listening on {_address(host, port)}", file=sys.stderr, flush=True)
+        print(f"listening on {_address(args.host, port)}", file=sys.stderr, flush=True)
 
     try:
         with contextlib.ExitStack() as stack:
+            # Opened before the server starts: an unwritable path fails now, not after the session.
             transcript = stack.enter_context(open(args.transcript, "wb")) if args.transcript else None
             server = TcpServer(
                 params,
-                host=host,
+                host=args.host,
                 port=args.port,
                 round_timeout=args.round_timeout,
                 join_timeout=args.join_timeout,
@@ -253,9 +297,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 keep_transcript=False,  # the file, if any, is the record; memory stays O(d)
             )
             res = trio.run(_run_server, server, announce)
-    except (SecAggError, OSError) as exc:
+    except SecAggError as exc:
         print(f"secagg serve: {exc}", file=sys.stderr)
-        return 1
+        return FAILED
     if args.json:
         print(json.dumps(_server_summary(res)))
     else:
@@ -267,8 +311,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             console.print(f"total (first {min(8, params.dim)} of {params.dim}): [{head}{', ...' if params.dim > 8 else ''}]")
     if res.abort is not None:
         print(f"secagg serve: session aborted: {res.abort}", file=sys.stderr)
-        return 2
-    return 0
+        return ABORTED
+    return OK
 
 
 def _load_input(path: str) -> np.ndarray:
@@ -282,9 +326,9 @@ def _load_input(path: str) -> np.ndarray:
 
 
 def cmd_client(args: argparse.Namespace) -> int:
-    _setup_logging(logging.WARNING if args.quiet else logging.INFO)
+    _setup_logging(logging.WARNING if args.quiet or args.json else logging.INFO)
+    host, port = args.server
     try:
-        host, port = parse_address(args.server)
         value = _load_input(args.input) if args.input else None
         identity = trusted = None
         if args.identity_dir:
@@ -292,21 +336,41 @@ def cmd_client(args: argparse.Namespace) -> int:
             identity = load_private_key(args.identity_dir, args.id)
     except SecAggError as exc:
         print(f"secagg client: {exc}", file=sys.stderr)
-        return 1
+        return USAGE
     outcome = trio.run(
         lambda: run_client(
             host, port, args.id, value, identity_key=identity, trusted_keys=trusted, timeout=args.timeout
         )
     )
+    if args.json:
+        print(json.dumps({
+            "id": args.id, "status": outcome.status, "detail": outcome.detail, "sent_rounds": outcome.sent_rounds,
+            "bytes_sent": outcome.bytes_sent, "bytes_received": outcome.bytes_received,
+        }))
     if outcome.status != "done":
         print(f"secagg client {args.id}: {outcome.status}: {outcome.detail}", file=sys.stderr)
-    return {"done": 0, "aborted": 2}.get(outcome.status, 1)
+    return {"done": OK, "aborted": ABORTED}.get(outcome.status, FAILED)
+
+
+def _key_files(directory: Path, clients: int) -> list[Path]:
+    return [directory / f"client-{u}.{ext}" for u in range(1, clients + 1) for ext in ("key", "pub")]
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    generate_keys(args.dir, range(1, args.clients + 1))
-    print(f"wrote client-1..{args.clients}.key/.pub to {args.dir} (private keys mode 0600)")
-    return 0
+    existing = [p for p in _key_files(args.dir, args.clients) if p.exists()]
+    if existing and not args.force:
+        print(
+            f"secagg keygen: {args.dir} already holds {len(existing)} key files ({existing[0].name}, ...); "
+            "new keys would change the public keys every party trusts. Pass --force to replace them.",
+            file=sys.stderr,
+        )
+        return USAGE
+    public = generate_keys(args.dir, range(1, args.clients + 1))
+    if args.json:
+        print(json.dumps({"dir": str(args.dir), "public_keys": {u: k.hex() for u, k in public.items()}}))
+    elif not args.quiet:
+        print(f"wrote client-1..{args.clients}.key/.pub to {args.dir} (private keys mode 0600)")
+    return OK
 
 
 class _RoundBars:
@@ -335,7 +399,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
     except SecAggError as exc:
         print(f"secagg demo: {exc}", file=sys.stderr)
-        return 1
+        return USAGE
     hooks = {u: leave_at(r) for r, ids in plan.items() for u in ids}
     # The demo generated every identity key itself, so it is the PKI: the
     # clients trust these keys, not whatever the server would send.
@@ -347,14 +411,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             on_event=on_event,
         )
 
-    if args.json:
+    if args.json or args.quiet:
         run = trio.run(go)
     else:
-        mode = "malicious-server" if args.malicious else "honest-but-curious"
-        console.print(
-            f"Secure aggregation over loopback TCP, {mode} mode: n={args.clients}, t={args.threshold}, "
-            f"d={args.dim}, M=2^{args.modulus_bits}, dropout rate {args.dropout:.0%}"
-        )
+        console.print(_session_line(args, plan, "Secure aggregation over loopback TCP"))
         with Progress(
             TextColumn("{task.description:>18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=console,
@@ -375,6 +435,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         summary["client_status"] = {u: o.status for u, o in run.clients.items()}
         summary["correct"] = correct
         print(json.dumps(summary))
+    elif args.quiet:
+        outcome = f"session aborted: {res.abort}" if res.abort is not None else (
+            f"included: {len(res.included)} of {args.clients} clients; output vs plaintext sum: "
+            + ("[green]EQUAL[/green]" if correct else "[red]DIFFERENT[/red]"))
+        console.print(outcome)
     else:
         _print_rounds(console, res, {r: len(ids) for r, ids in plan.items()})
         table = Table(title="Per client (bytes include the 4-byte frame headers)")
@@ -392,16 +457,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
             verdict = "[green]EQUAL[/green]" if correct else "[red]DIFFERENT[/red]"
             console.print(f"server output vs plaintext sum of the included inputs: {verdict}")
     if res.abort is not None:
-        return 2
-    return 0 if correct else 1
+        return ABORTED
+    return OK if correct else FAILED
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     try:
         tr = read_transcript(args.file)
     except (SecAggError, OSError) as exc:
-        print(f"secagg inspect: {exc}", file=sys.stderr)
-        return 1
+        print(f"secagg inspect: {describe_os_error(exc) if isinstance(exc, OSError) else exc}", file=sys.stderr)
+        return FAILED
     rows = []
     for r in tr.records:
         row = {"seconds": round(r.seconds, 6), "client": r.client, "channel": r.channel, "verdict": r.verdict}
@@ -422,7 +487,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     except SecAggError as exc:
         outcome = {"replay_error": str(exc)}
     p = tr.params
-    failed = int("replay_error" in outcome)
+    failed = FAILED if "replay_error" in outcome else OK
     if args.json:
         print(json.dumps({"session_id": p.session_id.hex(), "records": rows, **outcome}))
         return failed
@@ -436,7 +501,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         table.add_column(col)
     for row in rows:
         table.add_row(*(str(row.get(c, "")) for c in ("seconds", "client", "channel", "round", "kind", "bytes", "verdict")))
-    console.print(table)
+    if not args.quiet:
+        console.print(table)
     if "replay_error" in outcome:
         console.print(f"replay: {outcome['replay_error']}")
     else:
@@ -445,74 +511,152 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return failed
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="secagg", description="Bonawitz-style secure aggregation")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sim = sub.add_parser("simulate", help="run one session in memory with random inputs and dropouts")
-    sim.add_argument("--clients", type=int, default=20)
-    sim.add_argument("--threshold", type=int, default=None, help="default: 2n/3 + 1")
-    sim.add_argument("--dim", type=int, default=1000)
-    sim.add_argument("--modulus-bits", type=int, default=32)
-    sim.add_argument("--dropout", type=float, default=0.15, help="fraction of clients that drop")
-    sim.add_argument("--dropout-round", choices=[r.value for r in rounds_for(True)], default=None)
-    sim.add_argument("--malicious", action="store_true", help="malicious-server mode (signatures, consistency check)")
-    sim.add_argument("--seed", type=int, default=None, help="reproducible keys and masks (testing only)")
-    sim.add_argument("--json", action="store_true", help="print a machine-readable summary")
-    sim.add_argument("--json-total", type=int, default=16, help="how many coordinates of the total --json prints")
-    sim.set_defaults(func=cmd_simulate)
+def _host(text: str) -> str:
+    try:
+        return loopback_host(text)
+    except SecAggError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
-    srv = sub.add_parser("serve", help="run the server of one session on loopback TCP")
-    srv.add_argument("--host", default="127.0.0.1", help="127.0.0.1 or ::1 only")
-    srv.add_argument("--port", type=int, default=0, help="0: any free port (printed on stderr)")
-    srv.add_argument("--clients", type=int, required=True, help="client ids are 1..N")
-    srv.add_argument("--threshold", type=int, default=None, help="default: 2n/3 + 1")
-    srv.add_argument("--dim", type=int, required=True)
-    srv.add_argument("--modulus-bits", type=int, default=32)
+
+def _server_address(text: str) -> tuple[str, int]:
+    try:
+        return parse_address(text)
+    except SecAggError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_CLIENTS = int_at_least(2)
+_POSITIVE = int_at_least(1)
+_SECONDS = float_in(0, low_open=True)
+_ROUNDS = [r.value for r in rounds_for(True)]
+
+
+def _session_flags(p: argparse.ArgumentParser, *, clients: int | None, dim: int | None) -> None:
+    """The flags that define one session, shared by simulate, demo and serve."""
+    if clients is None:
+        p.add_argument("--clients", type=_CLIENTS, required=True, help="number of clients n; their ids are 1..n")
+    else:
+        p.add_argument("--clients", type=_CLIENTS, default=clients, help="number of clients n; their ids are 1..n")
+    p.add_argument("--threshold", type=_POSITIVE, default=None,
+                   help="t: every revealed sum holds at least t inputs, in [2, n] (default: 2n/3 + 1)")
+    if dim is None:
+        p.add_argument("--dim", type=int_at_least(1), required=True, help="vector length d")
+    else:
+        p.add_argument("--dim", type=int_at_least(1), default=dim, help="vector length d")
+    p.add_argument("--modulus-bits", type=int_at_least(1), default=32, help="k: inputs and sums live in Z_M, M = 2^k, k <= 64")
+
+
+def _dropout_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dropout", type=float_in(0, 1), default=None,
+                   help=f"fraction of the clients that drop, each at a random round (default: {DEFAULT_DROPOUT}, "
+                        "but never more clients than the n - t a session survives)")
+    p.add_argument("--dropout-round", choices=_ROUNDS, default=None, help="make every dropout happen at this round")
+    p.add_argument("--malicious", action="store_true", help="malicious-server mode (signatures, consistency check)")
+    p.add_argument("--seed", type=int, default=None, help="reproducible inputs, keys and masks (testing only; default: OS randomness)")
+
+
+def _output_flags(p: argparse.ArgumentParser, json_help: str, quiet_help: str) -> None:
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.add_argument("--quiet", action="store_true", help=quiet_help)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="secagg", description="Bonawitz-style secure aggregation", formatter_class=HelpFormatter,
+        epilog="exit codes: 0 done, 1 failed, 2 bad flag value, 3 session aborted (fewer than t clients), "
+               "130 interrupted, 141 stdout closed",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, func) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
+        p.set_defaults(func=func, parser=p)
+        return p
+
+    sim = command("simulate", "run one session in memory with random inputs and dropouts", cmd_simulate)
+    _session_flags(sim, clients=20, dim=1000)
+    _dropout_flags(sim)
+    _output_flags(sim, "print a machine-readable summary on stdout", "print only the verdict")
+    sim.add_argument("--json-total", type=int_at_least(0), default=16, help="how many coordinates of the total --json prints")
+
+    srv = command("serve", "run the server of one session on loopback TCP", cmd_serve)
+    srv.add_argument("--host", type=_host, default="127.0.0.1", help="127.0.0.1 or ::1 only")
+    srv.add_argument("--port", type=int_at_least(0), default=0, help="0: any free port (printed on stderr)")
+    _session_flags(srv, clients=None, dim=None)
     srv.add_argument("--malicious", action="store_true", help="malicious-server mode (needs --identity-dir)")
     srv.add_argument("--identity-dir", default=None, help="client-<id>.pub files (`secagg keygen`)")
-    srv.add_argument("--round-timeout", type=float, default=10.0, help="seconds per round")
-    srv.add_argument("--join-timeout", type=float, default=60.0, help="seconds for clients to connect and advertise keys")
+    srv.add_argument("--round-timeout", type=_SECONDS, default=10.0, help="seconds per round")
+    srv.add_argument("--join-timeout", type=_SECONDS, default=60.0, help="seconds for clients to connect and advertise keys")
     srv.add_argument("--transcript", default=None, help="write every frame received to this file (msgpack)")
-    srv.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
-    srv.add_argument("--quiet", action="store_true", help="log warnings only")
-    srv.set_defaults(func=cmd_serve)
+    _output_flags(srv, "print a machine-readable summary on stdout", "log warnings only")
 
-    cli = sub.add_parser("client", help="run one client against `secagg serve`")
-    cli.add_argument("--server", required=True, help="127.0.0.1:PORT or [::1]:PORT")
-    cli.add_argument("--id", type=int, required=True)
-    cli.add_argument("--input", default=None, help=".npy file with a 1-D integer vector (default: random)")
+    cli = command("client", "run one client against `secagg serve`", cmd_client)
+    cli.add_argument("--server", type=_server_address, required=True, help="127.0.0.1:PORT or [::1]:PORT")
+    cli.add_argument("--id", type=_POSITIVE, required=True, help="this client's id, one of the server's 1..n")
+    cli.add_argument("--input", default=None, help=".npy file with a 1-D non-negative integer vector (default: random)")
     cli.add_argument("--identity-dir", default=None, help="malicious-server mode: the trusted key directory")
-    cli.add_argument("--timeout", type=float, default=None, help="seconds to wait for each server frame")
-    cli.add_argument("--quiet", action="store_true", help="log warnings only")
-    cli.set_defaults(func=cmd_client)
+    cli.add_argument("--timeout", type=_SECONDS, default=None,
+                     help="seconds to wait for each server frame (default: the server's deadlines plus 30 s)")
+    _output_flags(cli, "print this client's outcome as JSON on stdout", "log warnings only")
 
-    demo = sub.add_parser("demo", help="server and N clients in one process over loopback TCP")
-    demo.add_argument("--clients", type=int, default=20)
-    demo.add_argument("--threshold", type=int, default=None, help="default: 2n/3 + 1")
-    demo.add_argument("--dim", type=int, default=1000)
-    demo.add_argument("--modulus-bits", type=int, default=32)
-    demo.add_argument("--dropout", type=float, default=0.15, help="fraction of clients that drop")
-    demo.add_argument("--dropout-round", choices=[r.value for r in rounds_for(True)], default=None)
-    demo.add_argument("--malicious", action="store_true")
-    demo.add_argument("--round-timeout", type=float, default=5.0)
-    demo.add_argument("--seed", type=int, default=None, help="reproducible keys and masks (testing only)")
-    demo.add_argument("--json", action="store_true", help="print a machine-readable summary")
-    demo.set_defaults(func=cmd_demo)
+    demo = command("demo", "server and N clients in one process over loopback TCP", cmd_demo)
+    _session_flags(demo, clients=20, dim=1000)
+    _dropout_flags(demo)
+    demo.add_argument("--round-timeout", type=_SECONDS, default=5.0, help="seconds per round")
+    _output_flags(demo, "print a machine-readable summary on stdout", "no progress bars or tables, only the verdict")
 
-    kg = sub.add_parser("keygen", help="write identity keys for clients 1..N (the local PKI)")
-    kg.add_argument("--dir", required=True)
-    kg.add_argument("--clients", type=int, required=True)
-    kg.set_defaults(func=cmd_keygen)
+    kg = command("keygen", "write identity keys for clients 1..N (the local PKI)", cmd_keygen)
+    kg.add_argument("--dir", type=Path, required=True, help="directory for client-<id>.key (mode 0600) and client-<id>.pub")
+    kg.add_argument("--clients", type=_CLIENTS, required=True, help="write keys for clients 1..N")
+    kg.add_argument("--force", action="store_true", help="replace existing key files (their public keys change)")
+    _output_flags(kg, "print the public keys as JSON on stdout", "print nothing")
 
-    ins = sub.add_parser("inspect", help="decode and replay a server transcript")
-    ins.add_argument("file")
-    ins.add_argument("--json", action="store_true")
-    ins.set_defaults(func=cmd_inspect)
+    ins = command("inspect", "decode and replay a server transcript", cmd_inspect)
+    ins.add_argument("file", help="a transcript written by `secagg serve --transcript`")
+    _output_flags(ins, "print every record and the replayed result as JSON on stdout", "skip the table of records")
+    return parser
 
-    args = parser.parse_args(argv)
-    if getattr(args, "threshold", 0) is None:
+
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The checks that involve more than one flag, named by their flags."""
+    if not hasattr(args, "threshold"):
+        return
+    if args.threshold is None:
         args.threshold = 2 * args.clients // 3 + 1
-    return args.func(args)
+    elif not 2 <= args.threshold <= args.clients:
+        why = " (with t = 1 a revealed sum can be one client's input)" if args.threshold == 1 else ""
+        parser.error(f"argument --threshold: must be in [2, --clients={args.clients}], got {args.threshold}{why}")
+    if args.modulus_bits > 64:
+        parser.error(f"argument --modulus-bits: must be at most 64, got {args.modulus_bits}")
+    if args.dim > MAX_DIM:
+        parser.error(f"argument --dim: must be at most {MAX_DIM}, got {args.dim}")
+
+
+def _one_line_warnings(prog: str):
+    """Warnings (e.g. an insecure threshold sent by a server) as one stderr line each, once."""
+    seen: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if str(message) not in seen:
+            seen.add(str(message))
+            print(f"{prog}: warning: {message}", file=sys.stderr)
+
+    return show
+
+
+def _main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _check(args.parser, args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = _one_line_warnings(f"secagg {args.command}")
+        return args.func(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``secagg`` command; see ``--help``."""
+    return run_main("secagg", _main, argv)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from . import shamir
+from . import reprs, shamir
 from .errors import AbortError, ParameterError, ProtocolViolation
 from .keys import agree, consistency_payload, keys_payload, raw_private, raw_public, seed_commitment, verify_signature, x25519_point
 from .masking import MaskAccumulator, pair_mask_label, self_mask_label
@@ -95,6 +95,10 @@ class Client:
         self._revealed_b: frozenset[int] = frozenset()
         self._revealed_s: frozenset[int] = frozenset()
         self.abort_reason: str | None = None
+
+    def __repr__(self) -> str:
+        p = self.params
+        return reprs.fields("Client", id=self.id, n=p.n, threshold=p.threshold, dim=p.dim, state=self.state.value)
 
     # ---- public -------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from typing import Callable, Iterable, Literal, Mapping
 
 import numpy as np
 
+from . import reprs
 from .encoding import FixedPointEncoding
 from .errors import OutOfBounds, ParameterError
 from .simulation import SimulationResult, simulate
@@ -46,6 +47,19 @@ class AverageResult:
     refused: Mapping[int, OutOfBounds]  # on_refusal="dropout": who refused to encode, and why
     bytes_per_client: float  # mean bytes sent + received by a client in this call
     session: SimulationResult
+
+    def __repr__(self) -> str:
+        return reprs.fields(
+            "AverageResult",
+            value=reprs.vector(self.value),
+            included=reprs.ids(self.included),
+            sum_weights=float(self.sum_weights),
+            error_bound=float(self.error_bound),
+            clipped_values=int(self.clipped_values),
+            clipped_weights=int(self.clipped_weights),
+            underflows=int(self.underflows),
+            bytes_per_client=round(float(self.bytes_per_client), 1),
+        )
 
 
 Runner = Callable[..., SimulationResult]
@@ -92,6 +106,19 @@ class SecureAverageOracle:
         self.runner = runner
         self.calls = 0
         self.bytes_total = 0
+
+    def __repr__(self) -> str:
+        enc = self.encoding
+        return reprs.fields(
+            "SecureAverageOracle",
+            threshold=self.threshold,
+            value_bound=float(enc.value_bound),
+            weight_bound=float(enc.weight_bound),
+            frac_bits=int(enc.frac_bits),
+            modulus_bits=int(enc.modulus_bits),
+            malicious=self.malicious,
+            calls=self.calls,
+        )
 
     def threshold_for(self, n: int) -> int:
         if isinstance(self.threshold, float):

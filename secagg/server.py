@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from . import shamir
+from . import reprs, shamir
 from .errors import AbortError, MalformedMessage, ProtocolViolation
 from .keys import agree, consistency_payload, is_small_order, keys_payload, raw_public, seed_commitment, verify_signature, x25519_point
 from .masking import MaskAccumulator, pair_mask_label, self_mask_label
@@ -83,6 +83,13 @@ class Server:
         self._u3: tuple[int, ...] = ()
         self._masked_sum: MaskAccumulator | None = None
         self._signatures: dict[int, bytes] = {}
+
+    def __repr__(self) -> str:
+        p = self.params
+        return reprs.fields(
+            "Server", n=p.n, threshold=p.threshold, dim=p.dim, modulus_bits=p.modulus_bits, malicious=p.malicious,
+            state=self.state.value, round=self.round.value, waiting_for=reprs.ids(sorted(self.waiting_for)),
+        )
 
     # ---- public -------------------------------------------------------------
 

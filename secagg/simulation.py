@@ -17,6 +17,7 @@ from typing import Iterable, Mapping
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from . import reprs
 from .client import Client
 from .keys import raw_public
 from .errors import ParameterError
@@ -37,6 +38,16 @@ class SimulationResult:
     bytes_received: dict[int, int]  # per client, from the server
     client_seconds: dict[str, float] = field(default_factory=dict)  # all clients, per round
     server_seconds: dict[str, float] = field(default_factory=dict)  # server, per round
+
+    def __repr__(self) -> str:
+        return reprs.fields(
+            "SimulationResult",
+            n=self.params.n,
+            threshold=self.params.threshold,
+            included=reprs.ids(self.included),
+            total=reprs.vector(self.total),
+            transcript=f"<{len(self.transcript)} messages, {sum(map(len, self.transcript)):,} bytes>",
+        )
 
 
 def check_dropouts(

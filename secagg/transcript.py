@@ -97,8 +97,10 @@ def read_transcript(path: str | Path) -> Transcript:
         raise MalformedMessage(f"{path} does not start with a {FORMAT} header", field="transcript")
     if objects[0].get("version") != VERSION:
         raise MalformedMessage(f"unsupported transcript version {objects[0].get('version')!r}", field="transcript")
+    if type(objects[0].get("params")) is not dict:
+        raise MalformedMessage("the header's params must be a map", field="transcript.params")
     # An auditor must be able to read the transcript of any session, insecure ones included.
-    params = params_from_wire(objects[0].get("params") or {}, "transcript.params", allow_insecure=True)
+    params = params_from_wire(objects[0]["params"], "transcript.params", allow_insecure=True)
     records = []
     for i, obj in enumerate(objects[1:], 1):
         ok = type(obj) is list and len(obj) == 5

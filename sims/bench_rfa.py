@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 
 from rfa import geometric_median
+from sims.common import HelpFormatter, entry_point, positive_int
 
 SIZES = ((100, 10**5), (1000, 10**4))
 NU = 1e-6
@@ -108,9 +109,11 @@ def secure_cost_section(n: int = 50, d: int = 1000, rounds: int = 3, repeat: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m sims.bench_rfa", description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10, help="Weiszfeld steps per run (default 10)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per timing, the best is kept (default 3)")
+    parser = argparse.ArgumentParser(
+        prog="python3 -m sims.bench_rfa", description=__doc__.splitlines()[0], formatter_class=HelpFormatter
+    )
+    parser.add_argument("--steps", type=positive_int, default=10, help="Weiszfeld steps per run (default 10)")
+    parser.add_argument("--repeat", type=positive_int, default=3, help="runs per timing, the best is kept (default 3)")
     args = parser.parse_args(argv)
     try:
         from geom_median.numpy import compute_geometric_median as reference
@@ -126,4 +129,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry_point("bench_rfa", main)

@@ -110,7 +110,6 @@ from typing import Callable
 import numpy as np
 import trio
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from rich.console import Console
 from rich.table import Table
 
 import secagg
@@ -121,6 +120,7 @@ from secagg.params import SESSION_ID_BYTES, PublicParams, element_bytes
 from secagg.sharecrypt import CIPHERTEXT_BYTES
 from secagg.simulation import setup_session
 from secagg.tcp import TcpServer, leave_at, run_client
+from sims.common import Console, HelpFormatter, client_count, entry_point, positive_int
 
 FULL_N = (10, 50, 100)
 FULL_D = (10**3, 10**5)
@@ -856,15 +856,17 @@ def verdict(rows: list[dict]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python3 -m sims.bench_secagg", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python3 -m sims.bench_secagg", description=__doc__.split("\n")[0], formatter_class=HelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="n in {10, 50}, d in {10^3, 10^4}")
-    ap.add_argument("--n", type=int, nargs="+", help="client counts (default: 10 50 100; tcp/both: 50 100 200)")
+    ap.add_argument("--n", type=client_count, nargs="+", help="client counts (default: 10 50 100; tcp/both: 50 100 200)")
     ap.add_argument(
-        "--d", type=lambda s: int(float(s)), nargs="+", help="vector lengths, e.g. 1e5 (tcp/both default: 1e4 1e5)"
+        "--d", type=_length, nargs="+", help="vector lengths, e.g. 1e5 (tcp/both default: 1e4 1e5)"
     )
     ap.add_argument("--dropout", type=float, nargs="+", help="dropout rates (default: 0 0.1 0.3; tcp/both: 0 0.1)")
-    ap.add_argument("--modulus-bits", type=int, default=32, help="M = 2^bits (default 32)")
-    ap.add_argument("--repeat", type=int, default=1, help="runs per configuration (default 1)")
+    ap.add_argument("--modulus-bits", type=positive_int, default=32, help="M = 2^bits (default 32)")
+    ap.add_argument("--repeat", type=positive_int, default=1, help="runs per configuration (default 1)")
     ap.add_argument("--stat", choices=("best", "median"), default="median", help="how repeated runs combine")
     ap.add_argument(
         "--transport", choices=sorted(TRANSPORTS) + ["both"], default="memory",
@@ -874,13 +876,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--seed", type=int, default=0,
         help="seed of the random inputs; with tcp/both also of keys, masks and nonces (memory alone: keys from the OS)",
     )
-    ap.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    ap.add_argument("--json", action="store_true", help="print the rows as JSON on stdout (the tables go to stderr)")
     args = ap.parse_args(argv)
-    if args.repeat < 1:
-        ap.error("--repeat must be >= 1")
     if any(not 0 <= p < 1 for p in args.dropout or ()):
-        ap.error("dropout rates must be in [0, 1)")
+        ap.error("argument --dropout: rates must be in [0, 1)")
+    if args.modulus_bits > 64:
+        ap.error(f"argument --modulus-bits: must be at most 64, got {args.modulus_bits}")
     return args
+
+
+def _length(text: str) -> int:
+    """A vector length written as an integer or in e-notation (1e5)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not (value >= 1 and value == int(value)):
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
+    return int(value)
 
 
 def grid(args) -> tuple[list[Config], list[Config]]:
@@ -905,7 +918,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configs, skipped = grid(args)
     # A file or pipe gets a fixed width so the table is not folded to 80 columns.
-    out = Console() if sys.stdout.isatty() else Console(width=240)
+    out = Console(stderr=True) if args.json else Console() if sys.stdout.isatty() else Console(width=240)
     err = Console(stderr=True)
     for c in skipped:
         err.print(
@@ -961,11 +974,10 @@ def main(argv: list[str] | None = None) -> int:
         for line in notes + loopback_summary(pairs):
             out.print(line)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        print(json.dumps(rows, indent=1))
     ok = all(r["correct"] for r in rows) and all(t.get("same_session", True) for _, t in pairs)
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point("bench_secagg", main)

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from rfa import plot_style
 from rfa.aggregators import Aggregator, GeometricMedianRule, Mean, OneStepRule
 from rfa.data import FederatedDataset, digits
 from rfa.models import LogisticRegression
@@ -32,7 +33,7 @@ METHODS: Mapping[str, Aggregator] = {
     "RFA": GeometricMedianRule(rounds=3, nu=1e-6),
     "one-step RFA": OneStepRule(nu=1e-6),
 }
-COLORS = {"FedAvg": "tab:blue", "RFA": "tab:orange", "one-step RFA": "tab:green"}
+COLORS = {m: plot_style.color(m) for m in METHODS}  # the one palette of rfa.plot_style
 
 
 def federation(

@@ -57,7 +57,7 @@ from rfa.corruption import choose_corrupted, corrupt_updates, poison_clients
 from rfa.data import FederatedDataset, digits
 from rfa.models import local_sgd
 from rfa.training import train
-from sims.common import parser, plt, progress_bar, save_figure, seeds, write_csv, write_summary
+from sims.common import console, entry_point, parser, plt, progress_bar, save_figure, seeds, write_csv, write_summary
 # The federation the training figures share, so these are the updates RFA aggregates there.
 from sims.federation import BATCH_SIZE, DIRICHLET, LOCAL_STEPS, LR, MODEL, N_CLIENTS, config
 
@@ -363,9 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     plot_reweighting(weights, contaminated, out / "fig1_reweighting.png")
     write_summary(out / "summary.md", "Fig. 1: smoothed Weiszfeld convergence and re-weighting",
                   summary_lines(conv, weights, inputs, run_seeds))
-    print((out / "summary.md").read_text())
+    console.print((out / "summary.md").read_text(), markup=False, highlight=False, soft_wrap=True)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry_point(NAME, main)

@@ -69,6 +69,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from rfa import plot_style
 from rfa import (
     Aggregator,
     CenteredClipping,
@@ -85,7 +86,7 @@ from rfa import (
 from rfa.corruption import alie_z
 from rfa.models import MLP, Model
 from rfa.training import train
-from sims.common import parser, plt, progress_bar, save_figure, seeds, write_csv, write_summary
+from sims.common import console, entry_point, parser, plt, progress_bar, save_figure, seeds, write_csv, write_summary
 from sims.federation import BATCH_SIZE, CLIENTS_PER_ROUND, DIRICHLET, LOCAL_STEPS, LR, MODEL, N_CLIENTS, config, federation
 
 NAME = "fig2_robustness"
@@ -222,23 +223,23 @@ def plot(rows: Sequence[dict], methods: Sequence[str], corruptions: Sequence[str
     nrows = math.ceil(len(corruptions) / cols)
     # Each panel its own y range: under data corruption the rules differ by a few points only.
     fig, axes = plt.subplots(nrows, cols, figsize=(3.8 * cols + 1.6, 3.4 * nrows + 0.4), squeeze=False)
-    cmap = plt.get_cmap("tab10")
     markers = "osD^vP*Xph"
     for ax, corruption in zip(axes.flat, corruptions):
         for k, method in enumerate(methods):
             mean, lo, hi = np.array([_stats(rows, corruption, method, rho) for rho in rhos]).T
-            ax.plot(rhos, mean, color=cmap(k), marker=markers[k], markersize=4, label=method)
-            ax.fill_between(rhos, lo, hi, color=cmap(k), alpha=0.15, linewidth=0)
+            colour = plot_style.color(method)  # the same colour for a method in every figure
+            ax.plot(rhos, mean, color=colour, marker=markers[k], markersize=4, label=method)
+            ax.fill_between(rhos, lo, hi, color=colour, alpha=0.15, linewidth=0)
         ax.set_title(f"{corruption} ({KINDS[corruption]} corruption)")
         ax.set_xlabel("corruption level rho (fraction of the data)")
         # At least 0.7 to 1: a zoom any closer would make seed noise look like an effect.
-        ax.set_ylim(min(ax.get_ylim()[0], 0.7), 1.0)
+        plot_style.percent_axis(ax, min(ax.get_ylim()[0], 0.7), 1.0)
         ax.grid(alpha=0.3)
         ax.set_ylabel("final test accuracy")
     for ax in list(axes.flat)[len(corruptions):]:
         ax.axis("off")
     # Beside the last panel of the first row: tight_layout (in save_figure) makes room for an axes legend.
-    axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
+    plot_style.legend(axes[0, -1])
     fig.suptitle(title, fontsize=10)
     save_figure(fig, out)
 
@@ -365,9 +366,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     plot(rows, [m.label for m in METHODS], corruptions, "Fig. 3: robust aggregation rules" + suffix,
          out / "fig3_all_rules.png", cols=2)
     write_summary(out / "summary.md", "Figs. 2-3: robustness to corruption", summary_lines(rows, args, seconds))
-    print((out / "summary.md").read_text())
+    console.print((out / "summary.md").read_text(), markup=False, highlight=False, soft_wrap=True)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry_point(NAME, main)

@@ -38,8 +38,9 @@ from typing import Any, Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
+from rfa import plot_style
 from rfa.training import TrainingResult, train
-from sims.common import console, parser, progress_bar, save_figure, seeds, write_csv, write_summary
+from sims.common import console, entry_point, parser, progress_bar, save_figure, seeds, write_csv, write_summary
 from sims.federation import CLIENTS_PER_ROUND, COLORS, LOCAL_STEPS, LR, METHODS, MODEL, N_CLIENTS, config, federation
 
 NAME = "fig4_oracle_calls"
@@ -123,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         ax.set_xlabel("calls to the secure average oracle")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy")
-    axes[0].set_ylim(0, 1)
-    axes[0].legend(loc="lower right")
+    plot_style.percent_axis(axes[0])
+    plot_style.legend(axes[-1])
     save_figure(fig, args.out / f"{NAME}.png")
 
     clean_final = curves["clean", "FedAvg"]["mean"][-1]
@@ -178,4 +179,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry_point(NAME, main)

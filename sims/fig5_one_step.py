@@ -29,8 +29,9 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
+from rfa import plot_style
 from rfa.training import train
-from sims.common import console, parser, progress_bar, save_figure, seeds, write_csv, write_summary
+from sims.common import console, entry_point, parser, progress_bar, save_figure, seeds, write_csv, write_summary
 from sims.federation import (
     CLIENTS_PER_ROUND,
     COLORS,
@@ -81,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         ax.set_xlabel("corrupted fraction rho (by weight)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"test accuracy after {rounds} rounds")
-    axes[0].set_ylim(0, 1)
-    axes[0].legend(loc="lower left")
+    plot_style.percent_axis(axes[0])
+    plot_style.legend(axes[-1])
     save_figure(fig, args.out / f"{NAME}.png")
 
     per_round = {r["method"]: r["calls_per_round"] for r in rows}
@@ -130,4 +131,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry_point(NAME, main)

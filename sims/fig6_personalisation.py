@@ -45,8 +45,9 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
+from rfa import plot_style
 from rfa.training import split_local_test, train
-from sims.common import console, parser, progress_bar, save_figure, seeds, write_csv, write_summary
+from sims.common import console, entry_point, parser, progress_bar, save_figure, seeds, write_csv, write_summary
 from sims.federation import COLORS, LOCAL_STEPS, METHODS, MODEL, config, federation
 
 NAME = "fig6_personalisation"
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         ax.set_title(f"{split}, after {rounds} rounds")
         ax.set_xlabel("corrupted fraction rho (data corruption)")
         ax.set_xticks(rhos)
-        ax.set_ylim(0.5, 1.0)
+        plot_style.percent_axis(ax, 0.5, 1.0)
         ax.grid(alpha=0.3)
     # How the gain evolves: largest while the shared model is still poor.
     ax = axes[-1]
@@ -116,10 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     ax.set_title(f"{skew}, rho = 0: learning curves")
     ax.set_xlabel("outer round")
     ax.set_ylabel("honest clients' local accuracy")
-    ax.set_ylim(0.5, 1.0)
+    plot_style.percent_axis(ax, 0.5, 1.0)
     ax.grid(alpha=0.3)
     axes[0].set_ylabel("honest clients' local accuracy")
-    axes[0].legend(loc="lower left")
+    plot_style.legend(axes[-1], handles=axes[0].get_legend_handles_labels()[0])
     save_figure(fig, args.out / f"{NAME}.png")
 
     lines = [
@@ -180,4 +181,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry_point(NAME, main)

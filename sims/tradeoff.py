@@ -47,12 +47,13 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
+from rfa import plot_style
 from rfa.aggregators import GeometricMedianRule, Mean, OneStepRule
 from rfa.models import local_sgd
 from rfa.privacy import smallest_nu, weight_floor
 from rfa.training import TrainingConfig, train
 from secagg import SecureAverageOracle
-from sims.common import console, parser, progress_bar, save_figure, seeds, write_csv, write_summary
+from sims.common import console, entry_point, parser, progress_bar, save_figure, seeds, write_csv, write_summary
 from sims.federation import BATCH_SIZE, CLIENTS_PER_ROUND, COLORS, LOCAL_STEPS, LR, MODEL, N_CLIENTS, config, federation
 
 NAME = "tradeoff"
@@ -254,8 +255,8 @@ def plot_accuracy(out, acc, bounds, grid, floor, rounds) -> None:
             if row == len(CORRUPTIONS) - 1:
                 ax.set_xlabel("privacy bound s (left: tighter; gray: floor)")
         axes[row, 0].set_ylabel(f"test accuracy after {rounds} rounds")
-    axes[0, 0].set_ylim(-0.02, 1.0)
-    axes[0, 0].legend(loc="lower right", fontsize=8)
+    plot_style.percent_axis(axes[0, 0], -0.02, 1.0)
+    plot_style.legend(axes[0, -1])
     save_figure(fig, out / f"{NAME}.png")
 
 
@@ -291,4 +292,4 @@ def plot_nu(out, rows, bounds, grid, floor, median_norm, alpha_range) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry_point(NAME, main)

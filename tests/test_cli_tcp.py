@@ -177,7 +177,7 @@ def test_serve_aborts_below_threshold(tmp_path):
 
     trio.run(session)
     rc, out = server.finish()
-    assert rc == 2
+    assert rc == 3
     assert "session aborted" in server.stderr()
     summary = json.loads(out)
     assert summary["aborted"]["round"] == "share_keys" and summary["aborted"]["count"] == 2
@@ -199,8 +199,11 @@ def test_demo(capsys):
 
 
 def test_cli_refuses_non_loopback_hosts(capsys):
-    assert main(["serve", "--host", "0.0.0.0", "--clients", "3", "--dim", "2"]) == 1
-    assert main(["client", "--server", "10.1.2.3:4000", "--id", "1"]) == 1
+    for argv in (["serve", "--host", "0.0.0.0", "--clients", "3", "--dim", "2"],
+                 ["client", "--server", "10.1.2.3:4000", "--id", "1"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("127.0.0.1 or ::1") == 2
 
@@ -216,7 +219,7 @@ def test_keygen_makes_existing_private_key_files_owner_only(tmp_path):
     stale = keys / "client-1.key"
     stale.write_text("00" * 32 + "\n")
     stale.chmod(0o644)
-    assert main(["keygen", "--dir", str(keys), "--clients", "2"]) == 0
+    assert main(["keygen", "--dir", str(keys), "--clients", "2", "--force"]) == 0
     for u in (1, 2):
         assert (keys / f"client-{u}.key").stat().st_mode & 0o777 == 0o600
     assert stale.read_text().strip() != "00" * 32  # a fresh key was written
@@ -234,3 +237,41 @@ def test_inspect_fails_when_the_transcript_does_not_replay(tmp_path):
     # A header and no frames: the session cannot be replayed to a result.
     path.write_bytes(msgpack.packb({"format": FORMAT, "version": VERSION, "params": params_to_wire(params)}))
     assert main(["inspect", str(path), "--json"]) == 1
+
+
+def test_client_sent_threshold_1_warns_once_in_one_line(tmp_path):
+    """The session CLIs refuse t = 1; a client sent it by another server takes part and says so once."""
+    import threading
+    import warnings
+
+    from secagg.params import PublicParams
+    from secagg.tcp import TcpServer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        params = PublicParams.create([1, 2], threshold=1, modulus=2**16, dim=3)
+    box: dict = {}
+    ready = threading.Event()
+
+    async def host():
+        server = TcpServer(params, port=0, round_timeout=10, join_timeout=60)
+        async with trio.open_nursery() as nursery:
+            box["port"] = await nursery.start(server.run)
+            ready.set()
+            box["other"] = await run_client("127.0.0.1", box["port"], 2, np.zeros(3, np.uint64))
+
+    def in_thread():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trio.run(host)
+
+    thread = threading.Thread(target=in_thread)
+    thread.start()
+    assert ready.wait(60)
+    proc = subprocess.run(SECAGG + ["client", "--server", f"127.0.0.1:{box['port']}", "--id", "1", "--quiet"],
+                          capture_output=True, text=True, timeout=120)
+    thread.join(60)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "warning" in line.lower()]
+    assert len(lines) == 1 and lines[0].startswith("secagg client: warning:") and "t=1" in lines[0], proc.stderr
+    assert box["other"].status == "done"

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import secagg
-from rfa.errors import CertificateViolation, UncertifiableBound
+from rfa.errors import CertificateViolation, InvalidArgument, UncertifiableBound
 from rfa.privacy import PrivacyPolicy, certified_weight, smallest_nu, weight_floor
 from rfa.secure import one_step_geometric_median, secure_geometric_median, secure_mean
 
@@ -173,7 +173,7 @@ def test_one_step_rfa_is_one_oracle_call_from_zero_and_matches_algorithm_3():
 
 def test_an_oracle_whose_encoding_would_clip_the_weights_is_refused():
     oracle = secagg.SecureAverageOracle(10, value_bound=100.0, weight_bound=1.0)
-    with pytest.raises(secagg.ParameterError, match="clipping would distort"):
+    with pytest.raises(InvalidArgument, match="clipping would distort"):
         secure_geometric_median(contaminated(10), rounds=1, norm_bound=100.0, nu=1e-3, oracle=oracle)
 
 
@@ -192,7 +192,7 @@ def test_policy_rejects_nonsense_parameters():
         PrivacyPolicy(1e-3, 1.0, 2.0, 1.0, None)
     with pytest.raises(ValueError, match="max_weight"):
         PrivacyPolicy(1e-3, 1.0, 1.0, 1.0, 1.5)
-    with pytest.raises(secagg.ParameterError, match="max_weight"):
+    with pytest.raises(InvalidArgument, match="max_weight"):
         secure_geometric_median(contaminated(12), nu="auto")
 
 
@@ -252,3 +252,11 @@ def test_a_coordinate_an_ulp_above_c_after_norm_clipping_does_not_stop_the_media
     for _ in range(2):
         v = plain_step(pts, np.ones(len(pts)), v, 1e-3)
     assert np.max(np.abs(result.median - v)) <= 10 * sum(r.error_bound for r in result.rounds)
+
+
+def test_rfa_reports_its_own_bad_input_as_an_rfa_error_not_a_secagg_one():
+    from rfa import RFAError
+
+    with pytest.raises(RFAError) as info:
+        secure_mean(np.ones((3, 2)), np.array([1.0, -1.0, 1.0]), norm_bound=10.0)
+    assert not isinstance(info.value, secagg.SecAggError)
