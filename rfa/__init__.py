@@ -1,22 +1,27 @@
 """Robust Federated Aggregation: the geometric median and the rules it is compared with."""
 
-from .errors import CertificateViolation, PlaintextOnly, RFAError, UncertifiableBound
+from .errors import CertificateViolation, NeedsVote, PlaintextOnly, RFAError, UncertifiableBound
 from .privacy import PrivacyPolicy, certified_weight, smallest_nu, weight_floor
 from .secure import SecureAggregate, StepRecord, one_step_geometric_median, secure_geometric_median, secure_mean
 
 from .aggregators import (
     Aggregator,
+    Cent2P,
     CenteredClipping,
+    CenterOuter,
     CenterWithOutliers,
     CoordinateMedian,
     GeometricMedianRule,
     Krum,
     Mean,
+    Mean2P,
+    MeanOuter,
     MeanWithOutliers,
     MultiKrum,
     NormClippedMean,
     OneStepRule,
     TrimmedMean,
+    TwoPhaseRule,
     make_aggregator,
     registry,
 )
@@ -24,6 +29,7 @@ from .weiszfeld import GeometricMedianResult, PointsError, WeightError, geometri
 
 __all__ = [
     "CertificateViolation",
+    "NeedsVote",
     "PlaintextOnly",
     "PrivacyPolicy",
     "RFAError",
@@ -37,6 +43,8 @@ __all__ = [
     "smallest_nu",
     "weight_floor",
     "Aggregator",
+    "Cent2P",
+    "CenterOuter",
     "CenterWithOutliers",
     "CenteredClipping",
     "CoordinateMedian",
@@ -44,12 +52,15 @@ __all__ = [
     "GeometricMedianRule",
     "Krum",
     "Mean",
+    "Mean2P",
+    "MeanOuter",
     "MeanWithOutliers",
     "MultiKrum",
     "NormClippedMean",
     "OneStepRule",
     "PointsError",
     "TrimmedMean",
+    "TwoPhaseRule",
     "WeightError",
     "geometric_median",
     "make_aggregator",

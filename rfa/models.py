@@ -31,6 +31,7 @@ __all__ = [
     "LogisticRegression",
     "MLP",
     "Model",
+    "draw_batch",
     "local_sgd",
 ]
 
@@ -273,6 +274,17 @@ class MLP(ClassificationModel):
         )
 
 
+def draw_batch(
+    X: np.ndarray, y: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``batch_size`` distinct rows of (X, y) drawn uniformly; all rows, without randomness, if there are no more."""
+    m = X.shape[0]
+    if batch_size >= m:
+        return X, y
+    rows = rng.choice(m, size=batch_size, replace=False)
+    return X[rows], y[rows]
+
+
 def local_sgd(
     model: Model,
     params: ArrayLike,
@@ -314,16 +326,10 @@ def local_sgd(
     m = X.shape[0]
     if m == 0 or y.shape[0] != m:
         raise ValueError(f"need at least one row and as many labels as rows, got {m} rows and {y.shape[0]} labels")
-    full_batch = batch_size >= m
     tail_start = steps // 2
     tail_sum = np.zeros_like(w)
     for k in range(steps):
-        if full_batch:
-            g = model.grad(w + shift, X, y)
-        else:
-            rows = rng.choice(m, size=batch_size, replace=False)
-            g = model.grad(w + shift, X[rows], y[rows])
-        w -= lr * g
+        w -= lr * model.grad(w + shift, *draw_batch(X, y, batch_size, rng))
         if tail_average and k >= tail_start:  # w is now w_{k+1}, with k + 1 > floor(tau/2)
             tail_sum += w
     return tail_sum / (steps - tail_start) if tail_average else w
