@@ -64,6 +64,7 @@ class TrainingConfig:
     momentum: float | None = None  # beta: RASHB (Yi et al. Algorithm 1) instead of local SGD updates
     corrupted_by: Literal["weight", "count"] = "weight"  # rho of the data (equation (5)) or of the clients
     corrupted_vote: CorruptedVote = "worse"  # two-phase rules: what corrupted clients vote
+    vote_batch_size: int | None = None  # two-phase rules: rows of each voter's fresh batch (None: batch_size)
 
     def __post_init__(self) -> None:
         for name in ("rounds", "clients_per_round", "local_steps", "batch_size", "eval_every"):
@@ -80,6 +81,8 @@ class TrainingConfig:
                 raise ValueError(f"momentum (beta) must lie in [0, 1), got {self.momentum}")
             if self.local_steps != 1 or self.personalised:
                 raise ValueError("momentum (RASHB) takes one gradient per round: set local_steps=1, personalised=False")
+        if self.vote_batch_size is not None and (not isinstance(self.vote_batch_size, int) or self.vote_batch_size < 1):
+            raise ValueError(f"vote_batch_size must be a positive integer or None, got {self.vote_batch_size!r}")
         if self.corrupted_by not in ("weight", "count"):
             raise ValueError(f"corrupted_by must be 'weight' or 'count', got {self.corrupted_by!r}")
         if self.corrupted_vote not in ("worse", "abstain"):
@@ -286,8 +289,8 @@ def train(
         elif isinstance(rule, TwoPhaseRule):  # Algorithm 3, lines 4-10
             proposals = [_step(w, c, config) for c in rule.candidates(updates, alpha)]
             voters = [clean.client(int(i)) for i in selected]
-            ballots = cast_ballots(model, np.stack(proposals), voters, bad, batch_size=config.batch_size, rng=rng,
-                                   corrupted_vote=config.corrupted_vote)
+            ballots = cast_ballots(model, np.stack(proposals), voters, bad, rng=rng, corrupted_vote=config.corrupted_vote,
+                                   batch_size=config.vote_batch_size or config.batch_size)
             elections.append(elect(*tally(ballots), round=t_round))
             aggregate = None
             w = proposals[elections[-1].winner]
