@@ -494,47 +494,51 @@ class MeanWithOutliers(Aggregator):
 
 
 @dataclass(frozen=True)
-class CenterOuter(Aggregator):
+class _ClusterRule(Aggregator):
+    """A plaintext rule built on the clusters of Algorithm 2 with f outliers and one cost.
+
+    Weights are ignored, as in CenterwO / MeanwO: the rules count points.
+    """
+
+    f: int = 0
+    cost: ClassVar[Cost]
+    mode: ClassVar[Mode] = "plaintext"
+    uses_weights: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        _check_count(self.f, "f")
+
+
+@dataclass(frozen=True)
+class _OuterRule(_ClusterRule):
+    """Outer aggregation (Yi et al. Sec. 4.1): the mean of the points outside the best f-point cluster."""
+
+    def _aggregate(self, points: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        return _outside_cluster(points, self.f, self.cost)
+
+
+@dataclass(frozen=True)
+class CenterOuter(_OuterRule):
     """Outer aggregation with the 1-center cost: the mean of the points outside the best f-point ball.
 
     The f-point cluster is found as in Algorithm 2 (the smallest ball centred
-    at a data point that covers f points); the answer to the sneak attack of
-    Yi et al. Sec. 4.1.  Weights are ignored, as in CenterwO.
+    at a data point that covers f points); the answer to the sneak attack.
     """
 
-    f: int = 0
     name: ClassVar[str] = "center_outer"
-    mode: ClassVar[Mode] = "plaintext"
-    uses_weights: ClassVar[bool] = False
-
-    def __post_init__(self) -> None:
-        _check_count(self.f, "f")
-
-    def _aggregate(self, points: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-        return _outside_cluster(points, self.f, "center")
+    cost: ClassVar[Cost] = "center"
 
 
 @dataclass(frozen=True)
-class MeanOuter(Aggregator):
-    """Outer aggregation with the 1-mean cost: the mean of the points outside the best f-point 1-mean cluster.
+class MeanOuter(_OuterRule):
+    """Outer aggregation with the 1-mean cost: the mean of the points outside the best f-point 1-mean cluster."""
 
-    Weights are ignored, as in MeanwO.
-    """
-
-    f: int = 0
     name: ClassVar[str] = "mean_outer"
-    mode: ClassVar[Mode] = "plaintext"
-    uses_weights: ClassVar[bool] = False
-
-    def __post_init__(self) -> None:
-        _check_count(self.f, "f")
-
-    def _aggregate(self, points: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-        return _outside_cluster(points, self.f, "mean")
+    cost: ClassVar[Cost] = "mean"
 
 
 @dataclass(frozen=True)
-class TwoPhaseRule(Aggregator):
+class TwoPhaseRule(_ClusterRule):
     """2PRASHB's prepare phase (Yi et al., Algorithm 3, lines 4-5): exactly two candidates, Inner and Outer.
 
     ``candidates(points)`` is the (2, d) array [Inner, Outer]: eq. (6), the mean
@@ -547,15 +551,6 @@ class TwoPhaseRule(Aggregator):
     oracle, ``rfa.voting.secure_tally``).  Weights are ignored, as in CenterwO.
     """
 
-    f: int = 0
-    cost: ClassVar[Cost]
-    mode: ClassVar[Mode] = "plaintext"
-    uses_weights: ClassVar[bool] = False
-    CANDIDATES: ClassVar[tuple[str, str]] = ("inner", "outer")
-
-    def __post_init__(self) -> None:
-        _check_count(self.f, "f")
-
     def candidates(self, points: ArrayLike, weights: ArrayLike | None = None) -> np.ndarray:
         w = check_points(points)
         check_weights(weights, w.shape[0])
@@ -564,7 +559,8 @@ class TwoPhaseRule(Aggregator):
     def _aggregate(self, points: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         raise NeedsVote(
             f"{self.name} is a two-phase rule: its aggregate is the candidate the clients elect, so it needs "
-            f"their votes (run it in rfa.training.train, or take rule.candidates(points) to rfa.voting.elect)"
+            f"their votes (run it in rfa.training.train, or put rule.candidates(points) to the clients with "
+            f"rfa.voting.cast_ballots, tally and elect)"
         )
 
 

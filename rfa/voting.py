@@ -114,8 +114,16 @@ def secure_tally(ballots: ArrayLike, oracle: SecureAverageOracle) -> tuple[int, 
     abstainer submits nothing.  The oracle reveals the average of the one-hot
     vectors and the total weight (the number of voters), whose product is the
     two counts; no individual ballot is revealed.  The oracle's value and weight
-    bounds must admit 1 (its defaults do).
+    bounds must both be 1: the oracle does not check that an input is one-hot,
+    so with a larger bound one corrupted voter's vector could count as many
+    votes; with these bounds a malformed ballot moves the margin by at most 2.
     """
+    if oracle.encoding.value_bound != 1.0 or oracle.encoding.weight_bound != 1.0:
+        raise ValueError(
+            "secure_tally needs an oracle with value_bound=1 and weight_bound=1, got "
+            f"{oracle.encoding.value_bound:g} and {oracle.encoding.weight_bound:g}: a larger bound lets one "
+            "voter's input count as several votes"
+        )
     b = _check_ballots(ballots)
     voting = np.flatnonzero(b != ABSTAIN)
     if voting.size == 0:

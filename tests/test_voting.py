@@ -82,3 +82,9 @@ def test_secure_tally_through_the_oracle_equals_the_plaintext_tally():
     assert secure_tally(ballots, oracle) == tally(ballots) == (2, 3, 1)
     assert oracle.calls == 1
     assert secure_tally([ABSTAIN, ABSTAIN], oracle) == (0, 0, 2)
+
+
+def test_secure_tally_refuses_an_oracle_whose_bounds_let_one_ballot_count_as_many():
+    loose = SecureAverageOracle(2 / 3, value_bound=1e3, weight_bound=1.0, max_clients=8, seed=0)
+    with pytest.raises(ValueError, match="value_bound=1"):
+        secure_tally([INNER, OUTER], loose)
