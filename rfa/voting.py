@@ -95,15 +95,12 @@ def cast_ballots(
     mask = np.asarray(corrupted, dtype=bool)
     if mask.shape != (len(voters),):
         raise ValueError(f"corrupted must have one entry per voter ({len(voters)}), got shape {mask.shape}")
-    ballots = np.empty(len(voters), dtype=np.int64)
-    for k, (X, y) in enumerate(voters):
-        if mask[k] and corrupted_vote == "abstain":
-            ballots[k] = ABSTAIN
-            continue
-        Xb, yb = draw_batch(X, y, batch_size, rng)
-        inner_loss, outer_loss = (model.loss(c, Xb, yb) for c in candidates)
-        better = OUTER if outer_loss < inner_loss else INNER  # equal losses: Inner (the tie rule)
-        ballots[k] = (1 - better) if mask[k] else better
+    ballots = np.full(len(voters), ABSTAIN, dtype=np.int64)
+    voting = np.flatnonzero(~mask) if corrupted_vote == "abstain" else np.arange(len(voters))
+    batches = [draw_batch(*voters[k], batch_size, rng) for k in voting]
+    inner_loss, outer_loss = (model.batch_losses(c, batches) for c in candidates)
+    better = np.where(outer_loss < inner_loss, OUTER, INNER)  # equal losses: Inner (the tie rule)
+    ballots[voting] = np.where(mask[voting], 1 - better, better)
     return ballots
 
 

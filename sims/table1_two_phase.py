@@ -3,6 +3,8 @@
     python3 -m sims.table1_two_phase            # rates 0.1, 0.2, 0.4; uniform and Dirichlet(0.1); 1 seed
     python3 -m sims.table1_two_phase --quick    # rate 0.4, uniform split, 30 rounds (used by the tests)
     python3 -m sims.table1_two_phase --json     # also print the worst-case table as JSON on stdout
+    python3 -m sims.table1_two_phase --splits uniform --rates 0.4 --attacks Empire --empire-epsilon 1
+                                                # a slice of the grid, a stronger Empire
 
 Setup.  scikit-learn's 8x8 digits (20% held out for testing) over n = 35
 clients, split uniformly ("uniform", i.i.d.) or with Dirichlet(0.1) label skew
@@ -35,12 +37,14 @@ Output (in ``--out``, default ``out/table1_two_phase``): ``table1_two_phase.csv`
 the two-phase rules how often Outer won and the mean vote counts),
 ``table1_heatmap.png`` (accuracy, rules x attacks and the worst column, one
 panel per split and rate) and ``summary.md`` (every table, the paper's Table 1
-beside ours, and the worst-case gap at rate 0.4).
+beside ours, the worst-case gaps, and a measurement of what Empire does to
+Inner and Outer on the honest gradients of the initial model).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import sys
@@ -66,7 +70,8 @@ from rfa import (
     TrimmedMean,
     TwoPhaseRule,
 )
-from rfa.data import digits
+from rfa.corruption import choose_corrupted, corrupt_updates
+from rfa.data import FederatedDataset, digits
 from rfa.models import LogisticRegression
 from rfa.training import TrainingConfig, train
 from sims.common import parser, plt, progress_bar, save_figure, seeds, write_csv, write_summary
@@ -100,7 +105,7 @@ ATTACKS = {
     "SF": Attack("update", "sign_flip", {}),
     "Gauss": Attack("update", "gaussian", {}),
     "Omn": Attack("update", "omniscient", {}),
-    "Empire": Attack("update", "empire", {"epsilon": EMPIRE_EPSILON}),
+    "Empire": Attack("update", "empire", {"epsilon": EMPIRE_EPSILON}),  # --empire-epsilon replaces it
     "SV": Attack("update", "sv", {}),
 }
 
@@ -137,14 +142,23 @@ def corrupted_count(rate: float) -> int:
     return math.floor(rate * N_CLIENTS + 1e-9)
 
 
-def run_one(split: str, rate: float, attack: str, rule_label: str, seed: int, rounds: int) -> dict[str, Any]:
+@functools.lru_cache(maxsize=None)
+def federation(split: str, seed: int) -> FederatedDataset:
+    """The seed's digits federation, built once per process (loading digits dominates a short run)."""
+    return digits(N_CLIENTS, rng=np.random.default_rng(seed), **SPLITS[split])
+
+
+def run_one(
+    split: str, rate: float, attack: str, rule_label: str, seed: int, rounds: int, epsilon: float
+) -> dict[str, Any]:
     """One training run; the row of the CSV.  Single-threaded BLAS: the runs themselves go in parallel."""
     with threadpool_limits(1):
         start = time.perf_counter()
-        data = digits(N_CLIENTS, rng=np.random.default_rng(seed), **SPLITS[split])
+        data = federation(split, seed)
         f = corrupted_count(rate)
         rule = RULES[rule_label](f, MODEL.n_params)
         spec = ATTACKS[attack]
+        params = {"epsilon": epsilon} if attack == "Empire" else spec.params
         config = TrainingConfig(
             rounds=rounds,
             clients_per_round=N_CLIENTS,
@@ -157,7 +171,7 @@ def run_one(split: str, rate: float, attack: str, rule_label: str, seed: int, ro
             vote_batch_size=VOTE_BATCH_SIZE,
             eval_every=rounds,
             seed=seed,
-            corruption_params=spec.params,
+            corruption_params=params,
             **{f"{spec.kind}_corruption": spec.corruption},
         )
         result = train(MODEL, data, rule, config)
@@ -178,11 +192,11 @@ def run_one(split: str, rate: float, attack: str, rule_label: str, seed: int, ro
 
 
 def grid(args) -> tuple[list[dict], float]:
-    rates = QUICK_RATES if args.quick else RATES
-    splits = QUICK_SPLITS if args.quick else tuple(SPLITS)
+    rates = args.rates or (QUICK_RATES if args.quick else RATES)
+    splits = args.splits or (QUICK_SPLITS if args.quick else tuple(SPLITS))
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else ROUNDS)
-    jobs = [(s, r, a, rule, seed, rounds) for seed in seeds_of(args) for s in splits for r in rates
-            for a in ATTACKS for rule in RULES]
+    jobs = [(s, r, a, rule, seed, rounds, args.empire_epsilon) for seed in seeds_of(args) for s in splits
+            for r in rates for a in args.attacks or ATTACKS for rule in args.rules or RULES]
     # The slow two-phase runs first, so the pool does not end on one of them.
     jobs.sort(key=lambda job: job[3] not in TWO_PHASE)
     rows: list[dict] = []
@@ -222,12 +236,33 @@ def table(rows: Sequence[dict], split: str, rate: float) -> dict[str, dict[str, 
 
 
 def worst_gap(t: dict[str, dict[str, float]], others: Sequence[str]) -> float:
-    """min over the two-phase rules of their worst case, minus the max over ``others`` of theirs."""
-    return min(t[r]["Worst"] for r in TWO_PHASE if r in t) - max(t[r]["Worst"] for r in others if r in t)
+    """min over the two-phase rules of their worst case, minus the max over ``others`` of theirs (nan: none ran)."""
+    two, rest = [t[r]["Worst"] for r in TWO_PHASE if r in t], [t[r]["Worst"] for r in others if r in t]
+    return min(two) - max(rest) if two and rest else float("nan")
+
+
+def empire_mechanism(epsilon: float, seed: int = 0, rate: float = 0.4) -> dict[str, float]:
+    """What Empire does to one round's aggregates, measured on honest full-batch gradients at the initial model.
+
+    Uniform split of ``seed``; the corrupted set as in training.  Each value is the
+    aggregate's component along the honest mean, as a multiple of it: 1 is the
+    honest mean, 0 no progress, below 0 a step uphill.
+    """
+    data = federation("uniform", seed)
+    rng = np.random.default_rng(seed)
+    w = MODEL.init_params(rng)
+    grads = np.stack([MODEL.grad(w, *data.client(i)) for i in range(N_CLIENTS)])
+    bad = choose_corrupted(np.ones(N_CLIENTS, dtype=np.int64), rate, rng)
+    sent = corrupt_updates("empire", grads, None, bad, rng, epsilon=epsilon)
+    honest = grads[~bad].mean(axis=0)
+    f = corrupted_count(rate)
+    rules = {"Avg": Mean(), "Inner (CenterwO)": CenterWithOutliers(f=f), "Outer": Cent2P(f=f)}
+    aggregates = {k: (r.candidates(sent)[1] if isinstance(r, TwoPhaseRule) else r(sent)) for k, r in rules.items()}
+    return {k: float(a @ honest / (honest @ honest)) for k, a in aggregates.items()}
 
 
 def heatmap(rows: Sequence[dict], panels: Sequence[tuple[str, float]], out) -> None:
-    columns = list(ATTACKS) + ["Worst"]
+    columns = list(dict.fromkeys(r["attack"] for r in rows)) + ["Worst"]
     cols = min(3, len(panels))
     nrows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 4.6 * nrows), squeeze=False)
@@ -252,21 +287,23 @@ def heatmap(rows: Sequence[dict], panels: Sequence[tuple[str, float]], out) -> N
 
 
 def _markdown(t: dict[str, dict[str, float]]) -> list[str]:
-    columns = list(ATTACKS) + ["Worst"]
+    columns = [c for c in list(ATTACKS) + ["Worst"] if c in next(iter(t.values()))]
     lines = ["| rule | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     for rule, cells in t.items():
         lines.append(f"| {rule} | " + " | ".join(f"{cells[c]:.2f}" for c in columns) + " |")
     return lines
 
 
-def summary_lines(rows: Sequence[dict], panels: Sequence[tuple[str, float]], seconds: float) -> list[str]:
+def summary_lines(rows: Sequence[dict], panels: Sequence[tuple[str, float]], seconds: float, epsilon: float) -> list[str]:
     run_seeds = sorted({r["seed"] for r in rows})
     rounds = rows[0]["rounds"]
+    attacks = list(dict.fromkeys(r["attack"] for r in rows))
     lines = [
         f"Digits (sklearn 8x8, 10 classes) over {N_CLIENTS} clients, all of them in every round; RASHB with "
         f"beta = {MOMENTUM}, lr = {LR}, batch {BATCH_SIZE}, {rounds} rounds, multinomial logistic regression; "
         f"two-phase votes on fresh batches of {VOTE_BATCH_SIZE} rows, corrupted clients vote for the worse "
-        f"candidate. Seeds {run_seeds}; {len(rows)} runs in {seconds:.0f} s. Final test accuracy, mean over seeds. "
+        f"candidate. Empire epsilon = {epsilon:g}. Seeds {run_seeds}; {len(rows)} runs in {seconds:.0f} s. Final "
+        f"test accuracy, mean over seeds; the worst column is over the attacks run ({', '.join(attacks)}). "
         "PGA is not run.",
         "",
     ]
@@ -280,12 +317,35 @@ def summary_lines(rows: Sequence[dict], panels: Sequence[tuple[str, float]], sec
         )
         two = [r for r in rows if (r["split"], r["rate"]) == (split, rate) and r["rule"] in TWO_PHASE]
         if two:
-            share = {a: np.mean([r["outer_win_share"] for r in two if r["attack"] == a]) for a in ATTACKS}
+            share = {a: np.mean([r["outer_win_share"] for r in two if r["attack"] == a]) for a in attacks}
             lines.append(
                 "Share of rounds Outer won (two-phase rules, mean): "
-                + ", ".join(f"{a} {share[a]:.2f}" for a in ATTACKS) + "."
+                + ", ".join(f"{a} {share[a]:.2f}" for a in attacks) + "."
             )
         lines.append("")
+    lines += [
+        "## What Empire does to Inner and Outer (one round, measured)",
+        "",
+        "Honest full-batch gradients of the 35 clients at the initial model (uniform split, seed 0, rate 0.4: "
+        "14 send minus epsilon times the honest mean). The aggregate's component along the honest mean, as a "
+        "multiple of it (1: the honest mean; below 0: a step uphill):",
+        "",
+        "| epsilon | Avg | Inner (CenterwO) | Outer |",
+        "|---:|---:|---:|---:|",
+    ]
+    for eps in sorted({EMPIRE_EPSILON, epsilon, 0.5, 1.0}):
+        m = empire_mechanism(eps)
+        lines.append(f"| {eps:g} | {m['Avg']:.2f} | {m['Inner (CenterwO)']:.2f} | {m['Outer']:.2f} |")
+    lines += [
+        "",
+        "Outer returns the honest mean exactly at every epsilon: the 14 identical Empire vectors are the "
+        "tightest 14-point cluster. Inner's step, where it is below 1, has taken Empire vectors in (at a small "
+        "epsilon they sit inside the honest spread, near 0) but stays downhill, so Cent1P / Mean1P train more "
+        "slowly instead of diverging; at a large epsilon the Empire vectors lie outside the honest cluster and "
+        "Inner drops them. On this convex task no attack here turns Inner's step uphill, which bounds what the "
+        "vote can add over Cent1P / Mean1P.",
+        "",
+    ]
     paper = {r: dict(zip(list(ATTACKS) + ["Worst"], v)) for r, v in PAPER_TABLE1.items()}
     lines += [
         "## The paper's Table 1 (FEMNIST, CNN, 1500 rounds; uniform sampling, rate 0.4)",
@@ -301,11 +361,34 @@ def summary_lines(rows: Sequence[dict], panels: Sequence[tuple[str, float]], sec
     return lines
 
 
+def _choices(known: Sequence[str]) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        names = [x for x in text.split(",") if x]
+        unknown = [x for x in names if x not in known]
+        if unknown or not names:
+            raise ValueError(f"unknown {unknown}; known: {', '.join(known)}")
+        return names
+
+    return parse
+
+
+def _rates(text: str) -> list[float]:
+    rates = [float(x) for x in text.split(",") if x]
+    if not rates or not all(0 < r < 0.5 for r in rates):
+        raise ValueError("rates must lie in (0, 0.5)")
+    return rates
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser(NAME, "Table 1 of Yi et al. on digits: RASHB one-phase rules against the two-phase Cent2P / Mean2P.")
     p.add_argument("--json", action="store_true", help="print the worst-case tables as JSON on stdout")
     p.add_argument("--workers", type=int, default=2, help="parallel training processes (default 2)")
     p.add_argument("--rounds", type=int, default=None, help=f"training rounds (default {ROUNDS}, quick {QUICK_ROUNDS})")
+    p.add_argument("--empire-epsilon", type=float, default=EMPIRE_EPSILON, help="Empire's epsilon (default 0.1)")
+    p.add_argument("--splits", type=_choices(SPLITS), default=None, help="comma-separated subset of: " + ",".join(SPLITS))
+    p.add_argument("--rates", type=_rates, default=None, help="comma-separated adversarial rates in (0, 0.5)")
+    p.add_argument("--attacks", type=_choices(ATTACKS), default=None, help="subset of: " + ",".join(ATTACKS))
+    p.add_argument("--rules", type=_choices(RULES), default=None, help="subset of: " + ",".join(RULES))
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error("--workers must be at least 1")
@@ -318,7 +401,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_csv(out / f"{NAME}.csv", rows)
     panels = [(s, r) for s in dict.fromkeys(r["split"] for r in rows) for r in sorted({r["rate"] for r in rows})]
     heatmap(rows, panels, out / "table1_heatmap.png")
-    write_summary(out / "summary.md", "Table 1: two-phase voting against one-phase rules", summary_lines(rows, panels, seconds))
+    write_summary(out / "summary.md", "Table 1: two-phase voting against one-phase rules",
+                  summary_lines(rows, panels, seconds, args.empire_epsilon))
     if args.json:
         print(json.dumps({f"{s} {r:g}": table(rows, s, r) for s, r in panels}, indent=1))
     else:
