@@ -47,6 +47,7 @@ import contextlib
 import functools
 import json
 import math
+import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -191,6 +192,10 @@ def run_one(
         return row
 
 
+def _one_blas_thread() -> None:
+    threadpool_limits(1)
+
+
 def grid(args) -> tuple[list[dict], float]:
     rates = args.rates or (QUICK_RATES if args.quick else RATES)
     splits = args.splits or (QUICK_SPLITS if args.quick else tuple(SPLITS))
@@ -207,7 +212,9 @@ def grid(args) -> tuple[list[dict], float]:
                 rows.append(run_one(*job))
                 advance()
         else:
-            with ProcessPoolExecutor(max_workers=args.workers) as pool:
+            # Fresh interpreters (spawn) with one BLAS thread each: a forked OpenBLAS pool oversubscribes the cores.
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=args.workers, mp_context=context, initializer=_one_blas_thread) as pool:
                 for row in pool.map(run_one, *zip(*jobs)):
                     rows.append(row)
                     advance()
@@ -382,7 +389,7 @@ def _rates(text: str) -> list[float]:
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser(NAME, "Table 1 of Yi et al. on digits: RASHB one-phase rules against the two-phase Cent2P / Mean2P.")
     p.add_argument("--json", action="store_true", help="print the worst-case tables as JSON on stdout")
-    p.add_argument("--workers", type=int, default=2, help="parallel training processes (default 2)")
+    p.add_argument("--workers", type=int, default=1, help="parallel training processes (default 1)")
     p.add_argument("--rounds", type=int, default=None, help=f"training rounds (default {ROUNDS}, quick {QUICK_ROUNDS})")
     p.add_argument("--empire-epsilon", type=float, default=EMPIRE_EPSILON, help="Empire's epsilon (default 0.1)")
     p.add_argument("--splits", type=_choices(SPLITS), default=None, help="comma-separated subset of: " + ",".join(SPLITS))
