@@ -287,20 +287,19 @@ def train(
             realised = max(s.realised_max_weight for s in steps)
             certified = max(s.certified_weight for s in steps)
         elif isinstance(rule, TwoPhaseRule):  # Algorithm 3, lines 4-10
-            proposals = [_step(w, c, config) for c in rule.candidates(updates, alpha)]
+            candidates = rule.candidates(updates, alpha)
+            proposals = np.stack([_step(w, c, config) for c in candidates])
             voters = [clean.client(int(i)) for i in selected]
-            ballots = cast_ballots(model, np.stack(proposals), voters, bad, rng=rng, corrupted_vote=config.corrupted_vote,
+            ballots = cast_ballots(model, proposals, voters, bad, rng=rng, corrupted_vote=config.corrupted_vote,
                                    batch_size=config.vote_batch_size or config.batch_size)
             elections.append(elect(*tally(ballots), round=t_round))
-            aggregate = None
-            w = proposals[elections[-1].winner]
+            aggregate = candidates[elections[-1].winner]
             per_client, realised, certified = np.nan, np.nan, np.nan
         else:
             aggregate = rule(updates, alpha)  # line 9
             calls += rule.oracle_calls or 0
             per_client, realised, certified = np.nan, np.nan, np.nan
-        if aggregate is not None:
-            w = _step(w, aggregate, config)
+        w = _step(w, aggregate, config)
         if t_round % config.eval_every == 0 or t_round == config.rounds:
             accuracy, local_accuracy, loss = _evaluate(model, w, dataset, local_test, personal, corrupted)
             history.append(
