@@ -43,6 +43,7 @@ Inner and Outer on the honest gradients of the initial model).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
 import json
@@ -373,7 +374,7 @@ def _choices(known: Sequence[str]) -> Callable[[str], list[str]]:
         names = [x for x in text.split(",") if x]
         unknown = [x for x in names if x not in known]
         if unknown or not names:
-            raise ValueError(f"unknown {unknown}; known: {', '.join(known)}")
+            raise argparse.ArgumentTypeError(f"unknown {unknown}; known: {', '.join(known)}")
         return names
 
     return parse
@@ -382,7 +383,7 @@ def _choices(known: Sequence[str]) -> Callable[[str], list[str]]:
 def _rates(text: str) -> list[float]:
     rates = [float(x) for x in text.split(",") if x]
     if not rates or not all(0 < r < 0.5 for r in rates):
-        raise ValueError("rates must lie in (0, 0.5)")
+        raise argparse.ArgumentTypeError("rates must lie in (0, 0.5)")
     return rates
 
 
