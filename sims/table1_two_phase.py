@@ -5,6 +5,7 @@
     python3 -m sims.table1_two_phase --json     # also print the worst-case table as JSON on stdout
     python3 -m sims.table1_two_phase --splits uniform --rates 0.4 --attacks Empire --empire-epsilon 1
                                                 # a slice of the grid, a stronger Empire
+    python3 -m sims.table1_two_phase --workers 2  # a pool of 2 processes (one BLAS thread each)
 
 Setup.  scikit-learn's 8x8 digits (20% held out for testing) over n = 35
 clients, split uniformly ("uniform", i.i.d.) or with Dirichlet(0.1) label skew
@@ -15,7 +16,9 @@ keeps the momentum m <- beta m + (1 - beta) g with beta = 0.9 and sends it; the
 server steps w <- w - 0.5 R with R the rule's aggregate; 200 rounds of
 multinomial logistic regression.  Cent2P and Mean2P run 2PRASHB (Algorithm 3):
 the server proposes the Inner and the Outer model, every client votes on a
-fresh batch of 32 of its own rows, the corrupted ones for the worse.
+fresh batch of 32 of its own rows, the corrupted ones for the candidate with
+the larger loss on their unpoisoned rows.  Updates are weighted by alpha_i = N_i
+where a rule uses weights (the uniform split's N_i differ by at most one row).
 
 Adversarial rates 0.1, 0.2, 0.4: exactly 3, 7, 14 of the 35 clients are
 corrupted (by count, as in the paper), and every rule that takes f is told that
