@@ -2,23 +2,28 @@
 
 from secagg import __version__
 
-from .errors import CertificateViolation, InvalidArgument, PlaintextOnly, RFAError, UncertifiableBound
+from .errors import CertificateViolation, InvalidArgument, NeedsVote, PlaintextOnly, RFAError, UncertifiableBound
 from .privacy import PrivacyPolicy, certified_weight, smallest_nu, weight_floor
 from .secure import SecureAggregate, StepRecord, one_step_geometric_median, secure_geometric_median, secure_mean
 
 from .aggregators import (
     Aggregator,
+    Cent2P,
     CenteredClipping,
+    CenterOuter,
     CenterWithOutliers,
     CoordinateMedian,
     GeometricMedianRule,
     Krum,
     Mean,
+    Mean2P,
+    MeanOuter,
     MeanWithOutliers,
     MultiKrum,
     NormClippedMean,
     OneStepRule,
     TrimmedMean,
+    TwoPhaseRule,
     make_aggregator,
     registry,
 )
@@ -28,6 +33,7 @@ __all__ = [
     "__version__",
     "CertificateViolation",
     "InvalidArgument",
+    "NeedsVote",
     "PlaintextOnly",
     "PrivacyPolicy",
     "RFAError",
@@ -41,6 +47,8 @@ __all__ = [
     "smallest_nu",
     "weight_floor",
     "Aggregator",
+    "Cent2P",
+    "CenterOuter",
     "CenterWithOutliers",
     "CenteredClipping",
     "CoordinateMedian",
@@ -48,12 +56,15 @@ __all__ = [
     "GeometricMedianRule",
     "Krum",
     "Mean",
+    "Mean2P",
+    "MeanOuter",
     "MeanWithOutliers",
     "MultiKrum",
     "NormClippedMean",
     "OneStepRule",
     "PointsError",
     "TrimmedMean",
+    "TwoPhaseRule",
     "WeightError",
     "geometric_median",
     "make_aggregator",

@@ -3,7 +3,8 @@
 This module owns the ``Aggregator`` interface, the rules the RFA paper compares
 against (Sec. V-B: coordinate-wise median, trimmed mean, norm clipping,
 (multi-)Krum), centred clipping, the 1-center / 1-mean clustering rules of Yi
-et al. (AAAI 2024, Algorithm 2), and the plaintext counterparts of the secure
+et al. (AAAI 2024: Inner aggregation, Algorithm 2; Outer aggregation, Sec. 4.1;
+the two candidates of the two-phase rules Cent2P / Mean2P, Algorithm 3), and the plaintext counterparts of the secure
 rules (mean, geometric median, one-step), with a registry for simulations.
 
 An ``Aggregator`` maps an (n, d) array of updates and optional weights alpha_i
@@ -21,7 +22,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .errors import InvalidArgument, PlaintextOnly
+from .errors import InvalidArgument, NeedsVote, PlaintextOnly
 from .secure import SecureAggregate, one_step_geometric_median, secure_geometric_median, secure_mean
 from .weiszfeld import (
     _MovingPointDistances,
@@ -36,17 +37,22 @@ from .weiszfeld import (
 
 __all__ = [
     "Aggregator",
+    "Cent2P",
+    "CenterOuter",
     "CenterWithOutliers",
     "CenteredClipping",
     "CoordinateMedian",
     "GeometricMedianRule",
     "Krum",
     "Mean",
+    "Mean2P",
+    "MeanOuter",
     "MeanWithOutliers",
     "MultiKrum",
     "NormClippedMean",
     "OneStepRule",
     "TrimmedMean",
+    "TwoPhaseRule",
     "make_aggregator",
     "registry",
 ]
@@ -386,34 +392,61 @@ class CenteredClipping(Aggregator):
         return moving.v
 
 
-def _clusters_with_outliers(points: np.ndarray, f: int, cost: Literal["center", "mean"]) -> np.ndarray:
-    """Yi et al. (AAAI 2024), Algorithm 2 (CenterwO / MeanwO).
+Cost = Literal["center", "mean"]
 
-    Steps 1-4: for every x_i, K(x_i) is the n - f points of X closest to x_i,
-    x_i included, and dist_i = cost(x_i, K(x_i)) by eq. (5): the largest
-    distance (1-center) or the sum of squared distances (1-mean).
-    Step 5: j = argmin_i dist_i.  Step 6: return the mean of K(x_j).
-    Ties (equal distances, equal costs) go to the lowest index.
+
+def _best_cluster(points: np.ndarray, size: int, cost: Cost) -> np.ndarray:
+    """Yi et al. (AAAI 2024), Algorithm 2, steps 1-5, for clusters of ``size`` points.
+
+    For every x_i, K(x_i) is the ``size`` points of X closest to x_i, x_i
+    included, and dist_i = cost(x_i, K(x_i)) by eq. (5): the largest distance
+    (1-center) or the sum of squared distances (1-mean).  Returns the indices
+    of K(x_j), j = argmin_i dist_i.  Ties (equal distances, equal costs) go to
+    the lowest index; with ``size`` = 1 every point is a cluster of cost 0, so
+    K(x_1) = {x_1}.  Under the 1-center cost two clusters tie whenever their
+    largest distance is the same pair (x_i's farthest member is x_k and x_k's
+    is x_i), so equal radii are ranked by the 1-mean cost first: the choice
+    then depends on the points, not on their order.
     """
-    n = points.shape[0]
-    if not 2 * f < n:
-        raise InvalidArgument(f"Algorithm 2 needs f < n/2, got f={f}, n={n}")
-    others = n - f - 1  # K(x_i) is x_i itself plus its n - f - 1 nearest other points
-    if others == 0:  # n = 1, f = 0: K(x_1) = {x_1}
-        return points[0].copy()
+    others = size - 1  # K(x_i) is x_i itself plus its size - 1 nearest other points
+    if others == 0:
+        return np.zeros(1, dtype=np.intp)
     d2 = _pairwise_sq_distances(points)
     # x_i is always in K(x_i) (step 2, "including x_i"), even when a duplicate
     # of it ties at distance 0; the other members are picked from the rest.
     np.fill_diagonal(d2, np.inf)
     nearest = np.partition(d2, others - 1, axis=1)[:, :others]
+    spread = nearest.sum(axis=1)  # sum_{x in K} ||x - x_i||^2, x_i itself adds 0
     if cost == "center":
         # max_{x in K} ||x - x_i||; comparing squared distances ranks the same.
-        dist = nearest.max(axis=1)
+        j = int(np.lexsort((spread, nearest.max(axis=1)))[0])  # step 5, equal radii by spread
     else:
-        dist = nearest.sum(axis=1)  # sum_{x in K} ||x - x_i||^2, x_i itself adds 0
-    j = int(np.argmin(dist))  # step 5
-    members = np.concatenate(([j], np.argsort(d2[j], kind="stable")[:others]))
-    return points[members].mean(axis=0)  # step 6: 1/(n - f) sum_{x in K(x_j)} x
+        j = int(np.argmin(spread))  # step 5
+    return np.concatenate(([j], np.argsort(d2[j], kind="stable")[:others]))
+
+
+def _clusters_with_outliers(points: np.ndarray, f: int, cost: Cost) -> np.ndarray:
+    """Inner aggregation, Algorithm 2 (CenterwO / MeanwO): the mean of the best n - f point cluster (step 6)."""
+    n = points.shape[0]
+    if not 2 * f < n:
+        raise InvalidArgument(f"Algorithm 2 needs f < n/2, got f={f}, n={n}")
+    return points[_best_cluster(points, n - f, cost)].mean(axis=0)  # 1/(n - f) sum_{x in K(x_j)} x
+
+
+def _outside_cluster(points: np.ndarray, f: int, cost: Cost) -> np.ndarray:
+    """Outer aggregation (Yi et al. Sec. 4.1): the mean of the n - f points outside the best f-point cluster.
+
+    The answer to the sneak attack, where the f corrupted vectors hide inside the
+    honest cloud but close to each other: the tightest cluster of f points is
+    theirs, and removing it leaves the honest points.  f = 0 removes nothing.
+    """
+    n = points.shape[0]
+    if not f < n:
+        raise InvalidArgument(f"Outer aggregation needs f < n (a point outside the cluster), got f={f}, n={n}")
+    keep = np.ones(n, dtype=bool)
+    if f > 0:
+        keep[_best_cluster(points, f, cost)] = False
+    return points[keep].mean(axis=0)
 
 
 @dataclass(frozen=True)
@@ -460,6 +493,93 @@ class MeanWithOutliers(Aggregator):
         return _clusters_with_outliers(points, self.f, "mean")
 
 
+@dataclass(frozen=True)
+class _ClusterRule(Aggregator):
+    """A plaintext rule built on the clusters of Algorithm 2 with f outliers and one cost.
+
+    Weights are ignored, as in CenterwO / MeanwO: the rules count points.
+    """
+
+    f: int = 0
+    cost: ClassVar[Cost]
+    mode: ClassVar[Mode] = "plaintext"
+    uses_weights: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        _check_count(self.f, "f")
+
+
+@dataclass(frozen=True)
+class _OuterRule(_ClusterRule):
+    """Outer aggregation (Yi et al. Sec. 4.1): the mean of the points outside the best f-point cluster."""
+
+    def _aggregate(self, points: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        return _outside_cluster(points, self.f, self.cost)
+
+
+@dataclass(frozen=True)
+class CenterOuter(_OuterRule):
+    """Outer aggregation with the 1-center cost: the mean of the points outside the best f-point ball.
+
+    The f-point cluster is found as in Algorithm 2 (the smallest ball centred
+    at a data point that covers f points); the answer to the sneak attack.
+    """
+
+    name: ClassVar[str] = "center_outer"
+    cost: ClassVar[Cost] = "center"
+
+
+@dataclass(frozen=True)
+class MeanOuter(_OuterRule):
+    """Outer aggregation with the 1-mean cost: the mean of the points outside the best f-point 1-mean cluster."""
+
+    name: ClassVar[str] = "mean_outer"
+    cost: ClassVar[Cost] = "mean"
+
+
+@dataclass(frozen=True)
+class TwoPhaseRule(_ClusterRule):
+    """2PRASHB's prepare phase (Yi et al., Algorithm 3, lines 4-5): exactly two candidates, Inner and Outer.
+
+    ``candidates(points)`` is the (2, d) array [Inner, Outer]: eq. (6), the mean
+    of the best n - f point cluster (CenterwO / MeanwO), and eq. (7), the mean
+    of the points outside the best f-point cluster.  The aggregate is the
+    candidate the clients elect (lines 6-10, ``rfa.voting``), so it is not a
+    function of the points alone: ``rule(points)`` raises ``NeedsVote`` and
+    ``rfa.training.train`` runs the vote.  Plaintext: both candidates need every
+    update in the clear (only the vote tally can go through the secure average
+    oracle, ``rfa.voting.secure_tally``).  Weights are ignored, as in CenterwO.
+    """
+
+    def candidates(self, points: ArrayLike, weights: ArrayLike | None = None) -> np.ndarray:
+        w = check_points(points)
+        check_weights(weights, w.shape[0])
+        return np.stack([_clusters_with_outliers(w, self.f, self.cost), _outside_cluster(w, self.f, self.cost)])
+
+    def _aggregate(self, points: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        raise NeedsVote(
+            f"{self.name} is a two-phase rule: its aggregate is the candidate the clients elect, so it needs "
+            f"their votes (run it in rfa.training.train, or put rule.candidates(points) to the clients with "
+            f"rfa.voting.cast_ballots, tally and elect)"
+        )
+
+
+@dataclass(frozen=True)
+class Cent2P(TwoPhaseRule):
+    """Cent2P: 2PRASHB with Inner = CenterwO and Outer = CenterOuter (1-center cost)."""
+
+    name: ClassVar[str] = "cent2p"
+    cost: ClassVar[Cost] = "center"
+
+
+@dataclass(frozen=True)
+class Mean2P(TwoPhaseRule):
+    """Mean2P: 2PRASHB with Inner = MeanwO and Outer = MeanOuter (1-mean cost)."""
+
+    name: ClassVar[str] = "mean2p"
+    cost: ClassVar[Cost] = "mean"
+
+
 registry: dict[str, type[Aggregator]] = {
     rule.name: rule
     for rule in (
@@ -474,6 +594,10 @@ registry: dict[str, type[Aggregator]] = {
         CenteredClipping,
         CenterWithOutliers,
         MeanWithOutliers,
+        CenterOuter,
+        MeanOuter,
+        Cent2P,
+        Mean2P,
     )
 }
 

@@ -324,6 +324,10 @@ UPDATE_CORRUPTIONS: Mapping[str, UpdateCorruption] = MappingProxyType(
         "sign_flip": sign_flip,
         "ipm": inner_product_manipulation,
         "alie": a_little_is_enough,
+        # The names of Yi et al.'s Table 1 for the same two attacks: "Empire" (fall of empires) is
+        # inner-product manipulation, "SV" (scaled variance) is "a little is enough".
+        "empire": inner_product_manipulation,
+        "sv": a_little_is_enough,
     }
 )
 

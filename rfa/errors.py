@@ -7,6 +7,8 @@ parameter can certify the requested privacy-weight bound.
 ``CertificateViolation`` stops a step before any masked input is sent: the
 server or a client found that the step could reveal an effective weight above
 the bound (or a client received a broadcast outside the public norm ball).
+``NeedsVote``: a two-phase rule's aggregate is elected by the clients, not
+computed from the updates alone.
 """
 
 from __future__ import annotations
@@ -35,3 +37,7 @@ class CertificateViolation(RFAError):
 
 class PlaintextOnly(RFAError):
     """A rule that needs every individual update in the clear was asked to run securely."""
+
+
+class NeedsVote(RFAError):
+    """A two-phase rule (Cent2P, Mean2P) was asked for an aggregate without the clients' vote."""

@@ -20,7 +20,7 @@ averaging of Sec. IV-A and the additive offset of Algorithm 4 (personalization).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -33,6 +33,7 @@ __all__ = [
     "LogisticRegression",
     "MLP",
     "Model",
+    "draw_batch",
     "local_sgd",
 ]
 
@@ -70,6 +71,10 @@ class Model(ABC):
     @abstractmethod
     def predict(self, params: ArrayLike, X: ArrayLike) -> np.ndarray:
         """Predictions for the rows of X."""
+
+    def batch_losses(self, params: ArrayLike, batches: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """``loss`` on each (X, y) of ``batches``, a (len(batches),) array (the 2PRASHB voters' batches)."""
+        return np.array([self.loss(params, X, y) for X, y in batches])
 
     def _params(self, params: ArrayLike) -> np.ndarray:
         p = np.asarray(params, dtype=np.float64)
@@ -169,6 +174,27 @@ class ClassificationModel(Model):
         log_probs = _log_softmax(self._logits(params, X))
         return float(-np.mean(log_probs[np.arange(y.shape[0]), y]))
 
+    @abstractmethod
+    def _penalty(self, params: np.ndarray) -> float:
+        """The regulariser added to the mean cross-entropy."""
+
+    def loss(self, params: ArrayLike, X: ArrayLike, y: ArrayLike) -> float:
+        p = self._params(params)
+        X, y = self._data(X, y)
+        return self._cross_entropy(p, X, y) + self._penalty(p)
+
+    def batch_losses(self, params: ArrayLike, batches: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """All batches through one forward pass: the rows stacked, the mean cross-entropy per batch."""
+        if not batches:
+            return np.zeros(0)
+        p = self._params(params)
+        checked = [self._data(X, y) for X, y in batches]
+        X = np.concatenate([b[0] for b in checked])
+        y = np.concatenate([b[1] for b in checked])
+        sizes = np.array([b[1].shape[0] for b in checked])
+        nll = -_log_softmax(self._logits(p, X))[np.arange(y.shape[0]), y]
+        return np.add.reduceat(nll, np.cumsum(sizes) - sizes) / sizes + self._penalty(p)
+
 
 class LogisticRegression(ClassificationModel):
     """Multinomial logistic regression: softmax(x W + b), loss cross-entropy + (l2/2) ||W||^2.
@@ -196,11 +222,9 @@ class LogisticRegression(ClassificationModel):
         W, b = self._split(params)
         return X @ W + b
 
-    def loss(self, params: ArrayLike, X: ArrayLike, y: ArrayLike) -> float:
-        p = self._params(params)
-        X, y = self._data(X, y)
-        W, _ = self._split(p)
-        return self._cross_entropy(p, X, y) + 0.5 * self.l2 * float(np.sum(W * W))
+    def _penalty(self, params: np.ndarray) -> float:
+        W, _ = self._split(params)
+        return 0.5 * self.l2 * float(np.sum(W * W))
 
     def grad(self, params: ArrayLike, X: ArrayLike, y: ArrayLike) -> np.ndarray:
         p = self._params(params)
@@ -256,11 +280,9 @@ class MLP(ClassificationModel):
         _, _, W2, b2 = self._split(params)
         return self._hidden(params, X)[1] @ W2 + b2
 
-    def loss(self, params: ArrayLike, X: ArrayLike, y: ArrayLike) -> float:
-        p = self._params(params)
-        X, y = self._data(X, y)
-        W1, _, W2, _ = self._split(p)
-        return self._cross_entropy(p, X, y) + 0.5 * self.l2 * float(np.sum(W1 * W1) + np.sum(W2 * W2))
+    def _penalty(self, params: np.ndarray) -> float:
+        W1, _, W2, _ = self._split(params)
+        return 0.5 * self.l2 * float(np.sum(W1 * W1) + np.sum(W2 * W2))
 
     def grad(self, params: ArrayLike, X: ArrayLike, y: ArrayLike) -> np.ndarray:
         p = self._params(params)
@@ -273,6 +295,17 @@ class MLP(ClassificationModel):
         return np.concatenate(
             [(X.T @ G1 + self.l2 * W1).ravel(), G1.sum(axis=0), (hidden.T @ G2 + self.l2 * W2).ravel(), G2.sum(axis=0)]
         )
+
+
+def draw_batch(
+    X: np.ndarray, y: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``batch_size`` distinct rows of (X, y) drawn uniformly; all rows, without randomness, if there are no more."""
+    m = X.shape[0]
+    if batch_size >= m:
+        return X, y
+    rows = rng.choice(m, size=batch_size, replace=False)
+    return X[rows], y[rows]
 
 
 def local_sgd(
@@ -316,16 +349,10 @@ def local_sgd(
     m = X.shape[0]
     if m == 0 or y.shape[0] != m:
         raise InvalidArgument(f"need at least one row and as many labels as rows, got {m} rows and {y.shape[0]} labels")
-    full_batch = batch_size >= m
     tail_start = steps // 2
     tail_sum = np.zeros_like(w)
     for k in range(steps):
-        if full_batch:
-            g = model.grad(w + shift, X, y)
-        else:
-            rows = rng.choice(m, size=batch_size, replace=False)
-            g = model.grad(w + shift, X[rows], y[rows])
-        w -= lr * g
+        w -= lr * model.grad(w + shift, *draw_batch(X, y, batch_size, rng))
         if tail_average and k >= tail_start:  # w is now w_{k+1}, with k + 1 > floor(tau/2)
             tail_sum += w
     return tail_sum / (steps - tail_start) if tail_average else w

@@ -11,6 +11,16 @@ With ``secure=True`` every average is a call to the secure average oracle
 ``rfa.privacy`` applies with the public norm bound C on updates and the public
 weight range [min N_i, max N_i], and the run counts oracle calls and bytes.
 A plaintext-only rule with ``secure=True`` is refused before training starts.
+
+With ``momentum=beta`` the loop is RASHB instead (Yi et al., AAAI 2024,
+Algorithm 1): each sampled client computes one stochastic gradient g at w on a
+mini-batch, updates its own momentum m_i <- beta m_i + (1 - beta) g (m_i = 0
+before its first round) and sends m_i; the server steps w <- w - lr R with R
+the rule's aggregate of the momenta.  A two-phase rule (Cent2P, Mean2P) makes
+the round 2PRASHB (Algorithm 3): the server turns the rule's two candidate
+aggregates into two candidate models, the round's clients vote on them
+(``rfa.voting``) and the elected one becomes w; each round's ``Election`` is
+recorded in ``TrainingResult.elections``.
 """
 
 from __future__ import annotations
@@ -22,12 +32,13 @@ import numpy as np
 
 from secagg import SecureAverageOracle, simulate
 
-from .aggregators import Aggregator
+from .aggregators import Aggregator, TwoPhaseRule
 from .corruption import choose_corrupted, corrupt_updates, poison_clients
 from .data import FederatedDataset
 from .errors import InvalidArgument, PlaintextOnly, UncertifiableBound
-from .models import ClassificationModel, Model, local_sgd
+from .models import ClassificationModel, Model, draw_batch, local_sgd
 from .privacy import PrivacyPolicy, smallest_nu, weight_floor
+from .voting import CorruptedVote, Election, cast_ballots, elect, tally
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,10 @@ class TrainingConfig:
     nu: float | Literal["auto"] | None = None  # None: the rule's own nu
     eval_every: int = 1
     seed: int = 0
+    momentum: float | None = None  # beta: RASHB (Yi et al. Algorithm 1) instead of local SGD updates
+    corrupted_by: Literal["weight", "count"] = "weight"  # rho of the data (equation (5)) or of the clients
+    corrupted_vote: CorruptedVote = "worse"  # two-phase rules: what corrupted clients vote
+    vote_batch_size: int | None = None  # two-phase rules: rows of each voter's fresh batch (None: batch_size)
 
     def __post_init__(self) -> None:
         for name in ("rounds", "clients_per_round", "local_steps", "batch_size", "eval_every"):
@@ -61,6 +76,17 @@ class TrainingConfig:
             raise InvalidArgument(f"transport must be 'memory' or 'tcp', got {self.transport!r}")
         if self.data_corruption and self.update_corruption:
             raise InvalidArgument("choose one corruption: data or update")
+        if self.momentum is not None:
+            if not 0 <= self.momentum < 1:
+                raise InvalidArgument(f"momentum (beta) must lie in [0, 1), got {self.momentum}")
+            if self.local_steps != 1 or self.personalised:
+                raise InvalidArgument("momentum (RASHB) takes one gradient per round: set local_steps=1, personalised=False")
+        if self.vote_batch_size is not None and (not isinstance(self.vote_batch_size, int) or self.vote_batch_size < 1):
+            raise InvalidArgument(f"vote_batch_size must be a positive integer or None, got {self.vote_batch_size!r}")
+        if self.corrupted_by not in ("weight", "count"):
+            raise InvalidArgument(f"corrupted_by must be 'weight' or 'count', got {self.corrupted_by!r}")
+        if self.corrupted_vote not in ("worse", "abstain"):
+            raise InvalidArgument(f"corrupted_vote must be 'worse' or 'abstain', got {self.corrupted_vote!r}")
 
 
 @dataclass(frozen=True)
@@ -82,6 +108,7 @@ class TrainingResult:
     history: tuple[RoundRecord, ...]
     corrupted: np.ndarray  # bool mask of C
     config: TrainingConfig
+    elections: tuple[Election, ...] = ()  # two-phase rules: every round's vote counts and winner
 
     @property
     def final(self) -> RoundRecord:
@@ -207,7 +234,9 @@ def train(
         raise InvalidArgument(f"clients_per_round={m} exceeds the {n} clients")
     rng = np.random.default_rng(config.seed)
     counts = dataset.sample_counts.astype(np.int64)
-    corrupted = choose_corrupted(counts, config.rho, rng) if config.rho > 0 else np.zeros(n, dtype=bool)
+    by = counts if config.corrupted_by == "weight" else np.ones(n, dtype=np.int64)
+    corrupted = choose_corrupted(by, config.rho, rng) if config.rho > 0 else np.zeros(n, dtype=bool)
+    clean = dataset  # voters judge candidates on their unpoisoned data
     if config.data_corruption and corrupted.any():
         dataset = poison_clients(dataset, corrupted, config.data_corruption)
     secure = _SecureAggregation(rule, config, counts) if config.secure else None
@@ -222,6 +251,8 @@ def train(
     w = model.init_params(rng)
     personal: dict[int, np.ndarray] = {}
     history: list[RoundRecord] = []
+    elections: list[Election] = []
+    momenta: dict[int, np.ndarray] = {}
     calls = 0
     for t_round in range(1, config.rounds + 1):
         selected = np.sort(rng.choice(n, size=m, replace=False))  # Algorithm 1, line 2
@@ -229,6 +260,11 @@ def train(
         for k, i in enumerate(selected):
             X, y = dataset.client(int(i))
             sgd = dict(steps=config.local_steps, lr=config.lr, batch_size=config.batch_size, rng=rng)
+            if config.momentum is not None:  # RASHB, Algorithm 1 lines 4-7
+                g = model.grad(w, *draw_batch(X, y, config.batch_size, rng))
+                momenta[int(i)] = config.momentum * momenta.get(int(i), 0.0) + (1 - config.momentum) * g
+                updates[k] = momenta[int(i)]
+                continue
             if config.personalised:  # Algorithm 4: u_i on the residual of w, then w on that of u_i
                 u = local_sgd(model, personal.get(int(i), np.zeros_like(w)), X, y, offset=w, **sgd)
                 local = local_sgd(model, w, X, y, offset=u, **sgd)
@@ -250,11 +286,20 @@ def train(
             per_client = sum(s.bytes_per_client for s in steps)
             realised = max(s.realised_max_weight for s in steps)
             certified = max(s.certified_weight for s in steps)
+        elif isinstance(rule, TwoPhaseRule):  # Algorithm 3, lines 4-10
+            candidates = rule.candidates(updates, alpha)
+            proposals = np.stack([_step(w, c, config) for c in candidates])
+            voters = [clean.client(int(i)) for i in selected]
+            ballots = cast_ballots(model, proposals, voters, bad, rng=rng, corrupted_vote=config.corrupted_vote,
+                                   batch_size=config.vote_batch_size or config.batch_size)
+            elections.append(elect(*tally(ballots), round=t_round))
+            aggregate = candidates[elections[-1].winner]
+            per_client, realised, certified = np.nan, np.nan, np.nan
         else:
             aggregate = rule(updates, alpha)  # line 9
             calls += rule.oracle_calls or 0
             per_client, realised, certified = np.nan, np.nan, np.nan
-        w = w + aggregate
+        w = _step(w, aggregate, config)
         if t_round % config.eval_every == 0 or t_round == config.rounds:
             accuracy, local_accuracy, loss = _evaluate(model, w, dataset, local_test, personal, corrupted)
             history.append(
@@ -262,4 +307,9 @@ def train(
             )
         if progress is not None:
             progress(t_round)
-    return TrainingResult(w, personal, tuple(history), corrupted, config)
+    return TrainingResult(w, personal, tuple(history), corrupted, config, tuple(elections))
+
+
+def _step(w: np.ndarray, aggregate: np.ndarray, config: TrainingConfig) -> np.ndarray:
+    """The server's step: add the aggregate update, or (RASHB) w - lr * the aggregate momentum."""
+    return w - config.lr * aggregate if config.momentum is not None else w + aggregate

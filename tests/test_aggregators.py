@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -10,17 +12,24 @@ from hypothesis.extra.numpy import arrays
 
 from rfa import (
     Aggregator,
+    Cent2P,
     CenteredClipping,
+    CenterOuter,
     CenterWithOutliers,
     CoordinateMedian,
     GeometricMedianRule,
     Krum,
     Mean,
+    Mean2P,
+    MeanOuter,
     MeanWithOutliers,
     MultiKrum,
+    NeedsVote,
     NormClippedMean,
     OneStepRule,
+    PlaintextOnly,
     TrimmedMean,
+    TwoPhaseRule,
     WeightError,
     geometric_median,
     make_aggregator,
@@ -36,11 +45,17 @@ PARAMS = {
     "centered_clipping": {"tau": 1.0, "iterations": 3},
     "center_wo": {"f": 3},
     "mean_wo": {"f": 3},
+    "center_outer": {"f": 3},
+    "mean_outer": {"f": 3},
+    "cent2p": {"f": 3},
+    "mean2p": {"f": 3},
 }
 
 
 def every_rule() -> list[Aggregator]:
-    return [make_aggregator(name, **PARAMS.get(name, {})) for name in sorted(registry)]
+    """Every registered rule that maps points to an aggregate (two-phase rules need a vote: tested apart)."""
+    rules = [make_aggregator(name, **PARAMS.get(name, {})) for name in sorted(registry)]
+    return [rule for rule in rules if not isinstance(rule, TwoPhaseRule)]
 
 
 def cloud(seed: int, n: int = 15, d: int = 4) -> np.ndarray:
@@ -330,6 +345,69 @@ def test_clustering_rules_keep_the_point_itself_among_duplicates():
     points = np.array([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [9.0, 0.0], [0.0, 9.0]])
     np.testing.assert_allclose(CenterWithOutliers(f=2)(points), [1.0, 1.0])
     np.testing.assert_allclose(MeanWithOutliers(f=2)(points), [1.0, 1.0])
+
+
+# --- Outer aggregation (Yi et al. Sec. 4.1) and the two-phase candidates (Algorithm 3) --------------
+
+
+def outer_reference(points, f, cost):
+    """Brute force: of all f-point subsets S, the one with the least cost from its best member; mean of the rest.
+
+    Equal 1-center radii are ranked by the sum of squared distances, the rule's documented tie-break.
+    """
+    n = len(points)
+    best_cost, best_set = (np.inf,), ()
+    for subset in itertools.combinations(range(n), f):
+        for centre in subset:
+            distances = [np.linalg.norm(points[j] - points[centre]) for j in subset]
+            spread = sum(x * x for x in distances)
+            c = (max(distances) ** 2, spread) if cost == "center" else (spread,)
+            if c < best_cost:
+                best_cost, best_set = c, subset
+    return np.delete(points, list(best_set), axis=0).mean(axis=0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("cost, rule_class", [("center", CenterOuter), ("mean", MeanOuter)])
+def test_outer_aggregation_equals_the_brute_force_over_all_f_point_subsets(seed, cost, rule_class):
+    rng = np.random.default_rng(40 + seed)
+    points = rng.normal(size=(9, 3))
+    points[:3] = rng.normal(scale=0.3, size=(3, 3))  # a tight group, as a sneak attack would place
+    for f in (2, 3, 4):
+        np.testing.assert_allclose(rule_class(f=f)(points), outer_reference(points, f, cost), rtol=1e-12)
+
+
+@pytest.mark.parametrize("rule_class", [CenterOuter, MeanOuter])
+def test_outer_aggregation_removes_a_sneak_attack_inside_the_honest_cloud(rule_class):
+    honest = cloud(5, n=9, d=3)
+    sneak = np.tile(honest.mean(axis=0) + 0.3, (4, 1))  # 4 identical vectors inside the cloud
+    points = np.vstack([honest, sneak])
+    np.testing.assert_allclose(rule_class(f=4)(points), honest.mean(axis=0))
+    assert not np.allclose(CenterWithOutliers(f=4)(points), honest.mean(axis=0))  # Inner keeps them
+
+
+def test_outer_aggregation_with_f_zero_is_the_mean_and_needs_f_below_n():
+    points = cloud(1, n=5)
+    np.testing.assert_allclose(CenterOuter(f=0)(points), points.mean(axis=0))
+    with pytest.raises(ValueError, match="f < n"):
+        MeanOuter(f=5)(points)
+
+
+@pytest.mark.parametrize(
+    "rule, inner, outer",
+    [(Cent2P(f=3), CenterWithOutliers(f=3), CenterOuter(f=3)), (Mean2P(f=3), MeanWithOutliers(f=3), MeanOuter(f=3))],
+    ids=["cent2p", "mean2p"],
+)
+def test_two_phase_candidates_are_inner_then_outer_and_the_rule_refuses_to_aggregate_without_a_vote(rule, inner, outer):
+    points = cloud(7)
+    candidates = rule.candidates(points)
+    np.testing.assert_array_equal(candidates, np.stack([inner(points), outer(points)]))
+    assert rule.mode == "plaintext" and rule.oracle_calls is None
+    assert make_aggregator(rule.name, f=3) == rule
+    with pytest.raises(NeedsVote, match="vote"):
+        rule(points)
+    with pytest.raises(PlaintextOnly):
+        rule.secure(points)
 
 
 # --- Robustness and symmetry ------------------------------------------------------------------------

@@ -267,6 +267,20 @@ def test_corrupt_updates_rejects_unknown_names_and_non_boolean_masks():
 def test_registry_names_map_to_the_documented_functions():
     assert UPDATE_CORRUPTIONS["ipm"] is inner_product_manipulation
     assert UPDATE_CORRUPTIONS["alie"] is a_little_is_enough
-    assert set(UPDATE_CORRUPTIONS) == {"gaussian", "omniscient", "sign_flip", "ipm", "alie"}
+    assert UPDATE_CORRUPTIONS["empire"] is inner_product_manipulation  # Yi et al.'s Table 1 names
+    assert UPDATE_CORRUPTIONS["sv"] is a_little_is_enough
+    assert set(UPDATE_CORRUPTIONS) == {"gaussian", "omniscient", "sign_flip", "ipm", "alie", "empire", "sv"}
     with pytest.raises(TypeError):
         UPDATE_CORRUPTIONS["new"] = sign_flip  # read-only
+
+
+def test_table1_empire_and_sv_follow_their_formulas_and_leave_honest_rows_untouched():
+    updates, weights, corrupted = _round(2)
+    honest_mean = np.average(updates[~corrupted], axis=0, weights=weights[~corrupted])
+    empire = corrupt_updates("empire", updates, weights, corrupted, np.random.default_rng(0), epsilon=0.1)
+    np.testing.assert_allclose(empire[corrupted], np.tile(-0.1 * honest_mean, (4, 1)))
+    sv = corrupt_updates("sv", updates, None, corrupted, np.random.default_rng(0), z=1.2)
+    honest = updates[~corrupted]
+    np.testing.assert_allclose(sv[corrupted], np.tile(honest.mean(axis=0) - 1.2 * honest.std(axis=0), (4, 1)))
+    for out in (empire, sv):
+        np.testing.assert_array_equal(out[~corrupted], updates[~corrupted])

@@ -206,3 +206,14 @@ def test_tail_averaged_sgd_approaches_the_least_squares_solution():
     # The tail average removes most of the SGD noise: the gap to the empirical minimiser is far below
     # the scale of the parameters (||w_true|| ~ 2) and of the noise level 0.1.
     assert np.linalg.norm(w_hat - w_ls) < 0.02
+
+
+@pytest.mark.parametrize("model", [LogisticRegression(5, 3, l2=0.1), MLP(5, 4, 3, l2=0.1)], ids=["logreg", "mlp"])
+def test_batch_losses_equal_the_loss_of_each_batch(model):
+    rng = np.random.default_rng(0)
+    params = model.init_params(rng) + rng.normal(size=model.n_params)
+    batches = [(rng.normal(size=(k, 5)), rng.integers(0, 3, size=k)) for k in (1, 4, 7)]
+    expected = [model.loss(params, X, y) for X, y in batches]
+    np.testing.assert_allclose(model.batch_losses(params, batches), expected, rtol=1e-12)
+    np.testing.assert_allclose(LeastSquares(5).batch_losses(np.ones(5), [(X, y * 1.0) for X, y in batches]),
+                               [LeastSquares(5).loss(np.ones(5), X, y * 1.0) for X, y in batches])

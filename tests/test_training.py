@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from rfa.aggregators import CoordinateMedian, GeometricMedianRule, Mean, OneStepRule
-from rfa.data import digits
+from rfa.aggregators import (
+    Cent2P,
+    CoordinateMedian,
+    GeometricMedianRule,
+    Mean,
+    OneStepRule,
+    TwoPhaseRule,
+    make_aggregator,
+    registry,
+)
+from rfa.corruption import UPDATE_CORRUPTIONS
+from rfa.data import FederatedDataset, digits
 from rfa.errors import CertificateViolation, PlaintextOnly
-from rfa.models import LogisticRegression
+from rfa.models import LeastSquares, LogisticRegression
 from rfa.training import TrainingConfig, split_local_test, train
 
 QUICK = dict(rounds=20, clients_per_round=10, local_steps=10, lr=0.5)
@@ -104,3 +116,76 @@ def test_training_over_loopback_tcp_matches_in_memory(model, data):
     memory = train(model, data, OneStepRule(), TrainingConfig(**config))
     tcp = train(model, data, OneStepRule(), TrainingConfig(**config, transport="tcp"))
     assert np.allclose(memory.params, tcp.params, atol=1e-9)
+
+
+# --- RASHB (Yi et al. Algorithm 1) and 2PRASHB (Algorithm 3) ------------------------------------
+
+
+def _tiny_regression() -> FederatedDataset:
+    rng = np.random.default_rng(3)
+    X = [rng.normal(size=(6, 2)) for _ in range(3)]
+    y = [x @ np.array([1.0, -2.0]) + rng.normal(size=6) for x in X]
+    return FederatedDataset(tuple(X), tuple(y), X[0], y[0])
+
+
+def test_rashb_momentum_matches_a_hand_computation():
+    data, model = _tiny_regression(), LeastSquares(2)
+    beta, lr = 0.7, 0.1
+    # Full batches (batch_size >= rows): every gradient is deterministic.
+    config = TrainingConfig(rounds=3, clients_per_round=3, local_steps=1, lr=lr, batch_size=50, momentum=beta)
+    result = train(model, data, Mean(), config)
+    w, momenta = np.zeros(2), [np.zeros(2)] * 3
+    for _ in range(3):
+        momenta = [beta * m + (1 - beta) * model.grad(w, *data.client(i)) for i, m in enumerate(momenta)]
+        counts = data.sample_counts
+        w = w - lr * (counts @ np.array(momenta)) / counts.sum()
+    np.testing.assert_allclose(result.params, w, rtol=1e-12)
+
+
+def test_rashb_config_refuses_local_steps_and_a_momentum_outside_the_unit_interval():
+    with pytest.raises(ValueError, match="local_steps=1"):
+        TrainingConfig(momentum=0.9)
+    with pytest.raises(ValueError, match="momentum"):
+        TrainingConfig(momentum=1.0, local_steps=1)
+
+
+RASHB = dict(rounds=3, clients_per_round=10, local_steps=1, lr=0.5, batch_size=8, momentum=0.9, rho=0.2)
+
+
+@pytest.mark.parametrize("corruption", sorted(UPDATE_CORRUPTIONS) + ["label_flip"])
+def test_rashb_runs_every_rule_under_every_corruption(model, data, corruption):
+    kind = "data_corruption" if corruption == "label_flip" else "update_corruption"
+    params = {"z": 1.0} if corruption in ("alie", "sv") else {}
+    for name in sorted(registry):
+        rule = make_aggregator(name, **TRAINING_RULE_PARAMS.get(name, {}))
+        result = train(model, data, rule, TrainingConfig(**RASHB, **{kind: corruption}, corruption_params=params))
+        assert np.all(np.isfinite(result.params)), name
+        assert len(result.elections) == (3 if isinstance(rule, TwoPhaseRule) else 0)
+
+
+TRAINING_RULE_PARAMS = {"krum": {"f": 2}, "multi_krum": {"f": 2, "m": 6}, "center_wo": {"f": 2}, "mean_wo": {"f": 2},
+                        "center_outer": {"f": 2}, "mean_outer": {"f": 2}, "cent2p": {"f": 2}, "mean2p": {"f": 2},
+                        "trimmed_mean": {"beta": 0.2}}
+
+
+def test_two_phase_training_records_every_rounds_vote_and_applies_the_winner(model, data):
+    config = TrainingConfig(**{**RASHB, "rounds": 4}, update_corruption="alie", corrupted_by="count")
+    result = train(model, data, Cent2P(f=2), config)
+    assert [e.round for e in result.elections] == [1, 2, 3, 4]
+    for e in result.elections:
+        assert e.inner_votes + e.outer_votes == 10 and e.abstained == 0
+        assert e.winner == (1 if e.outer_votes > e.inner_votes else 0)
+    # Abstaining corrupted clients: each round's abstentions are its sampled corrupted clients.
+    abstain = train(model, data, Cent2P(f=2), replace(config, corrupted_vote="abstain"))
+    assert sum(e.abstained for e in abstain.elections) > 0
+    assert all(e.inner_votes + e.outer_votes + e.abstained == 10 for e in abstain.elections)
+
+
+def test_two_phase_rules_are_refused_in_secure_mode(model, data):
+    with pytest.raises(PlaintextOnly, match="cent2p"):
+        train(model, data, Cent2P(f=2), TrainingConfig(**QUICK, secure=True))
+
+
+def test_corrupted_by_count_picks_floor_rho_n_clients(model, data):
+    result = train(model, data, Mean(), TrainingConfig(**{**QUICK, "rounds": 1}, rho=0.4, corrupted_by="count"))
+    assert result.corrupted.sum() == 16  # floor(0.4 * 40)
