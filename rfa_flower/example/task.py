@@ -43,6 +43,8 @@ class ExampleConfig:
     max_weight: float = 0.0  # s; 0: report the certificate only
     threshold: float = 2 / 3
     max_clients: int = 64  # fixes the fixed-point encoding
+    alpha_min: float = 0.0  # the public weight range; 0: the smallest / largest client size of the data
+    alpha_max: float = 0.0
     seed: int = 0
     timeout: float = 120.0
     out: str = ""  # the server app writes its result here (JSON) if set
@@ -67,12 +69,17 @@ class ExampleConfig:
             return make_aggregator(self.rule, nu=self.nu)
         return make_aggregator(self.rule)
 
-    def policy(self) -> SecurePolicy:
+    def with_alpha_range(self) -> "ExampleConfig":
+        """The configuration with the weight range fixed from the data (so no party reloads it for that)."""
         counts = federation(self).sample_counts
+        return dataclasses.replace(self, alpha_min=float(counts.min()), alpha_max=float(counts.max()))
+
+    def policy(self) -> SecurePolicy:
+        cfg = self if self.alpha_min > 0 and self.alpha_max > 0 else self.with_alpha_range()
         return SecurePolicy(
             norm_bound=self.norm_bound,
-            alpha_min=float(counts.min()),
-            alpha_max=float(counts.max()),
+            alpha_min=cfg.alpha_min,
+            alpha_max=cfg.alpha_max,
             nu=self.nu,
             max_weight=self.max_weight if self.max_weight > 0 else None,
             threshold=self.threshold,
