@@ -40,7 +40,9 @@ def run(grid: Grid, cfg: ExampleConfig) -> dict[str, Any]:
             "step_seconds": float(np.mean([s.seconds for r in rounds for s in r.steps])),
         }
     else:
-        strategy = RobustFedAvg(cfg.aggregator(), fraction_evaluate=0.0, min_available_nodes=cfg.clients)
+        strategy = RobustFedAvg(  # FedAvg sizes its sample before waiting for nodes: fix both minima
+            cfg.aggregator(), fraction_evaluate=0.0, min_available_nodes=cfg.clients, min_train_nodes=cfg.clients
+        )
         result = strategy.start(grid, initial, num_rounds=cfg.rounds, timeout=cfg.timeout, evaluate_fn=evaluate)
         out = {
             "params": result.arrays.to_numpy_ndarrays()[0].tolist(),
