@@ -55,6 +55,7 @@ class StepRecord:
     sum_weights: float  # sum of the included beta_i (the server learns it)
     bytes_received: int  # secagg bytes the server received from the nodes
     seconds: float
+    violations: tuple[tuple[int, str], ...] = ()  # (node, the rule it broke): left out of the step
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,6 @@ class SecureAverage:
         self.policy = policy
         self.timeout = timeout
         self.rng = rng or SystemRandom()
-        self.violations: list[tuple[int, str]] = []  # (node, what it broke), for the operator
 
     def __call__(self, nodes: Sequence[int], kind: Kind, v: np.ndarray) -> StepRecord:
         start = time.perf_counter()
@@ -107,6 +107,7 @@ class SecureAverage:
             for n in nodes
         ]
         received = 0
+        violations: list[tuple[int, str]] = []
         while server.result is None:
             asked = {m.metadata.dst_node_id for m in outgoing}
             replies = self.grid.send_and_receive(outgoing, timeout=self.timeout)
@@ -124,7 +125,7 @@ class SecureAverage:
                             raise ProtocolViolation(secagg_id[node], "impersonation", "sent as another client")
                         answers += server.receive(data)
                     except (MalformedMessage, ProtocolViolation) as exc:
-                        self.violations.append((node, str(exc)))
+                        violations.append((node, str(exc)))
                         log.warning("node %d broke the protocol: %s", node, exc)
                         break
             if server.result is None and server.round is index:
@@ -148,6 +149,7 @@ class SecureAverage:
             sum_weights=sum_weights,
             bytes_received=received,
             seconds=time.perf_counter() - start,
+            violations=tuple(violations),
         )
 
 

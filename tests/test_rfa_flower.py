@@ -18,13 +18,15 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from rfa.aggregators import GeometricMedianRule, make_aggregator, registry  # noqa: E402
-from rfa.secure import secure_geometric_median  # noqa: E402
+from rfa.secure import secure_geometric_median, secure_mean  # noqa: E402
 from secagg import AbortError, SecureAverageOracle, decode  # noqa: E402
 from secagg.messages import AdvertiseKeys, EncryptedShares, MaskedInput, UnmaskingShares  # noqa: E402
 
 N, D = 6, 8
 COUNTS = np.array([30.0, 40.0, 50.0, 60.0, 70.0, 80.0])  # num-examples of partition 0..5
 DROPPED = 3  # partition that crashes before sending its masked input in the first Weiszfeld step
+GARBLER = 4  # partition that answers the setup of the session with threshold STRICT_T with garbage
+STRICT_T = 5  # ceil(0.8 * 6): a stricter threshold than the clients' 2/3, which they accept
 RULE_PARAMS = {
     "trimmed_mean": {"beta": 0.2},
     "krum": {"f": 1},
@@ -108,9 +110,19 @@ def client_app():
                 raise ConnectionError("test dropout")
         return call_next(message, context)
 
+    def garble(message, context, call_next):
+        """Partition GARBLER answers the setup of the one session with t = 5 with bytes that are no message."""
+        record = secagg_record(message)
+        if record is not None and record["op"] == "setup" and int(context.node_config["partition-id"]) == GARBLER:
+            from rfa_flower.protocol import Setup, content
+
+            if Setup.decode(record["setup"]).params.threshold == STRICT_T:
+                return Message(content("reply", data=[b"\x93\x01garbage"]), reply_to=message)
+        return call_next(message, context)
+
     app = ClientApp()
 
-    @app.train(mods=[dropout, route])
+    @app.train(mods=[garble, dropout, route])
     def train(message, context):
         w = message.content["arrays"].to_numpy_ndarrays()[0]
         p = int(context.node_config["partition-id"])
@@ -154,6 +166,8 @@ def server_app(results: dict):
                 SecureAverage(grid, lax, timeout=60)(sorted(grid.get_node_ids()), "mean", np.zeros(D))
             except AbortError as exc:
                 results["refused"] = exc
+            strict = SecurePolicy(**{**policy().__dict__, "threshold": 0.8})
+            results["garbled"] = SecureAverage(grid, strict, timeout=60)(sorted(grid.get_node_ids()), "mean", np.zeros(D))
         except Exception as exc:  # surfaced by the tests, not lost in Flower's log
             results["error"] = exc
 
@@ -270,6 +284,19 @@ def test_no_plaintext_update_or_encoded_input_reaches_the_server(run):
 
 def test_clients_refuse_a_threshold_below_their_policy_so_the_session_aborts(run):
     assert isinstance(run["refused"], AbortError)
+
+
+def test_a_garbled_reply_is_named_and_left_out_and_the_others_still_get_their_mean(run):
+    step = run["garbled"]
+    assert len(step.included) == N - 1 == STRICT_T and len(step.violations) == 1
+    assert step.violations[0][0] not in step.included
+    points, weights = expected_points()
+    p = policy()
+    oracle = SecureAverageOracle(0.8, value_bound=p.norm_bound, weight_bound=p.privacy.beta_max,
+                                 max_clients=p.max_clients)
+    memory = secure_mean(points, weights, norm_bound=p.norm_bound, alpha_range=(p.alpha_min, p.alpha_max),
+                         oracle=oracle, dropouts={"advertise_keys": [GARBLER + 1]})
+    assert np.max(np.abs(step.output - memory.median)) <= step.error_bound
 
 
 # ---- the record layer, without a run ------------------------------------------------------------------
