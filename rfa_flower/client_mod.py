@@ -64,6 +64,8 @@ class SecureRFAMod:
         reply = call_next(message, context)
         if reply.has_error():
             return reply
+        if len(message.content.array_records) != 1 or len(reply.content.array_records) != 1:
+            raise SetupError("a train message and its reply must carry exactly one model record each")
         sent = next(iter(message.content.array_records.values()))
         trained = next(iter(reply.content.array_records.values()))
         layout = Layout.of(sent)
