@@ -148,6 +148,14 @@ def content(op: str, **fields: Any) -> RecordDict:
     return RecordDict({RECORD: ConfigRecord({"op": op, **fields})})
 
 
+def wire_items(record: ConfigRecord) -> list[bytes]:
+    """The secagg messages of a reply record; anything but a list of bytes is a ``MalformedMessage``."""
+    data = record.get("data", [])
+    if not isinstance(data, list) or not all(isinstance(item, bytes) for item in data):
+        raise MalformedMessage("a reply's data must be a list of secagg messages (bytes)", field="data")
+    return data
+
+
 def secagg_record(message: Message) -> ConfigRecord | None:
     """The secagg record of a message, or None for an ordinary Flower message."""
     if message.has_content() and RECORD in message.content.config_records:

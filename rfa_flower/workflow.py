@@ -38,7 +38,7 @@ from secagg import MalformedMessage, ProtocolViolation, PublicParams, Server, Sy
 from secagg.rng import RandomSource
 
 from .arrays import Layout
-from .protocol import Kind, SecurePolicy, Setup, SetupError, content, secagg_record
+from .protocol import Kind, SecurePolicy, Setup, SetupError, content, secagg_record, wire_items
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,12 @@ class SecureAverage:
                 if node not in asked or record is None or record.get("op") != "reply":
                     continue  # an error reply is a dropout, like a reply that never comes
                 asked.discard(node)  # one reply per node and round
-                for data in record.get("data", []):  # type: ignore[union-attr]
+                try:
+                    items = wire_items(record)
+                except MalformedMessage as exc:
+                    violations.append((node, str(exc)))
+                    continue
+                for data in items:
                     received += len(data)
                     try:
                         if decode(data, params).sender != secagg_id[node]:

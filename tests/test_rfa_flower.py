@@ -339,6 +339,18 @@ def test_policy_refuses_a_step_with_a_threshold_below_the_agreed_fraction():
         policy().check_step("mean", params, np.zeros(D), "client 1")
 
 
+def test_reply_data_other_than_a_list_of_bytes_is_a_malformed_message():
+    from flwr.app import ConfigRecord
+
+    from rfa_flower.protocol import wire_items
+    from secagg import MalformedMessage
+
+    assert wire_items(ConfigRecord({"op": "reply", "data": [b"a", b"b"]})) == [b"a", b"b"]
+    for bad in ([1, 2], "text", 3.0):
+        with pytest.raises(MalformedMessage):
+            wire_items(ConfigRecord({"op": "reply", "data": bad}))
+
+
 def test_layout_flattens_and_rebuilds_a_multi_array_model():
     from flwr.app import ArrayRecord
 
