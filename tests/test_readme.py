@@ -4,9 +4,10 @@ Each python block is executed on its own (a fresh namespace), compiled with
 README.md's own line numbers, so a failure's traceback points at the README
 line.  Each bash block runs in bash in a fresh directory, with the checkout
 on PYTHONPATH and every fixed port (``7000``) replaced by a free one.  Its
-``python3 -m sims.*`` commands are parsed in-process with ``--help``
-appended (every flag before it is still parsed and checked; the simulations
-themselves run with ``--quick`` in tests/test_sims_*.py), ``python3 -m rfa demo`` gets
+``python3 -m sims.*`` and ``python3 -m rfa_flower.*`` commands are parsed
+in-process with ``--help`` appended (every flag before it is still parsed and
+checked; the simulations themselves run with ``--quick`` in
+tests/test_sims_*.py, the Flower example in tests/test_rfa_flower.py), ``python3 -m rfa demo`` gets
 ``--rounds 2`` (the full demo runs in tests/test_rfa_cli.py), and
 ``pip install``/``pytest`` lines are skipped (this suite is that run).  Whoever adds a README section keeps it
 runnable: this test picks new blocks up by itself.
@@ -57,7 +58,7 @@ def _free_port() -> int:
 
 
 SKIPPED = re.compile(r"^\s*python3 -m (pip|pytest)\b")
-SIM = re.compile(r"^(\s*python3 -m sims\.\S+(?:\s+[^#\s][^#]*?)?)(\s*#.*)?$")
+SIM = re.compile(r"^(\s*python3 -m (?:sims|rfa_flower)\.\S+(?:\s+[^#\s][^#]*?)?)(\s*#.*)?$")
 DEMO = re.compile(r"^(\s*python3 -m rfa demo(?:\s+[^#\s][^#]*?)?)(\s*#.*)?$")
 
 
@@ -83,7 +84,9 @@ def test_bash_block_runs_without_a_traceback(start, code, tmp_path, capsys):
     script, sims = runnable(code)
     for module, *flags in sims:
         with pytest.raises(SystemExit) as info:
-            importlib.import_module(module).main([*flags, "--help"])
+            mod = importlib.import_module(module)
+            main = getattr(mod, "main", None) or importlib.import_module(f"{module}.__main__").main
+            main([*flags, "--help"])
         assert info.value.code == 0, f"README.md:{start}: python3 -m {module} {' '.join(flags)}: {capsys.readouterr().err}"
     if not script.strip():
         return
