@@ -21,8 +21,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from rfa.aggregators import Aggregator, make_aggregator
-from rfa.errors import RFAError
+from rfa.aggregators import Aggregator, TwoPhaseRule, make_aggregator
+from rfa.errors import NeedsVote, RFAError
 
 from .arrays import Layout
 
@@ -39,6 +39,10 @@ class RobustFedAvg(FedAvg):
     """
 
     def __init__(self, rule: Aggregator, **fedavg: Any):
+        if isinstance(rule, TwoPhaseRule):
+            # Its aggregate is the candidate the clients elect: a second exchange this strategy does not run.
+            raise NeedsVote(f"{rule.name} needs the clients' votes on its two candidates; RobustFedAvg aggregates "
+                            "in one exchange (run two-phase rules in rfa.training.train)")
         super().__init__(**fedavg)
         self.rule = rule
         self._global: dict[int, ArrayRecord] = {}  # server round -> the model w sent for it
