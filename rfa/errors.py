@@ -29,3 +29,7 @@ class CertificateViolation(RFAError):
 
 class PlaintextOnly(RFAError):
     """A rule that needs every individual update in the clear was asked to run securely."""
+
+
+class PersonalMeanError(RFAError, ValueError):
+    """A personalised-mean-estimation problem or parameter breaks the paper's assumptions (rfa.personal_mean)."""
