@@ -37,9 +37,9 @@ class Adversary(Protocol):
     name: str
 
     def __call__(
-        self, means: np.ndarray, count: int, m: int, c: float, delta: float, rng: np.random.Generator
+        self, means: np.ndarray, count: int, c: float, delta: float, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``count`` samples (about c m, in units where m is one component's genuine mass) and the
+        """``count`` samples (about c m, m being one component's genuine count) and the
         component each one targets (the label it claims in section IV's relaxation)."""
         ...
 
@@ -103,7 +103,7 @@ def make_problem(
     count = int(corrupted.sum())
     if count:
         assert adversary is not None
-        bad_values, bad_labels = adversary(means, count, m, c, delta, rng)
+        bad_values, bad_labels = adversary(means, count, c, delta, rng)
         if bad_values.shape != (count,) or bad_labels.shape != (count,):
             raise PersonalMeanError(f"adversary {adversary.name!r} returned the wrong number of samples")
         values[corrupted] = bad_values

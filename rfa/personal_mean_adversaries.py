@@ -1,9 +1,9 @@
 """Adversaries for personalised mean estimation in a Gaussian mixture: they know the means and Delta.
 
 Every adversary gets the component means mu_i, the number of corrupted
-clients (about c m) and m, and spends a mass eps_i on component i in units of
-one component's genuine mass (so sum_i eps_i = c; eps_i m of its samples go
-to component i, rounded by largest remainder).  Each also names the component
+clients (about c m), c and Delta, and spends a mass eps_i on component i in
+units of one component's genuine mass: sum_i eps_i = c, so a share eps_i / c
+of its samples goes to component i (rounded by largest remainder).  Each also names the component
 it targets, which is the label it claims in section IV's relaxation (used by
 ``rfa.personal_mean.label_oracle``).
 
@@ -86,7 +86,7 @@ class LowerBound:
     name: str = "lower-bound"
 
     def __call__(
-        self, means: np.ndarray, count: int, m: int, c: float, delta: float, rng: np.random.Generator
+        self, means: np.ndarray, count: int, c: float, delta: float, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
         eps = lower_bound_exact(c, len(means)).allocation
         targets = np.flatnonzero(eps > 0)
@@ -108,7 +108,7 @@ class Concentrate:
     name: str = "concentrate"
 
     def __call__(
-        self, means: np.ndarray, count: int, m: int, c: float, delta: float, rng: np.random.Generator
+        self, means: np.ndarray, count: int, c: float, delta: float, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
         return _point_masses(means, count, c, self.per_component, delta, ceil=True)
 
@@ -120,7 +120,7 @@ class Elongate:
     name: str = "elongate"
 
     def __call__(
-        self, means: np.ndarray, count: int, m: int, c: float, delta: float, rng: np.random.Generator
+        self, means: np.ndarray, count: int, c: float, delta: float, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
         cost = rho(delta) - float(window_mass(3 * delta, delta))
         return _point_masses(means, count, c, cost, 3 * delta, ceil=False)
@@ -133,7 +133,7 @@ class FakeClusters:
     name: str = "fake-clusters"
 
     def __call__(
-        self, means: np.ndarray, count: int, m: int, c: float, delta: float, rng: np.random.Generator
+        self, means: np.ndarray, count: int, c: float, delta: float, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
         return _point_masses(means, count, c, rho(delta), 4 * delta, ceil=False)
 

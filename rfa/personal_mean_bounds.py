@@ -182,8 +182,10 @@ class UpperBound:
     hull_y: np.ndarray
 
     def envelope(self, c_over_k: np.ndarray | float) -> np.ndarray:
+        """The hull's chords, raised to component_bound where a chord between grid points dips below it."""
         x = np.asarray(c_over_k, dtype=float)
-        return np.where(x >= self.eps_kill, 1.0, np.interp(x, self.hull_x, self.hull_y))
+        inside = np.maximum(np.interp(x, self.hull_x, self.hull_y), component_bound(np.minimum(x, self.eps_kill), self.delta))
+        return np.where(x >= self.eps_kill, 1.0, inside)
 
     def value(self, c_over_k: np.ndarray | float) -> np.ndarray:
         x = np.asarray(c_over_k, dtype=float)
@@ -208,19 +210,18 @@ def _upper_hull(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x[keep], y[keep]
 
 
-def upper_bound(delta: float, grid: int = 2000) -> UpperBound:
+def upper_bound(delta: float, grid: int = 1000) -> UpperBound:
     """Theorem 2's asymptotic upper bound for minimum separation D >= 9 Delta, computed from Lemmas 2-4."""
     _check_delta(delta)
     if delta <= 1.5:
         raise PersonalMeanError(f"Theorem 2 needs Delta > 1.5, got {delta}")
-    # eps_kill: where component_bound reaches 1 (g(eps_hat) infinite), bracketed on a grid over
-    # [0, rho] (eps_hat is infinite from rho on) and then bisected.
-    coarse = np.linspace(0.0, rho(delta), 257)
-    first = int(np.argmax(component_bound(coarse, delta) >= 1.0))
-    lo, hi = coarse[first - 1], coarse[first]
-    for _ in range(50):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (lo, mid) if component_bound(mid, delta) >= 1.0 else (mid, hi)
+    # eps_kill: where component_bound reaches 1 (g(eps_hat) infinite; eps_hat is infinite from rho on),
+    # bracketed by four passes of a 129-point grid (to rho / 128^4).
+    lo, hi = 0.0, rho(delta)
+    for _ in range(4):
+        grid_ = np.linspace(lo, hi, 129)
+        first = int(np.argmax(component_bound(grid_, delta) >= 1.0))
+        lo, hi = grid_[max(first - 1, 0)], grid_[first]
     eps_kill = float(hi)
     # eps_cr is tiny (1e-14 at Delta = 4), so the grid is logarithmic down to 1e-24.
     eps = np.concatenate(([0.0], np.geomspace(1e-24, eps_kill, grid, endpoint=False)))
