@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 import numpy as np
@@ -57,16 +58,12 @@ class Problem:
     m: int
     delta: float
 
-    @property
-    def honest(self) -> np.ndarray:
-        return np.flatnonzero(~self.corrupted)
-
-    @property
+    @cached_property
     def verified(self) -> np.ndarray:
         """The honest clients' own samples x_v: the sample each one also reported (section II)."""
         return self.values[~self.corrupted]
 
-    @property
+    @cached_property
     def honest_means(self) -> np.ndarray:
         return self.means[self.labels[~self.corrupted]]
 
@@ -278,16 +275,21 @@ def label_oracle(problem: Problem, backoff: float) -> np.ndarray:
     """
     k, m = problem.k, len(problem.values) / (problem.k + problem.c)
     counts = np.bincount(problem.labels, minlength=k)
-    ordered = np.argsort(problem.labels, kind="stable")
-    groups = np.split(problem.values[ordered], np.cumsum(counts)[:-1])
-    medians = np.array([np.median(g) if len(g) else 0.0 for g in groups])
+    # a component nobody claims has no honest client either, so its placeholder median is never used
+    medians = np.array([np.median(problem.values[problem.labels == i]) if counts[i] else 0.0 for i in range(k)])
     eps = np.clip(counts / m - 1.0 + backoff, 0.0, None)
     with np.errstate(invalid="ignore"):
         g = np.where(eps >= 1.0, np.inf, ndtri(np.minimum((1.0 + eps) / 2.0, 1.0)))
-    weight = combine_weight(g)[problem.labels[~problem.corrupted]]
-    return (1.0 - weight) * medians[problem.labels[~problem.corrupted]] + weight * problem.verified
+    own = problem.labels[~problem.corrupted]
+    weight = combine_weight(g)[own]
+    return (1.0 - weight) * medians[own] + weight * problem.verified
+
+
+def squared_errors(estimates: np.ndarray, problem: Problem) -> np.ndarray:
+    """Each honest client's squared error (mu_i - mu^)^2."""
+    return np.square(np.asarray(estimates, dtype=float) - problem.honest_means)
 
 
 def mse(estimates: np.ndarray, problem: Problem) -> float:
     """Section II's objective: the honest clients' average squared error."""
-    return float(np.mean(np.square(np.asarray(estimates) - problem.honest_means)))
+    return float(np.mean(squared_errors(estimates, problem)))
