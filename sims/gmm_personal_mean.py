@@ -200,14 +200,24 @@ def main(argv: list[str] | None = None) -> int:
         return f"{x:.3f}" if x < 10 else f"{x:.0f}"
 
     def slack(d: float, r: float, adversary: str) -> float:
-        """Finite-m allowance plus 3 standard errors of the mean over seeds: 'within Monte Carlo error'."""
+        """Finite-m allowance plus 3 standard errors of the mean over seeds: 'within Monte Carlo error'.
+
+        The standard error is the larger of the within-run one (clients are
+        independent given the server's output) and the spread over seeds (the
+        server's output is random too), so one seed falls back to the first.
+        """
         cell = [row for row in rows if (row["delta"], row["c_over_k"], row["adversary"]) == (d, r, adversary)]
-        return float(np.mean([row["allowance"] for row in cell]) + 3 * math.sqrt(sum(row["se_robust"] ** 2 for row in cell)) / len(cell))
+        within = math.sqrt(sum(row["se_robust"] ** 2 for row in cell)) / len(cell)
+        between = float(np.std([row["mse_robust"] for row in cell], ddof=1)) / math.sqrt(len(cell)) if len(cell) > 1 else 0.0
+        return float(np.mean([row["allowance"] for row in cell])) + 3 * max(within, between)
 
     cells = [(d, r, a) for d, r in points for a in (ADVERSARIES if r > 0 else ["none"])]
     excess = {(d, r, a): measured(d, r, a) - float(bounds[d].value(r)) for d, r, a in cells}
     below = all(excess[key] <= slack(*key) for key in cells)
-    between = below and all(float(lower_bound(r)) <= worst(d, r) for d, r in points if r > 0)
+    between = all(
+        float(lower_bound(r)) <= worst(d, r) and all(excess[d, r, a] <= slack(d, r, a) for a in ADVERSARIES)
+        for d, r in points if r > 0
+    )
     top = max(cells, key=lambda key: excess[key] / slack(*key))
     margin = min(row["eps_margin"] for row in rows if not math.isnan(row["eps_margin"]))
     lines = [
@@ -218,13 +228,13 @@ def main(argv: list[str] | None = None) -> int:
         "## Checks",
         "",
         f"* Under every adversary, at every (Delta, c/k), the measured error (mean over seeds) is at most the "
-        "Theorem 2 upper bound within Monte Carlo error: 3 standard errors, plus what the asymptotic bound "
+        "Theorem 2 upper bound within Monte Carlo error: 3 standard errors (over clients or over seeds, the larger), plus what the asymptotic bound "
         "(m -> oo, delta -> 0) leaves out, pi / (2 m2) (the variance of a median of m2 genuine samples) + "
         f"(g(delta)^2 / (1 + g(delta)^2))^2 (the backoff's own cost): **{'yes' if below else 'NO'}**. "
         f"Closest approach: measured - bound = {excess[top]:+.5f} against a slack of {slack(*top):.5f} at Delta = {top[0]:g}, "
         f"c/k = {top[1]:g}, {top[2]}.",
-        f"* The worst measured error over the adversaries is also at least the lower bound c/(k sqrt(8 pi)) at "
-        f"every (Delta, c/k > 0), so it lies between the two bounds: **{'yes' if between else 'NO'}**.",
+        f"* At every (Delta, c/k > 0) the worst measured error over the adversaries lies between the lower bound "
+        f"c/(k sqrt(8 pi)) and the upper bound (within the same Monte Carlo error): **{'yes' if between else 'NO'}**.",
         f"* eps~ minus the true corrupted mass in S_c (units of m2), smallest over every cluster of every run: "
         f"{margin:.4f} (Lemma 3's left inequality needs >= 0).",
         "",
