@@ -41,3 +41,7 @@ class PlaintextOnly(RFAError):
 
 class NeedsVote(RFAError):
     """A two-phase rule (Cent2P, Mean2P) was asked for an aggregate without the clients' vote."""
+
+
+class PersonalMeanError(RFAError, ValueError):
+    """A personalised-mean-estimation problem or parameter breaks the paper's assumptions (rfa.personal_mean)."""
