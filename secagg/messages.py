@@ -20,10 +20,10 @@ import numpy as np
 
 from .errors import MalformedMessage, ProtocolViolation
 from .params import PublicParams
-from .shamir import PRIME, SHARE_BYTES
+from .shamir import SHARE_BYTES, share_from_bytes
 from .sharecrypt import CIPHERTEXT_BYTES
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: chunked Shamir shares of 36 bytes over GF(2**32 - 5)
 SERVER = 0
 KEY_BYTES = 32
 SIGNATURE_BYTES = 64
@@ -282,10 +282,10 @@ class _Reader:
     def share_map(self, value: Any, name: str) -> dict[int, int]:
         shares = {}
         for k, v in self.bin_map(value, name, SHARE_BYTES).items():
-            y = int.from_bytes(v, "big")
-            if y >= PRIME:
-                raise self.fail(f"{name}[{k}]", "share is not a field element")
-            shares[k] = y
+            try:
+                shares[k] = share_from_bytes(v)
+            except ValueError:
+                raise self.fail(f"{name}[{k}]", "share is not a vector of field elements") from None
         return shares
 
     def signature(self, value: Any, name: str) -> bytes:

@@ -20,7 +20,7 @@ from secagg import AbortError, ParameterError, simulate
 from secagg.bootstrap import Refused, decode_bootstrap_reply, encode_hello
 from secagg.client import ClientState
 from secagg.framing import FrameReader, FrameTooLarge, encode_frame, parse_address
-from secagg.messages import AdvertiseKeys, MaskedInput, Round, decode
+from secagg.messages import PROTOCOL_VERSION, AdvertiseKeys, MaskedInput, Round, decode
 from secagg.simulation import setup_session
 from secagg.tcp import TcpServer, delay_at, leave_at, run_client, run_local_session
 from secagg.transcript import read_transcript, replay
@@ -194,7 +194,7 @@ async def oversized_prefix(ctx):
 
 async def wrong_types(ctx):
     p = ctx.params
-    await send_then_wait(ctx.port, 20, msgpack.packb([1, p.session_id, "advertise_keys", "advertise_keys", 20, 0, ["k", 2, None]]))
+    await send_then_wait(ctx.port, 20, msgpack.packb([PROTOCOL_VERSION, p.session_id, "advertise_keys", "advertise_keys", 20, 0, ["k", 2, None]]))
 
 
 async def wrong_session(ctx):
