@@ -92,6 +92,13 @@ def sparse_bounds(n: int, degree: int, threshold: int, dropout: float, corrupt: 
     return SparseBounds(min(p_corrupt, 1.0), min(n * p_run, 1.0), min(p_drop, 1.0))
 
 
+def _check_fractions(dropout: float, corrupt: float) -> None:
+    if not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in (dropout, corrupt)) or not (
+        0 <= dropout < 1 and 0 <= corrupt < 1 and dropout + corrupt < 1
+    ):
+        raise ParameterError(f"dropout and corrupt must be fractions in [0, 1) with sum < 1, got {dropout!r}, {corrupt!r}")
+
+
 @dataclass(frozen=True)
 class SparseChoice:
     degree: int
@@ -109,8 +116,7 @@ def sparse_parameters(
     collusion).  Raises ``InsecureParameters`` when no k < n - 1 works: use
     the complete graph (every k >= n - 1 is the complete graph).
     """
-    if not (0 <= dropout < 1 and 0 <= corrupt < 1 and dropout + corrupt < 1):
-        raise ParameterError(f"dropout and corrupt must be fractions in [0, 1) with sum < 1, got {dropout}, {corrupt}")
+    _check_fractions(dropout, corrupt)
     if n < 4:
         raise InsecureParameters(f"n={n} is too small for a sparse graph; use the complete graph")
     secure, correct = 2.0**-security_bits, 2.0**-correctness_bits
@@ -140,12 +146,14 @@ class HararyGraph:
         ids = sorted(set(client_ids))
         if not isinstance(degree, int) or isinstance(degree, bool) or degree < 2 or degree % 2 or degree >= len(ids) - 1:
             raise ParameterError(f"sparse degree must be even and in [2, n - 2] for n={len(ids)}, got {degree!r}")
+        _check_fractions(dropout, corrupt)
         self.ids = frozenset(ids)
         self.degree = degree
         self.seed = seed
         self.dropout = float(dropout)
         self.corrupt = float(corrupt)
         ring = sorted(ids, key=lambda u: hashlib.sha256(b"secagg/v2/graph|" + seed + u.to_bytes(4, "big")).digest())
+        self.ring = tuple(ring)  # public: the order every party derives from the seed
         position = {u: i for i, u in enumerate(ring)}
         n, half = len(ring), degree // 2
         self._neighbours = {
