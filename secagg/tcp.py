@@ -718,13 +718,14 @@ def delay_at(round_: Round | str, seconds: float) -> BeforeSend:
 def simulate_tcp(
     inputs: Mapping[int, np.ndarray],
     *,
-    threshold: int,
+    threshold: int | None = None,
     modulus: int,
     dropouts: Mapping[str, Any] | None = None,
     malicious: bool = False,
     seed: int | bytes | None = None,
     round_timeout: float = 30.0,
     host: str = "127.0.0.1",
+    **graph: Any,
 ) -> SimulationResult:
     """``simulate`` over real loopback sockets: same signature, same result type.
 
@@ -732,7 +733,9 @@ def simulate_tcp(
     session ``simulate`` runs.  A dropout disconnects instead of sending its
     round's message.  Usable as ``SecureAverageOracle(runner=simulate_tcp)``.
     """
-    params, machines = setup_session(inputs, threshold=threshold, modulus=modulus, malicious=malicious, seed=seed)
+    params, machines = setup_session(
+        inputs, threshold=threshold, modulus=modulus, malicious=malicious, seed=seed, **graph
+    )  # graph: graph="sparse", tolerated_dropout=..., tolerated_corrupt=... as for simulate
     plan = check_dropouts(dropouts, params.client_ids, malicious)
     hooks: dict[int, BeforeSend] = {}
     for round_ in rounds_for(malicious):  # earliest round wins

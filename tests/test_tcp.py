@@ -484,3 +484,18 @@ def test_simulate_tcp_matches_simulate_and_serves_as_an_oracle_runner():
     exact = sum(weights[u] * vectors[u] for u in vectors) / sum(weights.values())
     assert np.max(np.abs(result.value - exact)) <= result.error_bound
     assert oracle.calls == 1 and result.bytes_per_client > 0
+
+
+def test_sparse_graph_session_over_tcp_with_dropouts():
+    """A SecAgg+ Harary graph travels in the bootstrap parameters; sums stay exact over TCP."""
+    n = 40
+    rng = np.random.default_rng(5)
+    inputs = {u: rng.integers(0, M, DIM, dtype=np.uint64) for u in range(1, n + 1)}
+    params, machines = setup_session(
+        inputs, modulus=M, seed=5, graph="sparse", tolerated_dropout=0.1, tolerated_corrupt=0.05
+    )
+    assert params.sparse and params.graph.degree < n - 1
+    leavers = {7: Round.SHARE_KEYS, 21: Round.MASKED_INPUT, 33: Round.UNMASKING}
+    run = run_session(params, machines, before_send={u: leave_at(r) for u, r in leavers.items()})
+    assert_exact(inputs, run.server, set(range(1, n + 1)) - {7, 21})
+    assert all(run.clients[u].status == "done" for u in set(range(1, n + 1)) - set(leavers))
