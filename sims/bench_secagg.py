@@ -96,6 +96,7 @@ least-squares fit bytes/client = a + b*n + c*d to this run's measured rows.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -116,6 +117,7 @@ from rich.table import Table
 import secagg
 from secagg.bootstrap import encode_hello, params_from_wire, params_to_wire
 from secagg.framing import HEADER_BYTES, encode_frame
+from secagg.graph import SparseChoice, sparse_parameters
 from secagg.messages import AdvertiseKeys, EncryptedShares, MaskedInput, UnmaskingShares, max_message_bytes
 from secagg.params import SESSION_ID_BYTES, PublicParams, element_bytes
 from secagg.sharecrypt import CIPHERTEXT_BYTES
@@ -150,10 +152,28 @@ class Config:
     dropout: float
     modulus_bits: int
     seeded: bool = False  # keys, masks and nonces from the seed too: both transports run the same session
+    graph: str = "complete"  # or "sparse": SecAgg+ Harary graph sized for the tolerated fractions below
+    tolerated_dropout: float = 0.1
+    tolerated_corrupt: float = 0.05
 
     @property
     def threshold(self) -> int:
+        if self.graph == "sparse":
+            return sized(self.n, self.tolerated_dropout, self.tolerated_corrupt).threshold
         return 2 * self.n // 3 + 1
+
+    @property
+    def degree(self) -> int:
+        """Neighbours per client: k on the sparse graph, n - 1 on the complete one."""
+        if self.graph == "sparse":
+            return sized(self.n, self.tolerated_dropout, self.tolerated_corrupt).degree
+        return self.n - 1
+
+    def session_kwargs(self) -> dict:
+        """The graph arguments of setup_session / simulate."""
+        if self.graph == "complete":
+            return {}
+        return dict(graph="sparse", tolerated_dropout=self.tolerated_dropout, tolerated_corrupt=self.tolerated_corrupt)
 
     @property
     def dropped(self) -> list[int]:
@@ -169,13 +189,23 @@ class Config:
         return self.d * self.element_bytes
 
 
+@functools.lru_cache(maxsize=None)
+def sized(n: int, dropout: float, corrupt: float) -> SparseChoice:
+    return sparse_parameters(n, dropout=dropout, corrupt=corrupt)
+
+
 # ---- the PRG floor ------------------------------------------------------------
 
 
-def floor_streams(u2: int, u3: int) -> tuple[int, int]:
-    """Number of d-element streams (clients, server) the protocol must expand."""
-    clients = u3 * (1 + (u2 - 1))
-    server = u3 + (u2 - u3) * u3
+def floor_streams(params: PublicParams, u2: frozenset[int], u3: frozenset[int]) -> tuple[int, int]:
+    """Number of d-element streams (clients, server) the protocol expands on this session's graph.
+
+    Each sender in U3 expands its self mask and one pairwise mask per neighbour in U2; the
+    server expands every self mask of U3 and, per dropped client, one pairwise mask per
+    surviving neighbour (on the complete graph: |U3| (1 + |U2| - 1) and |U3| + |U2 \\ U3| |U3|).
+    """
+    clients = sum(1 + len(params.neighbours(u) & u2) for u in u3)
+    server = len(u3) + sum(len(params.neighbours(v) & u3) for v in u2 - u3)
     return clients, server
 
 
@@ -191,8 +221,8 @@ def prg_seconds(streams: int, nbytes: int) -> float:
     return time.perf_counter() - start
 
 
-def measure_floor(cfg: Config, u2: int, u3: int) -> tuple[float, float]:
-    clients, server = floor_streams(u2, u3)
+def measure_floor(cfg: Config, params: PublicParams, u2: frozenset[int], u3: frozenset[int]) -> tuple[float, float]:
+    clients, server = floor_streams(params, u2, u3)
     nbytes = cfg.d * cfg.element_bytes
     return prg_seconds(clients, nbytes), prg_seconds(server, nbytes)
 
@@ -236,20 +266,23 @@ def run_memory(cfg: Config, seed: int) -> dict:
     key_seed = seed if cfg.seeded else None
     modulus = 1 << cfg.modulus_bits
     # U2 and U3 are known in advance (nobody drops before masked_input); checked below.
-    u2, u3 = cfg.n, cfg.n - len(dropped)
-    before = measure_floor(cfg, u2, u3)
+    u2 = frozenset(range(1, cfg.n + 1))
+    u3 = u2 - frozenset(dropped)
     # simulate() starts with setup_session(); time that alone (same seed, same work) to leave it out.
     start = time.perf_counter()
-    setup_session(inputs, threshold=cfg.threshold, modulus=modulus, seed=key_seed)
+    setup_session(inputs, threshold=cfg.threshold, modulus=modulus, seed=key_seed, **cfg.session_kwargs())
     setup = time.perf_counter() - start
     start = time.perf_counter()
     result = secagg.simulate(
-        inputs, threshold=cfg.threshold, modulus=modulus, dropouts={DROP_ROUND: dropped}, seed=key_seed
+        inputs, threshold=cfg.threshold, modulus=modulus, dropouts={DROP_ROUND: dropped}, seed=key_seed,
+        **cfg.session_kwargs(),
     )
     wall = time.perf_counter() - start - setup
-    after = measure_floor(cfg, u2, u3)
-    if result.counts.get("share_keys") != u2 or len(result.included) != u3:
-        raise RuntimeError(f"{cfg}: expected |U2|={u2}, |U3|={u3}, got {result.counts}, {len(result.included)}")
+    # The floor needs the session's graph (drawn from its session id): measured twice, after it.
+    before = measure_floor(cfg, result.params, u2, u3)
+    after = measure_floor(cfg, result.params, u2, u3)
+    if result.counts.get("share_keys") != len(u2) or frozenset(result.included) != u3:
+        raise RuntimeError(f"{cfg}: expected |U2|={len(u2)}, |U3|={len(u3)}, got {result.counts}, {len(result.included)}")
     correct = bool(np.array_equal(result.total, expected_total(inputs, result.included, cfg.modulus_bits)))
     row = make_row(cfg, result, min(before[0], after[0]), min(before[1], after[1]), correct, "memory")
     row.update(
@@ -278,6 +311,8 @@ def make_row(cfg: Config, result, floor_client: float, floor_server: float, corr
         "drop_round": DROP_ROUND,
         "modulus_bits": cfg.modulus_bits,
         "t": cfg.threshold,
+        "graph": cfg.graph,
+        "k": cfg.degree,
         "included": len(result.included),
         "client_s": sum(result.client_seconds.values()),
         "server_s": sum(result.server_seconds.values()),
@@ -418,7 +453,8 @@ def run_tcp(cfg: Config, seed: int) -> dict:
     inputs = random_inputs(cfg, seed)
     dropped = set(cfg.dropped)
     params, machines = setup_session(
-        inputs, threshold=cfg.threshold, modulus=1 << cfg.modulus_bits, seed=seed if cfg.seeded else None
+        inputs, threshold=cfg.threshold, modulus=1 << cfg.modulus_bits, seed=seed if cfg.seeded else None,
+        **cfg.session_kwargs(),
     )
     hooks = {u: leave_at(DROP_ROUND) for u in dropped}
     ctx = multiprocessing.get_context("spawn")  # fork would hand the server this process's memory
@@ -566,7 +602,7 @@ def run_both(cfg: Config, repeat: int, stat: str, seed: int) -> tuple[dict, dict
 
 def estimated_seconds(cfg: Config) -> float:
     """Rough seconds for one transport (fit by eye on a 2-core machine: n=200, d=1e5 takes ~10 s)."""
-    return cfg.n**2 * (8e-5 + 3.5e-10 * cfg.raw_bytes)
+    return cfg.n * cfg.degree * (8e-5 + 3.5e-10 * cfg.raw_bytes)
 
 
 # ---- bytes per client in the paper's setting: an extrapolation ----------------------
@@ -689,13 +725,15 @@ def fmt_d(d: int) -> str:
 
 def main_table(rows: list[dict], args) -> Table:
     table = Table(
-        title=f"secagg, {rows[0]['transport']} transport, M = 2^{args.modulus_bits}, "
-        f"t = floor(2n/3)+1, dropouts leave at {DROP_ROUND}",
-        caption="client s: all clients, all rounds; masking = clients' masked_input round; "
+        title=f"secagg, {rows[0]['transport']} transport, {args.graph} graph, M = 2^{args.modulus_bits}, "
+        + ("t = floor(2n/3)+1" if args.graph == "complete" else
+           f"k, t sized for dropout {args.tolerated_dropout:g}, corrupt {args.tolerated_corrupt:g}")
+        + f", dropouts leave at {DROP_ROUND}",
+        caption="client s: all clients, all rounds; per client = client s / n; masking = clients' masked_input round; "
         "unmasking = server's unmasking round;\nratio = (masking + unmasking) / AES-CTR floor; "
         "bytes per client: mean over the included clients; expansion = bytes sent / (d * element bytes)",
     )
-    for name in ("n", "d", "dropout", "t", "included", "client s (all)", "server s", "masking s",
+    for name in ("n", "d", "dropout", "k", "t", "included", "client s (all)", "per client s", "server s", "masking s",
                  "unmasking s", "floor s", "ratio", "sent/client", "recv/client", "expansion"):
         table.add_column(name, justify="right")
     for r in rows:
@@ -706,9 +744,11 @@ def main_table(rows: list[dict], args) -> Table:
             str(r["n"]),
             fmt_d(r["d"]),
             f"{r['dropout']:.1f} ({r['dropped']})",
+            str(r["k"]),
             str(r["t"]),
             str(r["included"]) + ("" if r["correct"] else " [red]WRONG SUM[/]"),
             f"{r['client_s']:.3f}",
+            f"{r['client_s'] / r['n']:.4f}",
             f"{r['server_s']:.3f}",
             f"{r['masking_s']:.3f}",
             f"{r['unmasking_s']:.3f}",
@@ -874,12 +914,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--seed", type=int, default=0,
         help="seed of the random inputs; with tcp/both also of keys, masks and nonces (memory alone: keys from the OS)",
     )
+    ap.add_argument(
+        "--graph", choices=("complete", "sparse"), default="complete",
+        help="complete (Bonawitz et al., default) or sparse (SecAgg+ Harary graph, k and t sized from n)",
+    )
+    ap.add_argument("--tolerated-dropout", type=float, default=0.1, help="sparse: dropout fraction the graph is sized for")
+    ap.add_argument("--tolerated-corrupt", type=float, default=0.05, help="sparse: corrupted fraction the graph is sized for")
     ap.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     args = ap.parse_args(argv)
     if args.repeat < 1:
         ap.error("--repeat must be >= 1")
     if any(not 0 <= p < 1 for p in args.dropout or ()):
         ap.error("dropout rates must be in [0, 1)")
+    if args.graph == "sparse" and any(p > args.tolerated_dropout for p in args.dropout or ()):
+        ap.error("on a sparse graph every dropout rate must be at most --tolerated-dropout")
     return args
 
 
@@ -894,7 +942,13 @@ def grid(args) -> tuple[list[Config], list[Config]]:
         ns = args.n or (QUICK_N if args.quick else FULL_N)
         ds = args.d or (QUICK_D if args.quick else FULL_D)
         ps = args.dropout if args.dropout is not None else DROPOUTS
-    configs = [Config(n, d, p, args.modulus_bits, seeded=loopback) for n in ns for d in ds for p in ps]
+    if args.graph == "sparse" and args.dropout is None:
+        ps = [p for p in ps if p <= args.tolerated_dropout]
+    configs = [
+        Config(n, d, p, args.modulus_bits, seeded=loopback, graph=args.graph,
+               tolerated_dropout=args.tolerated_dropout, tolerated_corrupt=args.tolerated_corrupt)
+        for n in ns for d in ds for p in ps
+    ]
     # A grid point estimated above the budget is skipped; named explicitly with --n and --d it runs.
     explicit = args.n is not None and args.d is not None
     keep = [c for c in configs if explicit or estimated_seconds(c) <= BUDGET_SECONDS]
@@ -917,7 +971,7 @@ def main(argv: list[str] | None = None) -> int:
             err.print(f"[yellow]n={c.n} d={c.d}: estimated {estimated_seconds(c):.0f} s per transport[/]")
     rows, pairs = [], []
     for i, cfg in enumerate(configs, 1):
-        err.print(f"[{i}/{len(configs)}] n={cfg.n} d={cfg.d} dropout={cfg.dropout:g} t={cfg.threshold}", end="")
+        err.print(f"[{i}/{len(configs)}] n={cfg.n} d={cfg.d} dropout={cfg.dropout:g} k={cfg.degree} t={cfg.threshold}", end="")
         start = time.perf_counter()
         try:
             if args.transport == "both":
