@@ -19,7 +19,8 @@ the three events that break the protocol each have probability at most
 
 The corrupted and dropped sets are fixed before the graph is drawn (static
 corruption, non-adaptive dropouts), as in the semi-honest analysis of Bell et
-al.; the bounds are exact hypergeometric tails with a union bound over clients.
+al.; the bounds are exact hypergeometric tails (integer arithmetic) with a union
+bound over clients.
 """
 
 from __future__ import annotations
@@ -27,9 +28,8 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterable, Protocol
-
-from scipy.stats import hypergeom
 
 from .errors import InsecureParameters, ParameterError
 
@@ -66,6 +66,22 @@ class SparseBounds:
         return self.corrupt_holders + self.disconnected
 
 
+@lru_cache(maxsize=4096)
+def _tails(population: int, marked: int, draws: int) -> tuple[float, ...]:
+    """P[X >= j] for j = 0 .. draws + 1, X ~ Hypergeometric(population, marked, draws), exactly.
+
+    Sums of products of binomials in Python integers, one division per tail: no
+    floating-point cancellation in the far tail the 2**-40 bounds live in.
+    """
+    terms = [math.comb(marked, j) * math.comb(population - marked, draws - j) for j in range(draws + 1)]
+    total = math.comb(population, draws)
+    tails, running = [0.0] * (draws + 2), 0
+    for j in range(draws, -1, -1):
+        running += terms[j]
+        tails[j] = running / total
+    return tuple(tails)
+
+
 def sparse_bounds(n: int, degree: int, threshold: int, dropout: float, corrupt: float) -> SparseBounds:
     """The three failure bounds for H(k, n) under a random relabelling (see module docstring).
 
@@ -82,13 +98,13 @@ def sparse_bounds(n: int, degree: int, threshold: int, dropout: float, corrupt: 
     corrupted = math.floor(corrupt * n)
     dropped = math.floor(dropout * n)
     removed = min(n, corrupted + dropped)
-    p_corrupt = n * float(hypergeom.sf(threshold - 1, n - 1, corrupted, degree)) if corrupted else 0.0
+    p_corrupt = n * _tails(n - 1, corrupted, degree)[min(threshold, degree + 1)] if corrupted else 0.0
     run = degree // 2
     p_run = 1.0
     for i in range(run):
         p_run *= max(removed - i, 0) / (n - i)
     # at most k - t dropped neighbours keeps t surviving holders
-    p_drop = n * float(hypergeom.sf(degree - threshold, n - 1, dropped, degree)) if dropped else 0.0
+    p_drop = n * _tails(n - 1, dropped, degree)[degree - threshold + 1] if dropped else 0.0
     return SparseBounds(min(p_corrupt, 1.0), min(n * p_run, 1.0), min(p_drop, 1.0))
 
 

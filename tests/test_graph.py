@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.special import comb
 
 from secagg import InsecureParameters, ParameterError
 from secagg.graph import CompleteGraph, HararyGraph, sparse_bounds, sparse_parameters
@@ -70,8 +69,17 @@ def test_survivors_stay_connected_without_a_run_of_k_over_2_removed_ring_positio
 
 def test_corrupted_holder_bound_is_the_hypergeometric_tail_times_n():
     n, k, t, corrupted = 50, 10, 4, 5
+    comb = math.comb
     exact = sum(comb(corrupted, j) * comb(n - 1 - corrupted, k - j) for j in range(t, k + 1)) / comb(n - 1, k)
     assert math.isclose(sparse_bounds(n, k, t, 0.0, corrupted / n).corrupt_holders, n * exact, rel_tol=1e-9)
+
+
+def test_exact_tails_agree_with_scipy_far_in_the_tail():
+    from scipy.stats import hypergeom
+
+    for t in (10, 19, 25):
+        ours = sparse_bounds(1000, 36, t, 0.0, 0.05).corrupt_holders / 1000
+        assert math.isclose(ours, float(hypergeom.sf(t - 1, 999, 50, 36)), rel_tol=1e-9)
 
 
 def test_bounds_move_the_right_way_with_t_and_k():
