@@ -5,9 +5,16 @@
     python3 -m sims.bench_secagg --transport both           # n in {50, 100, 200}, d in {1e4, 1e5}, dropout in {0, .1}
     python3 -m sims.bench_secagg --transport both --quick   # n in {10, 50}, d in {1e3, 1e4}, dropout in {0, .1}
     python3 -m sims.bench_secagg --transport tcp --n 200 --d 1e5 --dropout 0.1
+    python3 -m sims.bench_secagg --graph sparse --n 100 1000 10000 --d 1e3 --dropout 0.1   # SecAgg+
+
+``--graph sparse`` runs SecAgg+ sessions on the Harary graph sized by
+``secagg.graph.sparse_parameters`` for ``--tolerated-dropout`` (default 0.1)
+and ``--tolerated-corrupt`` (default 0.05); the table then shows k and that
+t, and "per client s" (all clients' seconds / n) shows the per-client cost
+growing with k ~ log n rather than with n.
 
 For each configuration it runs one in-memory session (``secagg.simulate``)
-with threshold t = floor(2n/3) + 1 and reports the seconds spent by all
+with threshold t = floor(2n/3) + 1 (complete graph) and reports the seconds spent by all
 clients together and by the server, per round; the bytes each client sends
 and receives; and how far masking + unmasking is from the PRG floor.
 
@@ -19,14 +26,15 @@ pairwise mask they share with a survivor.  That is the most expensive place
 to drop.
 
 The PRG floor is the time AES-256-CTR takes on this machine to expand exactly
-the mask material the protocol must expand, one fresh key per stream, each
-stream d * element_bytes bytes:
+the mask material the protocol must expand on the session's graph, one fresh
+key per stream, each stream d * element_bytes bytes:
 
-    clients: each of the |U3| senders expands 1 self mask + (|U2| - 1) pairwise masks
-    server:  |U3| self masks + |U2 \\ U3| * |U3| pairwise masks
+    clients: each of the |U3| senders expands 1 self mask + |N(u) ∩ U2| pairwise masks
+    server:  |U3| self masks + one pairwise mask per (dropped, surviving neighbour) pair
 
-It is measured just before and just after each session (the lower of the two
-is used), so it tracks the machine's state during the run.
+(on the complete graph: |U3| (1 + |U2| - 1) and |U3| + |U2 \\ U3| * |U3|).  It is
+measured twice right after each session (the lower of the two is used; the
+graph is drawn from the session id), so it tracks the machine's state.
 
     ratio = (masking + unmasking) / floor
     masking   = all clients' masked_input round (decrypt shares, X25519, HKDF, PRG, adds, encoding)
