@@ -65,7 +65,7 @@ class Client:
         rng: RandomSource | None = None,
         identity_key: Ed25519PrivateKey | None = None,
     ):
-        if client_id not in params.client_ids:
+        if client_id not in params.id_set:
             raise ParameterError(f"client id {client_id} is not in this session")
         value = np.asarray(value)
         if value.shape != (params.dim,) or value.dtype.kind not in "ui":

@@ -236,7 +236,7 @@ class _Reader:
     def __init__(self, params: PublicParams, sender: int | None):
         self.params = params
         self.sender = sender
-        self.ids = frozenset(params.client_ids)
+        self.ids = params.id_set
 
     def fail(self, field_name: str, reason: str) -> MalformedMessage:
         return MalformedMessage(reason, party=self.sender, field=field_name)
@@ -329,7 +329,7 @@ def decode(data: bytes, params: PublicParams) -> Message:
     envelope = r.array(obj, "envelope", 7)
     version, session_id, round_name, kind, sender, recipient, body = envelope
     r.int(version, "version", PROTOCOL_VERSION, PROTOCOL_VERSION)
-    max_id = max(params.client_ids)
+    max_id = params.client_ids[-1]  # sorted
     sender = r.int(sender, "sender", 0, max_id)
     r.sender = sender
     recipient = r.int(recipient, "recipient", 0, max_id)

@@ -10,6 +10,7 @@ gives no guarantee.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -233,6 +234,11 @@ class PublicParams:
     @property
     def n(self) -> int:
         return len(self.client_ids)
+
+    @functools.cached_property
+    def id_set(self) -> frozenset[int]:
+        """The client ids as a set, built once: decoding checks every id against it (O(1), not O(n))."""
+        return frozenset(self.client_ids)
 
     @property
     def modulus(self) -> int:

@@ -107,6 +107,11 @@ class Server:
             return frozenset()
         return self._expected - self._received.keys()
 
+    @property
+    def round_complete(self) -> bool:
+        """Every client expected in this round has answered (O(1): answers are a subset of the expected)."""
+        return self.state is ServerState.COLLECTING and len(self._received) == len(self._expected)
+
     def receive(self, data: bytes | Message) -> list[Message]:
         """Validate and record one client message; close the round if it was the last one."""
         if isinstance(data, Message):
@@ -134,7 +139,7 @@ class Server:
         if isinstance(msg, AdvertiseKeys):
             self._taken_keys |= {msg.c_pk, msg.s_pk}
         self._received[u] = msg
-        if not self.waiting_for and self._auto_close:
+        if self._auto_close and self.round_complete:
             return self.close_round()
         return []
 

@@ -418,10 +418,9 @@ class TcpServer:
         """Close early once every client still awaited is known to be gone."""
         if self._finished or self._closing or self.server.state is not ServerState.COLLECTING:
             return
-        waiting = self.server.waiting_for
-        if not waiting:
+        if self.server.round_complete:
             self._close_round("complete")
-        elif waiting <= self._dead:
+        elif self._dead and self.server.waiting_for <= self._dead:
             self._close_round("dropouts")
 
     def _drop(
