@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import MalformedMessage, ProtocolViolation
 from .params import PublicParams
-from .shamir import SHARE_BYTES, share_from_bytes
+from .shamir import SHARE_BYTES, share_from_bytes, share_to_bytes
 from .sharecrypt import CIPHERTEXT_BYTES
 
 PROTOCOL_VERSION = 2  # 2: chunked Shamir shares of 36 bytes over GF(2**32 - 5)
@@ -132,7 +132,7 @@ class UnmaskingShares(Message):
     s_shares: Mapping[int, int] = field(default_factory=dict)  # dropped -> share of its mask key
 
     def body(self) -> list[Any]:
-        enc = lambda shares: {k: v.to_bytes(SHARE_BYTES, "big") for k, v in shares.items()}
+        enc = lambda shares: {k: share_to_bytes(v) for k, v in shares.items()}
         return [enc(self.b_shares), enc(self.s_shares)]
 
 

@@ -23,7 +23,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -138,17 +138,6 @@ def share_from_bytes(data: bytes) -> int:
     return int.from_bytes(data, "big")
 
 
-def is_share(y: int) -> bool:
-    """Whether ``y`` encodes CHUNKS field elements."""
-    if not 0 <= y < 1 << (8 * SHARE_BYTES):
-        return False
-    try:
-        share_from_bytes(share_to_bytes(y))
-    except ValueError:
-        return False
-    return True
-
-
 def share_array(ys: Sequence[int]) -> np.ndarray:
     """Shares as a (len(ys), CHUNKS) uint64 array."""
     raw = b"".join(y.to_bytes(SHARE_BYTES, "big") for y in ys)
@@ -160,7 +149,7 @@ def _share_ints(rows: np.ndarray) -> list[int]:
     return [int.from_bytes(raw[i : i + SHARE_BYTES], "big") for i in range(0, len(raw), SHARE_BYTES)]
 
 
-# ---- sharing and plain reconstruction -------------------------------------------
+# ---- sharing ----------------------------------------------------------------------
 
 
 def _random_elements(rng: RandomSource, count: int) -> np.ndarray:
@@ -202,23 +191,6 @@ def split_many(secrets: Sequence[bytes], xs: Iterable[int], threshold: int, rng:
         vandermonde[:, j] = _mul(vandermonde[:, j - 1], x)
     y = _matmul(vandermonde, coefficients)
     return [dict(zip(holders, _share_ints(y[:, i * CHUNKS : (i + 1) * CHUNKS]))) for i in range(len(secrets))]
-
-
-def split(secret: bytes, xs: Iterable[int], threshold: int, rng: RandomSource) -> dict[int, int]:
-    """Shares ``{x: f(x)}`` of one secret (see ``split_many``)."""
-    return split_many([secret], xs, threshold, rng)[0]
-
-
-def reconstruct(shares: Mapping[int, int], threshold: int) -> bytes:
-    """The secret from the ``threshold`` lowest x's (unverified)."""
-    if len(shares) < threshold:
-        raise ValueError(f"need {threshold} shares, have {len(shares)}")
-    xs = tuple(sorted(shares)[:threshold])
-    chunks = _mul(_weights_at_zero(xs)[:, None], share_array([shares[x] for x in xs])).sum(axis=0) % _P
-    secret = _chunks_secret(chunks)
-    if secret is None:
-        raise ValueError("shares are inconsistent: reconstructed value is not a 32-byte secret")
-    return secret
 
 
 # ---- error-correcting decoding --------------------------------------------------
@@ -471,14 +443,3 @@ def recover_group(
     elif not consistent:
         unattributed = True
     return Recovery(secrets=out, liars=frozenset(liars), suspects=suspects, unattributed=unattributed)
-
-
-def reconstruct_verified(
-    shares: Mapping[int, int], threshold: int, verify: Callable[[bytes], bool], *, max_liars: int = 0
-) -> tuple[bytes, frozenset[int]] | None:
-    """(secret that passes ``verify``, responders proven to have lied), or None.  One secret."""
-    xs = sorted(shares)
-    found = recover_group(xs, share_array([shares[x] for x in xs])[None], threshold, [verify], max_liars=max_liars)
-    if found.secrets[0] is None:
-        return None
-    return found.secrets[0], found.liars
