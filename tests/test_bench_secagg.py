@@ -28,3 +28,9 @@ def test_sparse_floor_counts_one_pairwise_mask_per_neighbour():
     clients, server = bench_secagg.floor_streams(params, u2, u3)
     assert clients == 38 * (1 + 14)
     assert server == 38 + len(params.neighbours(1) & u3) + len(params.neighbours(2) & u3)
+
+
+def test_liar_benchmark_times_an_exact_unmasking_with_and_without_the_liar():
+    for liar in (False, True):
+        seconds, named, exact = bench_secagg.unmasking_seconds(12, 10, liar, seed=3)
+        assert seconds > 0 and exact and named == []  # t - 1 = 8 assumed colluders: no proof at n = 12
