@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import msgpack
 
 from .errors import MalformedMessage, ParameterError, SecAggError
-from .graph import CompleteGraph
+from .graph import CompleteGraph, HararyGraph
 from .messages import PROTOCOL_VERSION
 from .params import PublicParams
 
@@ -89,8 +89,11 @@ def decode_hello(data: bytes) -> int:
 
 
 def params_to_wire(params: PublicParams) -> dict[str, Any]:
-    if not isinstance(params.graph, CompleteGraph):
-        raise ParameterError("the TCP bootstrap only describes the complete neighbour graph")
+    graph: Any = "complete"
+    if isinstance(params.graph, HararyGraph):
+        graph = ["harary", params.graph.degree, params.graph.dropout, params.graph.corrupt]
+    elif not isinstance(params.graph, CompleteGraph):
+        raise ParameterError("the TCP bootstrap describes the complete and the Harary (SecAgg+) graphs only")
     return {
         "session_id": params.session_id,
         "client_ids": list(params.client_ids),
@@ -99,7 +102,7 @@ def params_to_wire(params: PublicParams) -> dict[str, Any]:
         "dim": params.dim,
         "malicious": params.malicious,
         "identity_keys": {u: params.identity_keys[u] for u in params.client_ids} if params.malicious else {},
-        "graph": "complete",
+        "graph": graph,
     }
 
 
@@ -116,13 +119,22 @@ def params_from_wire(obj: Mapping[str, Any], field: str = "params", *, allow_ins
         raise MalformedMessage("identity_keys must map integers to bytes", field=f"{field}.identity_keys")
     if type(obj.get("malicious")) is not bool or type(obj.get("session_id")) is not bytes:
         raise MalformedMessage("malicious must be a bool and session_id bytes", field=field)
-    if obj.get("graph") != "complete":
-        raise MalformedMessage("only the complete neighbour graph is supported", field=f"{field}.graph")
+    graph = obj.get("graph")
+    sparse = (
+        type(graph) is list and len(graph) == 4 and graph[0] == "harary" and type(graph[1]) is int
+        and all(type(f) is float for f in graph[2:])
+    )
+    if graph != "complete" and not sparse:
+        raise MalformedMessage("graph must be 'complete' or ['harary', degree, dropout, corrupt]", field=f"{field}.graph")
     if not obj["malicious"] and keys:
         raise MalformedMessage("identity keys in honest-but-curious mode", field=f"{field}.identity_keys")
     try:
+        neighbours = None
+        if sparse:
+            neighbours = HararyGraph(ids, graph[1], obj["session_id"], dropout=graph[2], corrupt=graph[3])
         return PublicParams(
             session_id=obj["session_id"],
+            graph=neighbours,
             client_ids=tuple(ids),
             threshold=_int(obj, "threshold", field),
             modulus_bits=_int(obj, "modulus_bits", field),

@@ -65,7 +65,7 @@ class Client:
         rng: RandomSource | None = None,
         identity_key: Ed25519PrivateKey | None = None,
     ):
-        if client_id not in params.client_ids:
+        if client_id not in params.id_set:
             raise ParameterError(f"client id {client_id} is not in this session")
         value = np.asarray(value)
         if value.shape != (params.dim,) or value.dtype.kind not in "ui":
@@ -164,8 +164,7 @@ class Client:
         peers = sorted(p.neighbours(u) & roster.keys())
         seed = self._rng.bytes(shamir.SECRET_BYTES)
         holders = peers + [u]
-        b_shares = shamir.split(seed, holders, p.threshold, self._rng)
-        s_shares = shamir.split(raw_private(self._s_sk), holders, p.threshold, self._rng)
+        b_shares, s_shares = shamir.split_many([seed, raw_private(self._s_sk)], holders, p.threshold, self._rng)
         channels = {v: channel_keys(agree(self._c_sk, roster[v][0], v), p.session_id, u, v) for v in peers}
         mask_keys = {v: X25519PublicKey.from_public_bytes(roster[v][1]) for v in peers}
         ciphertexts = {

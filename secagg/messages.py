@@ -20,10 +20,10 @@ import numpy as np
 
 from .errors import MalformedMessage, ProtocolViolation
 from .params import PublicParams
-from .shamir import PRIME, SHARE_BYTES
+from .shamir import SHARE_BYTES, share_from_bytes, share_to_bytes
 from .sharecrypt import CIPHERTEXT_BYTES
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: chunked Shamir shares of 36 bytes over GF(2**32 - 5)
 SERVER = 0
 KEY_BYTES = 32
 SIGNATURE_BYTES = 64
@@ -132,7 +132,7 @@ class UnmaskingShares(Message):
     s_shares: Mapping[int, int] = field(default_factory=dict)  # dropped -> share of its mask key
 
     def body(self) -> list[Any]:
-        enc = lambda shares: {k: v.to_bytes(SHARE_BYTES, "big") for k, v in shares.items()}
+        enc = lambda shares: {k: share_to_bytes(v) for k, v in shares.items()}
         return [enc(self.b_shares), enc(self.s_shares)]
 
 
@@ -236,7 +236,7 @@ class _Reader:
     def __init__(self, params: PublicParams, sender: int | None):
         self.params = params
         self.sender = sender
-        self.ids = frozenset(params.client_ids)
+        self.ids = params.id_set
 
     def fail(self, field_name: str, reason: str) -> MalformedMessage:
         return MalformedMessage(reason, party=self.sender, field=field_name)
@@ -282,10 +282,10 @@ class _Reader:
     def share_map(self, value: Any, name: str) -> dict[int, int]:
         shares = {}
         for k, v in self.bin_map(value, name, SHARE_BYTES).items():
-            y = int.from_bytes(v, "big")
-            if y >= PRIME:
-                raise self.fail(f"{name}[{k}]", "share is not a field element")
-            shares[k] = y
+            try:
+                shares[k] = share_from_bytes(v)
+            except ValueError:
+                raise self.fail(f"{name}[{k}]", "share is not a vector of field elements") from None
         return shares
 
     def signature(self, value: Any, name: str) -> bytes:
@@ -329,7 +329,7 @@ def decode(data: bytes, params: PublicParams) -> Message:
     envelope = r.array(obj, "envelope", 7)
     version, session_id, round_name, kind, sender, recipient, body = envelope
     r.int(version, "version", PROTOCOL_VERSION, PROTOCOL_VERSION)
-    max_id = max(params.client_ids)
+    max_id = params.client_ids[-1]  # sorted
     sender = r.int(sender, "sender", 0, max_id)
     r.sender = sender
     recipient = r.int(recipient, "recipient", 0, max_id)

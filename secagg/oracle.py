@@ -77,7 +77,7 @@ class SecureAverageOracle:
 
     def __init__(
         self,
-        threshold: int | float,
+        threshold: int | float | None,
         *,
         value_bound: float = 1e3,
         weight_bound: float = 1.0,
@@ -87,10 +87,17 @@ class SecureAverageOracle:
         malicious: bool = False,
         seed: int | None = None,
         runner: Runner = simulate,
+        graph: str = "complete",
+        tolerated_dropout: float | None = None,
+        tolerated_corrupt: float | None = None,
     ):
-        if isinstance(threshold, bool) or not (
+        self.graph: dict[str, object] = {}  # passed to the runner: a sparse graph's sizing
+        if graph != "complete":
+            self.graph = dict(graph=graph, tolerated_dropout=tolerated_dropout, tolerated_corrupt=tolerated_corrupt)
+        sized = threshold is None and graph != "complete"  # t picked per call by the graph's sizing
+        if not sized and (isinstance(threshold, bool) or not (
             (isinstance(threshold, int) and threshold >= 1) or (isinstance(threshold, float) and 0 < threshold < 1)
-        ):
+        )):
             raise ParameterError(f"threshold must be an int >= 1 or a fraction in (0, 1), got {threshold!r}")
         if frac_bits is None:
             self.encoding = FixedPointEncoding.for_clients(
@@ -120,7 +127,9 @@ class SecureAverageOracle:
             calls=self.calls,
         )
 
-    def threshold_for(self, n: int) -> int:
+    def threshold_for(self, n: int) -> int | None:
+        if self.threshold is None:
+            return None
         if isinstance(self.threshold, float):
             return max(1, math.ceil(self.threshold * n))
         return self.threshold
@@ -176,6 +185,7 @@ class SecureAverageOracle:
             dropouts=dropouts,
             malicious=self.malicious,
             seed=seed,
+            **self.graph,
         )
         value, sum_weights, error = self.encoding.decode_average(session.total, len(session.included))
         traffic = sum(session.bytes_sent.values()) + sum(session.bytes_received.values())

@@ -10,6 +10,8 @@ gives no guarantee.
 
 from __future__ import annotations
 
+import functools
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
@@ -17,13 +19,15 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from .errors import InsecureParameters, ParameterError
-from .graph import CompleteGraph, NeighbourGraph
+from .graph import CompleteGraph, HararyGraph, NeighbourGraph, sparse_bounds, sparse_parameters
 from .keys import is_valid_identity_key
 from .rng import RandomSource, SystemRandom
 
 SESSION_ID_BYTES = 32
 MAX_CLIENT_ID = 2**31 - 1
 MAX_DIM = 2**27
+SECURITY_BITS = 40  # sparse graphs: privacy failure at most 2**-40 over the graph
+CORRECTNESS_BITS = 20  # sparse graphs: abort for too few holders at most 2**-20
 
 
 class InsecureParametersWarning(UserWarning):
@@ -94,15 +98,42 @@ class PublicParams:
                 )
         if self.graph is None:
             object.__setattr__(self, "graph", CompleteGraph(ids))
+        elif isinstance(self.graph, HararyGraph):
+            self._check_sparse(self.graph)
+        elif not isinstance(self.graph, CompleteGraph):
+            raise ParameterError(f"unknown neighbour graph {type(self.graph).__name__}")
         # Here, not only in create(): no way of building parameters skips the rule.
         self.check_threshold(allow_insecure=self.allow_insecure)
+
+    def _check_sparse(self, graph: HararyGraph) -> None:
+        """A SecAgg+ graph must be this session's and meet the bounds it was sized for (graph.py)."""
+        if self.malicious:
+            raise ParameterError(
+                "malicious-server mode needs the complete graph: the per-neighbourhood consistency round "
+                "is not implemented (protocol_spec.md section 14.5)"
+            )
+        if graph.seed != self.session_id or graph.ids != frozenset(self.client_ids):
+            raise ParameterError("the sparse graph must be drawn over this session's ids from its session id")
+        if self.threshold > graph.degree:
+            raise ParameterError(f"threshold {self.threshold} exceeds the {graph.degree} holders of a client's shares")
+        bounds = sparse_bounds(self.n, graph.degree, self.threshold, graph.dropout, graph.corrupt)
+        if bounds.privacy > 2.0**-SECURITY_BITS or bounds.too_few_holders > 2.0**-CORRECTNESS_BITS:
+            message = (
+                f"sparse graph k={graph.degree}, t={self.threshold} on n={self.n} with dropout={graph.dropout}, "
+                f"corrupt={graph.corrupt} gives no guarantee: privacy fails with probability <= {bounds.privacy:.2g} "
+                f"(need 2^-{SECURITY_BITS}), correctness with <= {bounds.too_few_holders:.2g} (need 2^-{CORRECTNESS_BITS}); "
+                f"use graph.sparse_parameters"
+            )
+            if not self.allow_insecure:
+                raise InsecureParameters(message)
+            warnings.warn(message, InsecureParametersWarning, stacklevel=4)
 
     @classmethod
     def create(
         cls,
         client_ids: Iterable[int],
         *,
-        threshold: int,
+        threshold: int | None = None,
         modulus: int,
         dim: int,
         malicious: bool = False,
@@ -111,6 +142,9 @@ class PublicParams:
         rng: RandomSource | None = None,
         colluding: int | None = None,
         allow_insecure: bool = False,
+        graph: str = "complete",
+        dropout: float | None = None,
+        corrupt: float | None = None,
     ) -> "PublicParams":
         """Validate and build the parameters; draw a fresh session id.
 
@@ -119,11 +153,32 @@ class PublicParams:
         In malicious mode a ``t`` that covers no collusion at all
         (``t <= n/2``) is refused unless ``allow_insecure`` is set, which
         downgrades the refusal to an ``InsecureParametersWarning``.
+
+        ``graph="sparse"`` builds a SecAgg+ Harary graph sized by
+        ``graph.sparse_parameters`` for the tolerated ``dropout`` and ``corrupt``
+        fractions (both required); ``threshold`` then defaults to the one chosen
+        there, and a given one is checked against the same bounds.
         """
         ids = tuple(sorted(client_ids))
+        sid = session_id if session_id is not None else (rng or SystemRandom()).bytes(SESSION_ID_BYTES)
+        neighbour_graph: NeighbourGraph | None = None
+        if graph == "sparse":
+            if dropout is None or corrupt is None:
+                raise ParameterError("a sparse graph needs the tolerated dropout and corrupt fractions")
+            choice = sparse_parameters(len(ids), dropout=dropout, corrupt=corrupt,
+                                       security_bits=SECURITY_BITS, correctness_bits=CORRECTNESS_BITS)
+            threshold = choice.threshold if threshold is None else threshold
+            neighbour_graph = HararyGraph(ids, choice.degree, sid, dropout=dropout, corrupt=corrupt)
+        elif graph != "complete":
+            raise ParameterError(f"graph must be 'complete' or 'sparse', got {graph!r}")
+        elif dropout is not None or corrupt is not None:
+            raise ParameterError("dropout and corrupt size a sparse graph; the complete graph takes neither")
+        if threshold is None:
+            raise ParameterError("the complete graph needs a threshold")
         params = cls(
-            session_id=session_id if session_id is not None else (rng or SystemRandom()).bytes(SESSION_ID_BYTES),
+            session_id=sid,
             client_ids=ids,
+            graph=neighbour_graph,
             threshold=threshold,
             modulus_bits=modulus_bits_of(modulus),
             dim=dim,
@@ -135,7 +190,28 @@ class PublicParams:
             params.check_threshold(colluding=colluding, allow_insecure=allow_insecure)
         return params
 
+    @property
+    def sparse(self) -> bool:
+        return not isinstance(self.graph, CompleteGraph)
+
+    @property
+    def max_liars(self) -> int:
+        """The most responders assumed to lie about one secret's shares (the collusion bound).
+
+        Complete graph: ``max_colluding``.  Sparse graph: fewer than t corrupted
+        holders per neighbourhood, the event graph.py bounds.
+        """
+        if self.sparse:
+            return self.threshold - 1
+        return max(max_colluding(self.n, self.threshold, self.malicious), 0)
+
     def check_threshold(self, *, colluding: int | None = None, allow_insecure: bool = False) -> None:
+        if self.sparse:
+            if colluding is not None and colluding > math.floor(self.graph.corrupt * self.n):  # type: ignore[union-attr]
+                raise InsecureParameters(
+                    f"the sparse graph was sized for {self.graph.corrupt} corrupted clients, not {colluding}"  # type: ignore[union-attr]
+                )
+            return
         n, t = self.n, self.threshold
         bound = max_colluding(n, t, self.malicious)
         mode = "malicious-server" if self.malicious else "honest-but-curious"
@@ -163,6 +239,11 @@ class PublicParams:
     @property
     def n(self) -> int:
         return len(self.client_ids)
+
+    @functools.cached_property
+    def id_set(self) -> frozenset[int]:
+        """The client ids as a set, built once: decoding checks every id against it (O(1), not O(n))."""
+        return frozenset(self.client_ids)
 
     @property
     def modulus(self) -> int:

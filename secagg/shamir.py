@@ -1,66 +1,129 @@
-"""t-of-n Shamir secret sharing over the prime field GF(2**256 + 297).
+"""t-of-n Shamir secret sharing of 32-byte secrets, chunked over GF(2**32 - 5), in numpy.
 
-The secrets are 32-byte strings (a self-mask seed and an X25519 private key),
-so the field must exceed 2**256; 2**256 + 297 is the smallest prime that does
-(checked in the tests).  Share ``x`` coordinates are the client ids, which are
-non-zero and below the prime.
+A secret (a self-mask seed or an X25519 private key) is cut into ``CHUNKS``
+chunks of ``CHUNK_BITS`` bits; each chunk is shared with its own independent
+random polynomial of degree t-1 over GF(p), p = 2**32 - 5 (the largest prime
+below 2**32).  Any t-1 shares are uniform and independent of every chunk, so
+the chunked scheme is exactly as private as one polynomial over a large
+field.  A product of two elements fits in a uint64, so every loop over
+holders, chunks and secrets is a numpy operation.  A share is the ``CHUNKS``
+evaluations at the holder's id, 36 bytes (big-endian 32-bit words); in Python
+it is the integer of those bytes.
+
+Reconstruction is verified (``recover_group``): the secret must pass a check
+(commitment or public key), and when a responder's share is off the
+polynomial, error-correcting decoding over *all* shares (Berlekamp-Welch,
+with the verified point (0, secret) added) decides who lied, and only then is
+anyone named (protocol_spec.md 4.9).
 """
 
 from __future__ import annotations
 
 import hashlib
+import struct
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Sequence
 
-from .rng import RandomSource, random_below
+import numpy as np
 
-PRIME = 2**256 + 297
+from .rng import RandomSource
+
+PRIME = 2**32 - 5
 SECRET_BYTES = 32
-SHARE_BYTES = 33  # a field element, big-endian
+CHUNK_BITS = 29
+CHUNKS = -(-8 * SECRET_BYTES // CHUNK_BITS)  # 9
+SHARE_BYTES = 4 * CHUNKS  # 36
+_P = np.uint64(PRIME)
+_WORDS = f">{CHUNKS}I"
+_TOP_BITS = 8 * SECRET_BYTES - CHUNK_BITS * (CHUNKS - 1)  # bits in the last chunk
 
 
-def split(secret: bytes, xs: Iterable[int], threshold: int, rng: RandomSource) -> dict[int, int]:
-    """Shares ``{x: f(x)}`` of a random degree ``threshold-1`` polynomial with f(0) = secret."""
-    if len(secret) != SECRET_BYTES:
-        raise ValueError(f"secret must be {SECRET_BYTES} bytes")
-    coefficients = [int.from_bytes(secret, "big")]
-    coefficients += [random_below(rng, PRIME) for _ in range(threshold - 1)]
-    shares = {}
-    for x in xs:
-        y = 0
-        for c in reversed(coefficients):  # Horner
-            y = (y * x + c) % PRIME
-        shares[x] = y
-    return shares
+# ---- field arithmetic on uint64 arrays of elements < p --------------------------
 
 
-@lru_cache(maxsize=64)
-def lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
-    """Coefficients l_j with f(0) = sum_j l_j f(x_j) for any f of degree < len(xs).
+def _mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b) % _P
 
-    Cached: the server reconstructs every secret of a session from the same
-    responders, so it computes these once per session.
+
+def _inv(a: np.ndarray) -> np.ndarray:
+    """a**(p-2) elementwise (Fermat); a must be nonzero mod p."""
+    result = np.ones_like(a)
+    base = a % _P
+    e = PRIME - 2
+    while e:
+        if e & 1:
+            result = _mul(result, base)
+        base = _mul(base, base)
+        e >>= 1
+    return result
+
+
+def _prod_last_axis(a: np.ndarray) -> np.ndarray:
+    """Product mod p along the last axis, by pairwise halving (log2 steps)."""
+    while a.shape[-1] > 1:
+        if a.shape[-1] % 2:
+            a = np.concatenate([a, np.ones(a.shape[:-1] + (1,), np.uint64)], axis=-1)
+        a = _mul(a[..., 0::2], a[..., 1::2])
+    return a[..., 0]
+
+
+def _barycentric(xs: np.ndarray) -> np.ndarray:
+    """w_i = 1 / prod_{l != i} (x_i - x_l) for distinct x's (shape (m,))."""
+    diff = (xs[:, None] + _P - xs[None, :]) % _P
+    np.fill_diagonal(diff, 1)
+    return _inv(_prod_last_axis(diff))
+
+
+@lru_cache(maxsize=256)
+def _weights_at_zero(xs: tuple[int, ...]) -> np.ndarray:
+    """Lagrange coefficients l_j with f(0) = sum_j l_j f(x_j) for deg f < len(xs).
+
+    l_j = w_j * prod_{l != j} (0 - x_l) = w_j * (-1)**(t-1) * prod(x) / x_j.
+    Cached: the complete graph rebuilds every secret from the same x's.
     """
-    coefficients = []
-    for j, xj in enumerate(xs):
-        num, den = 1, 1
-        for m, xm in enumerate(xs):
-            if m != j:
-                num = num * xm % PRIME
-                den = den * (xm - xj) % PRIME
-        coefficients.append(num * pow(den, -1, PRIME) % PRIME)
-    return tuple(coefficients)
+    x = np.array(xs, dtype=np.uint64)
+    total = int(_prod_last_axis(x[None, :])[0])
+    if len(xs) % 2 == 0:
+        total = (PRIME - total) % PRIME
+    return _mul(_mul(_barycentric(x), _inv(x)), np.uint64(total))
 
 
-def reconstruct(shares: Mapping[int, int], threshold: int) -> bytes:
-    """The secret from any ``threshold`` shares (the lowest x's are used)."""
-    if len(shares) < threshold:
-        raise ValueError(f"need {threshold} shares, have {len(shares)}")
-    xs = tuple(sorted(shares)[:threshold])
-    secret = sum(l * shares[x] for l, x in zip(lagrange_at_zero(xs), xs)) % PRIME
-    if secret >= 2 ** (8 * SECRET_BYTES):
-        raise ValueError("shares are inconsistent: reconstructed value is not a 32-byte secret")
-    return secret.to_bytes(SECRET_BYTES, "big")
+def _consistent(xs: np.ndarray, ys: np.ndarray, threshold: int) -> np.ndarray:
+    """Whether the points (xs, ys[..., i]) lie on one polynomial of degree < t, per column.
+
+    With w the barycentric weights, sum_i w_i y_i x_i**j is the coefficient of
+    x**(m-1) in the interpolant times x**j, so it vanishes for all
+    j < m - t iff the interpolant has degree < t.  ys has shape (m, ...).
+    """
+    m = xs.shape[0]
+    if m <= threshold:
+        return np.ones(ys.shape[1:], dtype=bool)
+    w = _barycentric(xs).reshape((m,) + (1,) * (ys.ndim - 1))
+    term = _mul(w, ys)
+    xcol = xs.reshape(w.shape)
+    ok = np.ones(ys.shape[1:], dtype=bool)
+    for _ in range(m - threshold):
+        ok &= (term.sum(axis=0) % _P) == 0  # m terms < 2**32 each: no overflow
+        term = _mul(term, xcol)
+    return ok
+
+
+# ---- encoding -----------------------------------------------------------------
+
+
+def _secret_chunks(secret: bytes) -> np.ndarray:
+    value = int.from_bytes(secret, "big")
+    mask = (1 << CHUNK_BITS) - 1
+    return np.array([(value >> (CHUNK_BITS * i)) & mask for i in range(CHUNKS)], dtype=np.uint64)
+
+
+def _chunks_secret(chunks: np.ndarray) -> bytes | None:
+    """The secret whose chunks these are, or None if a chunk is out of range (inconsistent shares)."""
+    values = [int(c) for c in chunks]
+    if any(c >> CHUNK_BITS for c in values) or values[-1] >> _TOP_BITS:
+        return None
+    return sum(c << (CHUNK_BITS * i) for i, c in enumerate(values)).to_bytes(SECRET_BYTES, "big")
 
 
 def share_to_bytes(y: int) -> bytes:
@@ -68,166 +131,314 @@ def share_to_bytes(y: int) -> bytes:
 
 
 def share_from_bytes(data: bytes) -> int:
-    """Decode a share; the caller has checked the length. Raises on y >= PRIME."""
-    y = int.from_bytes(data, "big")
-    if y >= PRIME:
-        raise ValueError("share is not a field element")
-    return y
+    """Decode a share; the caller has checked the length. Raises on a word >= p."""
+    if len(data) != SHARE_BYTES or any(w >= PRIME for w in struct.unpack(_WORDS, data)):
+        raise ValueError("share is not a vector of field elements")
+    return int.from_bytes(data, "big")
 
 
-def _solve(rows: list[list[int]], rhs: list[int]) -> list[int] | None:
-    """One solution of a linear system over GF(PRIME) (free variables 0), or None."""
-    n_cols = len(rows[0])
-    m = [row[:] + [b] for row, b in zip(rows, rhs)]
-    pivots: list[int] = []
-    r = 0
-    for c in range(n_cols):
-        pivot = next((i for i in range(r, len(m)) if m[i][c]), None)
-        if pivot is None:
-            continue
-        m[r], m[pivot] = m[pivot], m[r]
-        inv = pow(m[r][c], -1, PRIME)
-        m[r] = [v * inv % PRIME for v in m[r]]
-        for i in range(len(m)):
-            if i != r and m[i][c]:
-                f = m[i][c]
-                m[i] = [(a - f * b) % PRIME for a, b in zip(m[i], m[r])]
-        pivots.append(c)
-        r += 1
-    if any(row[-1] for row in m[r:]):
-        return None
-    solution = [0] * n_cols
-    for i, c in enumerate(pivots):
-        solution[c] = m[i][-1]
-    return solution
+def share_array(ys: Sequence[int]) -> np.ndarray:
+    """Shares as a (len(ys), CHUNKS) uint64 array."""
+    raw = b"".join(y.to_bytes(SHARE_BYTES, "big") for y in ys)
+    return np.frombuffer(raw, dtype=">u4").reshape(len(ys), CHUNKS).astype(np.uint64)
 
 
-def _poly_divide(num: list[int], den: list[int]) -> tuple[list[int], bool]:
-    """Quotient of num / den (coefficients low to high) and whether it divides exactly."""
-    num = num[:]
-    quotient = [0] * max(len(num) - len(den) + 1, 1)
-    inv_lead = pow(den[-1], -1, PRIME)
-    for i in range(len(num) - len(den), -1, -1):
-        coef = num[i + len(den) - 1] * inv_lead % PRIME
-        quotient[i] = coef
-        for j, d in enumerate(den):
-            num[i + j] = (num[i + j] - coef * d) % PRIME
-    return quotient, not any(num)
+def _share_ints(rows: np.ndarray) -> list[int]:
+    raw = rows.astype(">u4").tobytes()
+    return [int.from_bytes(raw[i : i + SHARE_BYTES], "big") for i in range(0, len(raw), SHARE_BYTES)]
 
 
-def _evaluate(poly: list[int], x: int) -> int:
-    y = 0
-    for c in reversed(poly):
-        y = (y * x + c) % PRIME
-    return y
+# ---- sharing ----------------------------------------------------------------------
 
 
-def berlekamp_welch(shares: Mapping[int, int], threshold: int) -> tuple[bytes, frozenset[int]] | None:
-    """Decode despite up to (k - t) // 2 wrong shares; return (secret, wrong x's) or None.
-
-    Finds E (monic, degree e) and Q (degree < e + t) with Q(x_i) = y_i E(x_i)
-    for every share; then f = Q / E and the wrong shares are the roots of E.
-    O(k^3) field operations: used only when the fast path fails a check.
-    """
-    points = sorted(shares.items())
-    errors = (len(points) - threshold) // 2
-    if errors < 1:
-        return None
-    rows, rhs = [], []
-    for x, y in points:
-        powers = [pow(x, j, PRIME) for j in range(errors + threshold)]
-        rows.append(powers + [(-y * powers[j]) % PRIME for j in range(errors)])
-        rhs.append(y * pow(x, errors, PRIME) % PRIME)
-    solution = _solve(rows, rhs)
-    if solution is None:
-        return None
-    q, e = solution[: errors + threshold], solution[errors + threshold :] + [1]
-    f, exact = _poly_divide(q, e)
-    if not exact or len([c for c in f[threshold:] if c]):
-        return None
-    secret = f[0] if f else 0
-    if secret >= 2 ** (8 * SECRET_BYTES):
-        return None
-    wrong = frozenset(x for x, y in points if _evaluate(f, x) != y)
-    return secret.to_bytes(SECRET_BYTES, "big"), wrong
-
-
-def reconstruct_verified(
-    shares: Mapping[int, int], threshold: int, verify: Callable[[bytes], bool]
-) -> tuple[bytes, frozenset[int], bool] | None:
-    """(secret that passes ``verify``, x's of wrong shares found, fast path used?), or None.
-
-    Fast path: interpolate the ``threshold`` lowest shares; the other shares
-    are not examined (see ``consistent``).  If the secret fails the check (a
-    responder lied), fall back to Berlekamp-Welch decoding, which examines all.
-    """
-    try:
-        secret = reconstruct(shares, threshold)
-    except ValueError:
-        secret = None
-    if secret is not None and verify(secret):
-        return secret, frozenset(), True
-    decoded = berlekamp_welch(shares, threshold)
-    if decoded is None or not verify(decoded[0]):
-        return None
-    return decoded[0], decoded[1], False
-
-
-def _interpolate_at(points: Mapping[int, int], xs: Iterable[int]) -> dict[int, int]:
-    """Values at ``xs`` of the polynomial of degree < len(points) through ``points``.
-
-    Lagrange form f(x) = sum_j y_j w_j prod_{m != j} (x - x_m) with the
-    barycentric weights w_j = 1 / prod_{m != j} (x_j - x_m) computed once;
-    the products for each x come from prefix and suffix products, so each
-    point costs O(t) multiplications and no inversion.
-    """
-    known = sorted(points)
-    t = len(known)
-    denominators = []
-    for j, xj in enumerate(known):
-        den = 1
-        for m, xm in enumerate(known):
-            if m != j:
-                den = den * (xj - xm) % PRIME
-        denominators.append(den)
-    scaled = [points[xj] * pow(den, -1, PRIME) % PRIME for xj, den in zip(known, denominators)]
-    out = {}
-    for x in xs:
-        diffs = [(x - xm) % PRIME for xm in known]
-        prefix = [1] * (t + 1)
-        for m in range(t):
-            prefix[m + 1] = prefix[m] * diffs[m] % PRIME
-        total, suffix = 0, 1
-        for j in range(t - 1, -1, -1):
-            total += scaled[j] * prefix[j] * suffix
-            suffix = suffix * diffs[j] % PRIME
-        out[x] = total % PRIME
+def _random_elements(rng: RandomSource, count: int) -> np.ndarray:
+    """``count`` uniform elements of GF(p): 32-bit words, rejecting those >= p (no modulo bias)."""
+    out = np.frombuffer(rng.bytes(4 * count), dtype="<u4").astype(np.uint64)
+    bad = np.flatnonzero(out >= _P)
+    while bad.size:
+        fresh = np.frombuffer(rng.bytes(4 * bad.size), dtype="<u4").astype(np.uint64)
+        out[bad] = fresh
+        bad = bad[fresh >= _P]
     return out
 
 
-def off_polynomial(shares: Mapping[int, int], threshold: int) -> frozenset[int]:
-    """The x's whose share is off the polynomial through the ``threshold`` lowest x's."""
-    base = sorted(shares)[:threshold]
-    rest = [x for x in sorted(shares) if x not in base]
-    expected = _interpolate_at({x: shares[x] for x in base}, rest)
-    return frozenset(x for x in rest if expected[x] != shares[x])
+def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b mod p without overflow: b is split in 16-bit halves, so each sum of
+    t products stays below t * 2**48 < 2**64 (t < 2**16)."""
+    lo, hi = b & np.uint64(0xFFFF), b >> np.uint64(16)
+    return ((a @ hi) % _P * np.uint64(1 << 16) + (a @ lo) % _P) % _P
 
 
-def consistent(share_sets: list[Mapping[int, int]], threshold: int, seed: bytes) -> bool:
-    """Whether every set of shares (all over the same x's) lies on a degree < t polynomial.
+def split_many(secrets: Sequence[bytes], xs: Iterable[int], threshold: int, rng: RandomSource) -> list[dict[int, int]]:
+    """Shares ``{x: f(x)}`` of each secret: per chunk, a random degree ``threshold-1``
+    polynomial with f(0) = chunk, evaluated at every x as one Vandermonde product."""
+    if any(len(s) != SECRET_BYTES for s in secrets):
+        raise ValueError(f"secret must be {SECRET_BYTES} bytes")
+    holders = list(xs)
+    if any(not 0 < x < PRIME for x in holders):
+        raise ValueError("share x's must lie in [1, p)")
+    if not 1 <= threshold < 2**16:
+        raise ValueError("threshold must be in [1, 2**16)")
+    width = len(secrets) * CHUNKS
+    coefficients = np.vstack(
+        [np.concatenate([_secret_chunks(s) for s in secrets])[None, :],
+         _random_elements(rng, (threshold - 1) * width).reshape(threshold - 1, width)]
+    )
+    x = np.array(holders, dtype=np.uint64)
+    vandermonde = np.ones((len(holders), threshold), dtype=np.uint64)
+    for j in range(1, threshold):
+        vandermonde[:, j] = _mul(vandermonde[:, j - 1], x)
+    y = _matmul(vandermonde, coefficients)
+    return [dict(zip(holders, _share_ints(y[:, i * CHUNKS : (i + 1) * CHUNKS]))) for i in range(len(secrets))]
 
-    One check for all secrets: a combination sum_v rho_v f_v of polynomials of
-    degree < t has degree < t, while a wrong share makes the combination leave
-    it except with probability 1/PRIME over rho.  The rho_v are hashed from
-    ``seed``, which must commit to every share (Fiat-Shamir), so no responder
-    can choose its error to cancel.
+
+# ---- error-correcting decoding --------------------------------------------------
+
+
+def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """One solution of a x = b over GF(p) (free variables 0), or None: vectorised Gauss-Jordan."""
+    m = np.concatenate([a % _P, (b % _P)[:, None]], axis=1)
+    rows, cols = a.shape
+    pivots: list[int] = []
+    r = 0
+    for c in range(cols):
+        if r == rows:
+            break
+        nonzero = np.flatnonzero(m[r:, c])
+        if nonzero.size == 0:
+            continue
+        pr = r + int(nonzero[0])
+        if pr != r:
+            m[[r, pr]] = m[[pr, r]]
+        m[r] = _mul(m[r], np.uint64(pow(int(m[r, c]), PRIME - 2, PRIME)))
+        factors = m[:, c].copy()
+        factors[r] = 0
+        m = (m + _P - _mul(factors[:, None], m[r][None, :])) % _P
+        pivots.append(c)
+        r += 1
+    if np.any(m[r:, -1]):
+        return None
+    solution = np.zeros(cols, dtype=np.uint64)
+    for i, c in enumerate(pivots):
+        solution[c] = m[i, -1]
+    return solution
+
+
+def _evaluate(poly: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    y = np.zeros_like(xs)
+    for c in poly[::-1]:
+        y = (y * xs + c) % _P
+    return y
+
+
+def berlekamp_welch(xs: Sequence[int], ys: Sequence[int], threshold: int) -> frozenset[int] | None:
+    """The x's of the wrong values among points (x_i, y_i) of a degree < t polynomial, or None.
+
+    Finds E (monic, degree e = (m - t) // 2) and Q (degree < e + t) with
+    Q(x_i) = y_i E(x_i) for every point; then f = Q / E, and the wrong points
+    are those off f.  Decodes whenever at most e values are wrong; returns None
+    when no polynomial of degree < t is within e of the points.  One vector of
+    field elements (callers combine chunks first).  O(m^3) vectorised.
     """
-    if not share_sets:
-        return True
-    rho = [
-        int.from_bytes(hashlib.sha512(seed + i.to_bytes(4, "big")).digest(), "big") % PRIME
-        for i in range(len(share_sets))
-    ]
-    xs = sorted(share_sets[0])
-    combined = {x: sum(r * s[x] for r, s in zip(rho, share_sets)) % PRIME for x in xs}
-    return not off_polynomial(combined, threshold)
+    x = np.array(xs, dtype=np.uint64)
+    y = np.array(ys, dtype=np.uint64) % _P
+    m = len(x)
+    errors = (m - threshold) // 2
+    if errors < 0:
+        return None
+    powers = np.ones((m, errors + threshold + 1), dtype=np.uint64)
+    for j in range(1, powers.shape[1]):
+        powers[:, j] = _mul(powers[:, j - 1], x)
+    a = np.concatenate([powers[:, : errors + threshold], (_P - _mul(y[:, None], powers[:, :errors])) % _P], axis=1)
+    solution = _solve(a, _mul(y, powers[:, errors]))
+    if solution is None:
+        return None
+    q = [int(c) for c in solution[: errors + threshold]]
+    e = [int(c) for c in solution[errors + threshold :]] + [1]
+    # f = Q / E by long division; exact iff the remainder is zero.
+    quotient = [0] * max(len(q) - len(e) + 1, 1)
+    for i in range(len(q) - len(e), -1, -1):
+        coef = q[i + len(e) - 1]
+        quotient[i] = coef
+        for j, d in enumerate(e):
+            q[i + j] = (q[i + j] - coef * d) % PRIME
+    if any(q) or any(quotient[threshold:]):
+        return None
+    wrong = np.flatnonzero(_evaluate(np.array(quotient, dtype=np.uint64), x) != y)
+    if wrong.size > errors:
+        return None
+    return frozenset(int(xs[i]) for i in wrong)
+
+
+# ---- verified reconstruction of a group of secrets shared among the same holders --
+
+
+@dataclass(frozen=True)
+class Recovery:
+    secrets: list[bytes | None]  # per secret: the verified secret, or None (cannot be decoded)
+    liars: frozenset[int]  # responders proven to have sent a wrong share
+    suspects: frozenset[int]  # responders excluded from the fast path (liars and unproven suspects)
+    unattributed: bool  # some share was wrong but the liars could not be told apart from honest ones
+
+
+def _combine(rows: np.ndarray, seed: bytes) -> np.ndarray:
+    """Random linear combination over all axes but the first (Fiat-Shamir from ``seed``): shape (m,).
+
+    A wrong value anywhere makes the combination leave the polynomial except
+    with probability 1/p over the coefficients, which hash every share, so no
+    responder can choose its error to cancel.
+    """
+    flat = rows.reshape(rows.shape[0], -1)
+    stream = hashlib.shake_256(b"secagg/v2/shamir-combine|" + seed).digest(8 * flat.shape[1])
+    rho = np.frombuffer(stream, dtype="<u8") % _P
+    return _mul(flat, rho[None, :]).sum(axis=1) % _P  # fewer than 2**32 terms < 2**32: no overflow
+
+
+def _first_inconsistent(points: np.ndarray, rows: np.ndarray, threshold: int, seed: bytes) -> int | None:
+    """Index of a secret whose points (points, rows[b]) are off every degree < t polynomial, or None.
+
+    rows: (secrets, len(points), CHUNKS).  One combined check, then bisection:
+    O(log secrets) checks instead of one per secret.
+    """
+
+    def clean(lo: int, hi: int) -> bool:
+        combined = _combine(np.moveaxis(rows[lo:hi], 1, 0), seed + lo.to_bytes(4, "big") + hi.to_bytes(4, "big"))
+        return bool(_consistent(points, combined[:, None], threshold)[0])
+
+    lo, hi = 0, rows.shape[0]
+    if clean(lo, hi):
+        return None
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if clean(lo, mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _interpolate(xs: tuple[int, ...], at: Sequence[int]) -> np.ndarray:
+    """Matrix L (len(at), len(xs)) with f(at_k) = sum_j L[k, j] f(x_j) for deg f < len(xs)."""
+    x = np.array(xs, dtype=np.uint64)
+    w = _barycentric(x)
+    rows = []
+    for z in at:
+        diff = (np.uint64(z) + _P - x) % _P  # z is not among xs
+        full = int(_prod_last_axis(diff[None, :])[0])
+        rows.append(_mul(_mul(w, _inv(diff)), np.uint64(full)))
+    return np.array(rows, dtype=np.uint64).reshape(len(at), len(xs))
+
+
+def recover_group(
+    xs: Sequence[int],
+    shares: np.ndarray,
+    threshold: int,
+    verify: Sequence[Callable[[bytes], bool]],
+    *,
+    suspects: frozenset[int] = frozenset(),
+    max_liars: int,
+) -> Recovery:
+    """Rebuild and verify several secrets all shared among the responders ``xs``.
+
+    ``shares`` has shape (secrets, len(xs), CHUNKS); ``verify[b]`` checks secret
+    b; ``max_liars`` is the most responders assumed to lie (the collusion bound).
+    ``suspects`` (responders caught earlier in the session) are left out of the
+    fast path.  Steps:
+
+    1. Fast path: interpolate at 0 from the t lowest unsuspected responders and
+       verify.  A secret that fails is decoded (Berlekamp-Welch over the
+       unsuspected shares) and whoever decoding puts off the polynomial becomes a
+       suspect, so the secrets still to do take the fast path again: one
+       decoding per liar, not one per secret (audit 14.2).  A secret that
+       cannot be decoded stops the group (the caller aborts).
+    2. Naming (audit 14.1): every unsuspected share plus the verified point
+       (0, secret) must lie on one polynomial of degree < t; a secret that fails
+       (found by bisection) is decoded against all of those points and its
+       outliers become suspects, until the rest is consistent.  That consistent
+       set A is the true polynomial when |A| > max_liars + t - 1, because two
+       distinct polynomials of degree < t share at most t - 1 points; only then
+       are the suspects whose shares are off it named.  Otherwise nobody is
+       named and ``unattributed`` is set.  An honest responder's share is on the
+       true polynomial, so it is never named while at most ``max_liars`` lie.
+    """
+    x_all = list(xs)
+    count = shares.shape[0]
+    out: list[bytes | None] = [None] * count
+    suspects = frozenset(suspects)
+    seed = hashlib.sha256(np.array(x_all, dtype=">u4").tobytes() + shares.astype(">u4").tobytes()).digest()
+    everyone = np.arange(len(x_all))
+
+    def trusted() -> np.ndarray:
+        return np.array([i for i, x in enumerate(x_all) if x not in suspects], dtype=np.int64)
+
+    def from_points(b: int, idx: np.ndarray) -> bytes | None:
+        base = tuple(int(i) for i in idx[:threshold])
+        weights = _weights_at_zero(tuple(x_all[i] for i in base))
+        secret = _chunks_secret(_mul(weights[:, None], shares[b][list(base)]).sum(axis=0) % _P)
+        return secret if secret is not None and verify[b](secret) else None
+
+    # 1. Fast path, falling back to decoding; suspects carry over to the next secrets.
+    pending = list(range(count))
+    while pending:
+        idx = trusted()
+        if idx.size < threshold:
+            idx = everyone
+        base = idx[:threshold]
+        weights = _weights_at_zero(tuple(x_all[i] for i in base))
+        chunks = _mul(weights[None, :, None], shares[pending][:, base, :]).sum(axis=1) % _P
+        failed = None
+        for j, b in enumerate(pending):
+            secret = _chunks_secret(chunks[j])
+            if secret is not None and verify[b](secret):
+                out[b] = secret
+            else:
+                failed = j
+                break
+        if failed is None:
+            break
+        b, pending = pending[failed], pending[failed + 1 :]
+        for pool in (idx, everyone) if idx.size < len(x_all) else (everyone,):
+            column = _combine(shares[b][pool], seed + b.to_bytes(4, "big"))
+            wrong = berlekamp_welch([x_all[i] for i in pool], [int(v) for v in column], threshold)
+            if wrong is not None:
+                out[b] = from_points(b, np.array([i for i in pool if x_all[i] not in wrong], dtype=np.int64))
+                if out[b] is not None:
+                    suspects |= wrong
+                    break
+        if out[b] is None:
+            return Recovery(secrets=out, liars=frozenset(), suspects=suspects, unattributed=True)
+
+    # 2. Naming against all unsuspected shares and the verified secrets.
+    unattributed = False
+    liars: set[int] = set()
+    consistent = False
+    while True:
+        idx = trusted()
+        if idx.size < threshold:
+            break
+        points = np.array([0] + [x_all[i] for i in idx], dtype=np.uint64)
+        rows = np.concatenate(
+            [np.stack([_secret_chunks(s) for s in out])[:, None, :], shares[:, idx, :]], axis=1  # type: ignore[arg-type]
+        )
+        bad = _first_inconsistent(points, rows, threshold, seed)
+        if bad is None:
+            consistent = True
+            break
+        column = _combine(rows[bad], seed + b"name" + bad.to_bytes(4, "big"))
+        wrong = berlekamp_welch([int(v) for v in points], [int(v) for v in column], threshold)
+        if not wrong or 0 in wrong:
+            break
+        suspects |= wrong
+    present = sorted(x_all.index(x) for x in suspects if x in x_all)
+    if present:
+        if consistent and idx.size + 1 > max_liars + threshold - 1:
+            base = tuple(x_all[i] for i in idx[:threshold])
+            matrix = _interpolate(base, [x_all[i] for i in present])  # (suspects, t)
+            expected = _mul(matrix[None, :, :, None], shares[:, None, idx[:threshold], :]).sum(axis=2) % _P
+            off = np.any(expected.astype(np.uint64) != shares[:, present, :], axis=(0, 2))
+            liars = {x_all[i] for i, o in zip(present, off) if o}
+        else:
+            unattributed = True
+    elif not consistent:
+        unattributed = True
+    return Recovery(secrets=out, liars=frozenset(liars), suspects=suspects, unattributed=unattributed)

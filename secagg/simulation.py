@@ -93,17 +93,23 @@ def identity_keys(client_ids: Iterable[int], rng: RandomSource) -> dict[int, Ed2
 def setup_session(
     inputs: Mapping[int, np.ndarray],
     *,
-    threshold: int,
+    threshold: int | None = None,
     modulus: int,
     malicious: bool = False,
     seed: int | bytes | None = None,
     colluding: int | None = None,
     allow_insecure: bool = False,
+    graph: str = "complete",
+    tolerated_dropout: float | None = None,
+    tolerated_corrupt: float | None = None,
 ) -> tuple[PublicParams, dict[int, Client]]:
     """Public parameters and one client state machine per input.
 
     With a ``seed`` every key, mask and nonce is reproducible, so any
     transport that starts from here runs the very same session.
+    ``graph="sparse"`` sizes a SecAgg+ graph for the tolerated dropout and
+    corrupted fractions (``PublicParams.create``); ``threshold`` may then be
+    left to that choice.
     """
     rng: RandomSource = SeededRandom(seed) if seed is not None else SystemRandom()
     dim = check_inputs(inputs, modulus)
@@ -119,6 +125,9 @@ def setup_session(
         rng=rng.fork("session"),
         colluding=colluding,
         allow_insecure=allow_insecure,
+        graph=graph,
+        dropout=tolerated_dropout,
+        corrupt=tolerated_corrupt,
     )
     clients = {
         u: Client(params, u, np.asarray(inputs[u]), rng=rng.fork(f"client-{u}"), identity_key=identities.get(u))
@@ -130,19 +139,23 @@ def setup_session(
 def simulate(
     inputs: Mapping[int, np.ndarray],
     *,
-    threshold: int,
+    threshold: int | None = None,
     modulus: int,
     dropouts: Mapping[str, Iterable[int]] | None = None,
     malicious: bool = False,
     seed: int | bytes | None = None,
     colluding: int | None = None,
     allow_insecure: bool = False,
+    graph: str = "complete",
+    tolerated_dropout: float | None = None,
+    tolerated_corrupt: float | None = None,
 ) -> SimulationResult:
     """Run one secure aggregation session in memory and return what the server learns.
 
     ``seed`` makes every key, mask and nonce reproducible (tests only); by
     default randomness comes from the OS.  Raises ``AbortError`` when fewer
-    than ``threshold`` clients remain at some round.
+    than ``threshold`` clients remain at some round, or, on a sparse graph,
+    in some client's neighbourhood.
     """
     params, clients = setup_session(
         inputs,
@@ -152,6 +165,9 @@ def simulate(
         seed=seed,
         colluding=colluding,
         allow_insecure=allow_insecure,
+        graph=graph,
+        tolerated_dropout=tolerated_dropout,
+        tolerated_corrupt=tolerated_corrupt,
     )
     ids = list(params.client_ids)
     plan = check_dropouts(dropouts, ids, malicious)

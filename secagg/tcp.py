@@ -151,7 +151,7 @@ class TcpServer:
         self.join_timeout = float(join_timeout if join_timeout is not None else round_timeout)
         self.hello_timeout = float(hello_timeout if hello_timeout is not None else min(self.round_timeout, 10.0))
         self.limit = max_message_bytes(params)
-        self.server = Server(params)
+        self.server = Server(params, auto_close=False)  # the transport closes rounds (unmasking in a thread)
         self._rounds = rounds_for(params.malicious)
         self._writer = TranscriptWriter(params, transcript_file, keep=keep_transcript)
         self._on_event = on_event
@@ -167,6 +167,7 @@ class TcpServer:
         self._round_seconds: dict[str, float] = {}
         self._abort: AbortError | None = None
         self._finished = False
+        self._closing = False  # the unmasking round is being closed in a worker thread
         self._round_index = 0
         self._round_start = 0.0
         self._deadline = math.inf
@@ -201,9 +202,9 @@ class TcpServer:
         """Play the deadline: close the current round when its time is up."""
         while not self._finished:
             index = self._round_index
-            with trio.move_on_at(self._deadline):
+            with trio.move_on_at(math.inf if self._closing else self._deadline):
                 await self._progress.wait()
-            if not self._finished and index == self._round_index:
+            if not self._finished and not self._closing and index == self._round_index:
                 self._close_round("deadline")
 
     async def _accept(self, listener: trio.SocketListener) -> None:
@@ -341,18 +342,14 @@ class TcpServer:
     def _on_message(self, conn: _Connection, frame: bytes) -> None:
         u = conn.client
         assert u is not None
-        if self._finished:
-            return  # the session is over: nothing a client says matters any more
+        if self._finished or self._closing:
+            return  # the session is over, or its last round is closing: nothing a client says matters any more
         round_ = self.server.round
         try:
             msg = decode(frame, self.params)
             if msg.sender != u:
                 raise ProtocolViolation(u, "sender-binding", f"envelope sender {msg.sender} on client {u}'s connection")
-            outgoing = self.server.receive(frame)
-        except AbortError as exc:  # the message completed the round, and closing it failed
-            self._writer.add(u, "message", frame, "ok")
-            self._abort_session(exc)
-            return
+            self.server.receive(frame)  # auto_close=False: never closes the round, never aborts
         except (MalformedMessage, ProtocolViolation) as exc:
             rule = exc.rule if isinstance(exc, ProtocolViolation) else f"malformed:{exc.field or 'encoding'}"
             self._writer.add(u, "message", frame, rule)
@@ -361,22 +358,35 @@ class TcpServer:
         self._writer.add(u, "message", frame, "ok")
         self._answered.add(u)
         self._emit("answer", round=round_.value, client=u)
-        if self.server.state is not ServerState.COLLECTING or self.server.round is not round_:
-            self._after_round(round_, outgoing, frozenset())
-        else:
-            self._maybe_close_round()  # maybe only known dropouts are left to wait for
+        self._maybe_close_round()  # every live client answered, or only known dropouts are left
 
     # ---- rounds -------------------------------------------------------------
 
     def _close_round(self, trigger: str) -> None:
         round_ = self.server.round
         missing = self.server.waiting_for
-        self._writer.add(None, "close", round_.value, trigger)
+        if trigger != "complete":  # a replaying Server closes a complete round by itself
+            self._writer.add(None, "close", round_.value, trigger)
+        if round_ is Round.UNMASKING and self._nursery is not None:
+            # Reconstruction can take seconds (a decoding per liar): keep the event loop serving.
+            self._closing = True
+            self._nursery.start_soon(self._close_in_thread, round_, missing)
+            return
         try:
             outgoing = self.server.close_round()
         except AbortError as exc:
             self._abort_session(exc)
             return
+        self._after_round(round_, outgoing, missing)
+
+    async def _close_in_thread(self, round_: Round, missing: frozenset[int]) -> None:
+        try:
+            outgoing = await trio.to_thread.run_sync(self.server.close_round)
+        except AbortError as exc:
+            self._closing = False
+            self._abort_session(exc)
+            return
+        self._closing = False
         self._after_round(round_, outgoing, missing)
 
     def _after_round(self, round_: Round, outgoing: list[Message], missing: frozenset[int]) -> None:
@@ -407,19 +417,20 @@ class TcpServer:
         self._maybe_close_round()
 
     def _maybe_close_round(self) -> None:
-        """Close early once every client still awaited is known to be gone.
+        """Close early once the round is complete, or every client still awaited is known to be gone.
 
         An id the state machine has accepted no message from is never gone: its
         connection may have been an impostor's bare hello, and the id stays open
         to the real client until the join deadline.  In advertise_keys that is
         every awaited id, so that round closes early only when all have answered.
         """
-        if self._finished or self.server.state is not ServerState.COLLECTING:
+        if self._finished or self._closing or self.server.state is not ServerState.COLLECTING:
             return
-        if self.server.round is Round.ADVERTISE_KEYS:
+        if self.server.round_complete:
+            self._close_round("complete")
+        elif self.server.round is Round.ADVERTISE_KEYS:
             return
-        waiting = self.server.waiting_for
-        if waiting and waiting <= self._dead:
+        elif self._dead and self.server.waiting_for <= self._dead:
             self._close_round("dropouts")
 
     def _drop(
@@ -716,13 +727,14 @@ def delay_at(round_: Round | str, seconds: float) -> BeforeSend:
 def simulate_tcp(
     inputs: Mapping[int, np.ndarray],
     *,
-    threshold: int,
+    threshold: int | None = None,
     modulus: int,
     dropouts: Mapping[str, Any] | None = None,
     malicious: bool = False,
     seed: int | bytes | None = None,
     round_timeout: float = 30.0,
     host: str = "127.0.0.1",
+    **graph: Any,
 ) -> SimulationResult:
     """``simulate`` over real loopback sockets: same signature, same result type.
 
@@ -730,7 +742,9 @@ def simulate_tcp(
     session ``simulate`` runs.  A dropout disconnects instead of sending its
     round's message.  Usable as ``SecureAverageOracle(runner=simulate_tcp)``.
     """
-    params, machines = setup_session(inputs, threshold=threshold, modulus=modulus, malicious=malicious, seed=seed)
+    params, machines = setup_session(
+        inputs, threshold=threshold, modulus=modulus, malicious=malicious, seed=seed, **graph
+    )  # graph: graph="sparse", tolerated_dropout=..., tolerated_corrupt=... as for simulate
     plan = check_dropouts(dropouts, params.client_ids, malicious)
     hooks: dict[int, BeforeSend] = {}
     for round_ in rounds_for(malicious):  # earliest round wins

@@ -5,9 +5,17 @@
     python3 -m sims.bench_secagg --transport both           # n in {50, 100, 200}, d in {1e4, 1e5}, dropout in {0, .1}
     python3 -m sims.bench_secagg --transport both --quick   # n in {10, 50}, d in {1e3, 1e4}, dropout in {0, .1}
     python3 -m sims.bench_secagg --transport tcp --n 200 --d 1e5 --dropout 0.1
+    python3 -m sims.bench_secagg --graph sparse --n 100 1000 10000 --d 1e3 --dropout 0.1   # SecAgg+
+    python3 -m sims.bench_secagg --liar --n 50 100 200     # unmasking: honest vs one lying responder
+
+``--graph sparse`` runs SecAgg+ sessions on the Harary graph sized by
+``secagg.graph.sparse_parameters`` for ``--tolerated-dropout`` (default 0.1)
+and ``--tolerated-corrupt`` (default 0.05); the table then shows k and that
+t, and "per client s" (all clients' seconds / n) shows the per-client cost
+growing with k ~ log n rather than with n.
 
 For each configuration it runs one in-memory session (``secagg.simulate``)
-with threshold t = floor(2n/3) + 1 and reports the seconds spent by all
+with threshold t = floor(2n/3) + 1 (complete graph) and reports the seconds spent by all
 clients together and by the server, per round; the bytes each client sends
 and receives; and how far masking + unmasking is from the PRG floor.
 
@@ -19,14 +27,15 @@ pairwise mask they share with a survivor.  That is the most expensive place
 to drop.
 
 The PRG floor is the time AES-256-CTR takes on this machine to expand exactly
-the mask material the protocol must expand, one fresh key per stream, each
-stream d * element_bytes bytes:
+the mask material the protocol must expand on the session's graph, one fresh
+key per stream, each stream d * element_bytes bytes:
 
-    clients: each of the |U3| senders expands 1 self mask + (|U2| - 1) pairwise masks
-    server:  |U3| self masks + |U2 \\ U3| * |U3| pairwise masks
+    clients: each of the |U3| senders expands 1 self mask + |N(u) ∩ U2| pairwise masks
+    server:  |U3| self masks + one pairwise mask per (dropped, surviving neighbour) pair
 
-It is measured just before and just after each session (the lower of the two
-is used), so it tracks the machine's state during the run.
+(on the complete graph: |U3| (1 + |U2| - 1) and |U3| + |U2 \\ U3| * |U3|).  It is
+measured twice right after each session (the lower of the two is used; the
+graph is drawn from the session id), so it tracks the machine's state.
 
     ratio = (masking + unmasking) / floor
     masking   = all clients' masked_input round (decrypt shares, X25519, HKDF, PRG, adds, encoding)
@@ -96,6 +105,8 @@ least-squares fit bytes/client = a + b*n + c*d to this run's measured rows.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -115,9 +126,12 @@ from rich.table import Table
 import secagg
 from secagg.bootstrap import encode_hello, params_from_wire, params_to_wire
 from secagg.framing import HEADER_BYTES, encode_frame
-from secagg.messages import AdvertiseKeys, EncryptedShares, MaskedInput, UnmaskingShares, max_message_bytes
+from secagg.graph import SparseChoice, sparse_parameters
+from secagg import shamir
+from secagg.messages import AdvertiseKeys, EncryptedShares, MaskedInput, Round, UnmaskingShares, max_message_bytes
 from secagg.params import SESSION_ID_BYTES, PublicParams, element_bytes
 from secagg.sharecrypt import CIPHERTEXT_BYTES
+from secagg.server import Server
 from secagg.simulation import setup_session
 from secagg.tcp import TcpServer, leave_at, run_client
 from sims.common import Console, HelpFormatter, client_count, entry_point, positive_int
@@ -150,10 +164,28 @@ class Config:
     dropout: float
     modulus_bits: int
     seeded: bool = False  # keys, masks and nonces from the seed too: both transports run the same session
+    graph: str = "complete"  # or "sparse": SecAgg+ Harary graph sized for the tolerated fractions below
+    tolerated_dropout: float = 0.1
+    tolerated_corrupt: float = 0.05
 
     @property
     def threshold(self) -> int:
+        if self.graph == "sparse":
+            return sized(self.n, self.tolerated_dropout, self.tolerated_corrupt).threshold
         return 2 * self.n // 3 + 1
+
+    @property
+    def degree(self) -> int:
+        """Neighbours per client: k on the sparse graph, n - 1 on the complete one."""
+        if self.graph == "sparse":
+            return sized(self.n, self.tolerated_dropout, self.tolerated_corrupt).degree
+        return self.n - 1
+
+    def session_kwargs(self) -> dict:
+        """The graph arguments of setup_session / simulate."""
+        if self.graph == "complete":
+            return {}
+        return dict(graph="sparse", tolerated_dropout=self.tolerated_dropout, tolerated_corrupt=self.tolerated_corrupt)
 
     @property
     def dropped(self) -> list[int]:
@@ -169,13 +201,23 @@ class Config:
         return self.d * self.element_bytes
 
 
+@functools.lru_cache(maxsize=None)
+def sized(n: int, dropout: float, corrupt: float) -> SparseChoice:
+    return sparse_parameters(n, dropout=dropout, corrupt=corrupt)
+
+
 # ---- the PRG floor ------------------------------------------------------------
 
 
-def floor_streams(u2: int, u3: int) -> tuple[int, int]:
-    """Number of d-element streams (clients, server) the protocol must expand."""
-    clients = u3 * (1 + (u2 - 1))
-    server = u3 + (u2 - u3) * u3
+def floor_streams(params: PublicParams, u2: frozenset[int], u3: frozenset[int]) -> tuple[int, int]:
+    """Number of d-element streams (clients, server) the protocol expands on this session's graph.
+
+    Each sender in U3 expands its self mask and one pairwise mask per neighbour in U2; the
+    server expands every self mask of U3 and, per dropped client, one pairwise mask per
+    surviving neighbour (on the complete graph: |U3| (1 + |U2| - 1) and |U3| + |U2 \\ U3| |U3|).
+    """
+    clients = sum(1 + len(params.neighbours(u) & u2) for u in u3)
+    server = len(u3) + sum(len(params.neighbours(v) & u3) for v in u2 - u3)
     return clients, server
 
 
@@ -191,8 +233,8 @@ def prg_seconds(streams: int, nbytes: int) -> float:
     return time.perf_counter() - start
 
 
-def measure_floor(cfg: Config, u2: int, u3: int) -> tuple[float, float]:
-    clients, server = floor_streams(u2, u3)
+def measure_floor(cfg: Config, params: PublicParams, u2: frozenset[int], u3: frozenset[int]) -> tuple[float, float]:
+    clients, server = floor_streams(params, u2, u3)
     nbytes = cfg.d * cfg.element_bytes
     return prg_seconds(clients, nbytes), prg_seconds(server, nbytes)
 
@@ -236,20 +278,23 @@ def run_memory(cfg: Config, seed: int) -> dict:
     key_seed = seed if cfg.seeded else None
     modulus = 1 << cfg.modulus_bits
     # U2 and U3 are known in advance (nobody drops before masked_input); checked below.
-    u2, u3 = cfg.n, cfg.n - len(dropped)
-    before = measure_floor(cfg, u2, u3)
+    u2 = frozenset(range(1, cfg.n + 1))
+    u3 = u2 - frozenset(dropped)
     # simulate() starts with setup_session(); time that alone (same seed, same work) to leave it out.
     start = time.perf_counter()
-    setup_session(inputs, threshold=cfg.threshold, modulus=modulus, seed=key_seed)
+    setup_session(inputs, threshold=cfg.threshold, modulus=modulus, seed=key_seed, **cfg.session_kwargs())
     setup = time.perf_counter() - start
     start = time.perf_counter()
     result = secagg.simulate(
-        inputs, threshold=cfg.threshold, modulus=modulus, dropouts={DROP_ROUND: dropped}, seed=key_seed
+        inputs, threshold=cfg.threshold, modulus=modulus, dropouts={DROP_ROUND: dropped}, seed=key_seed,
+        **cfg.session_kwargs(),
     )
     wall = time.perf_counter() - start - setup
-    after = measure_floor(cfg, u2, u3)
-    if result.counts.get("share_keys") != u2 or len(result.included) != u3:
-        raise RuntimeError(f"{cfg}: expected |U2|={u2}, |U3|={u3}, got {result.counts}, {len(result.included)}")
+    # The floor needs the session's graph (drawn from its session id): measured twice, after it.
+    before = measure_floor(cfg, result.params, u2, u3)
+    after = measure_floor(cfg, result.params, u2, u3)
+    if result.counts.get("share_keys") != len(u2) or frozenset(result.included) != u3:
+        raise RuntimeError(f"{cfg}: expected |U2|={len(u2)}, |U3|={len(u3)}, got {result.counts}, {len(result.included)}")
     correct = bool(np.array_equal(result.total, expected_total(inputs, result.included, cfg.modulus_bits)))
     row = make_row(cfg, result, min(before[0], after[0]), min(before[1], after[1]), correct, "memory")
     row.update(
@@ -278,6 +323,8 @@ def make_row(cfg: Config, result, floor_client: float, floor_server: float, corr
         "drop_round": DROP_ROUND,
         "modulus_bits": cfg.modulus_bits,
         "t": cfg.threshold,
+        "graph": cfg.graph,
+        "k": cfg.degree,
         "included": len(result.included),
         "client_s": sum(result.client_seconds.values()),
         "server_s": sum(result.server_seconds.values()),
@@ -418,7 +465,8 @@ def run_tcp(cfg: Config, seed: int) -> dict:
     inputs = random_inputs(cfg, seed)
     dropped = set(cfg.dropped)
     params, machines = setup_session(
-        inputs, threshold=cfg.threshold, modulus=1 << cfg.modulus_bits, seed=seed if cfg.seeded else None
+        inputs, threshold=cfg.threshold, modulus=1 << cfg.modulus_bits, seed=seed if cfg.seeded else None,
+        **cfg.session_kwargs(),
     )
     hooks = {u: leave_at(DROP_ROUND) for u in dropped}
     ctx = multiprocessing.get_context("spawn")  # fork would hand the server this process's memory
@@ -566,7 +614,63 @@ def run_both(cfg: Config, repeat: int, stat: str, seed: int) -> tuple[dict, dict
 
 def estimated_seconds(cfg: Config) -> float:
     """Rough seconds for one transport (fit by eye on a 2-core machine: n=200, d=1e5 takes ~10 s)."""
-    return cfg.n**2 * (8e-5 + 3.5e-10 * cfg.raw_bytes)
+    return cfg.n * cfg.degree * (8e-5 + 3.5e-10 * cfg.raw_bytes)
+
+
+# ---- reconstruction with a lying responder (audit 14.2) ----------------------------
+
+
+def _lie(y: int) -> int:
+    """The share y with 1 added to every word (mod p): wrong in every chunk."""
+    words = (shamir.share_array([y])[0] + np.uint64(1)) % np.uint64(shamir.PRIME)
+    return int.from_bytes(words.astype(">u4").tobytes(), "big")
+
+
+def unmasking_seconds(n: int, d: int, liar: bool, seed: int) -> tuple[float, list[int], bool]:
+    """Seconds of the server's unmasking close (complete graph, t = floor(2n/3)+1, client n dropped at
+    masked_input), the responders it named, and whether the sum is exact.  With ``liar``, client 1
+    (the lowest id, so on every fast path) adds 1 to every word of every share it reveals."""
+    cfg = Config(n, d, 0.0, 32)
+    inputs = random_inputs(cfg, seed)
+    params, clients = setup_session(inputs, threshold=cfg.threshold, modulus=1 << 32, seed=seed)
+    server = Server(params, auto_close=False)
+    inbox = {u: c.start() for u, c in clients.items()}
+    while True:
+        round_ = server.round
+        for u, msgs in inbox.items():
+            if round_ is Round.MASKED_INPUT and u == n:
+                continue  # the dropout
+            for m in msgs:
+                if liar and u == 1 and isinstance(m, UnmaskingShares):
+                    m = dataclasses.replace(m, b_shares={v: _lie(y) for v, y in m.b_shares.items()},
+                                            s_shares={v: _lie(y) for v, y in m.s_shares.items()})
+                server.receive(m.encode())
+        if round_ is Round.UNMASKING:
+            start = time.perf_counter()
+            server.close_round()
+            seconds = time.perf_counter() - start
+            result = server.result
+            exact = bool(np.array_equal(result.total, expected_total(inputs, result.included, 32)))
+            return seconds, sorted(result.cheaters), exact
+        inbox = {m.recipient: clients[m.recipient].receive(m.encode()) for m in server.close_round()}
+
+
+def reconstruction_table(ns: list[int], d: int, seed: int) -> tuple[Table, bool]:
+    table = Table(
+        title=f"server unmasking round, complete graph, t = floor(2n/3)+1, d = {d}, one dropout: honest vs one lying responder",
+        caption="the liar (client 1) is on every fast path; it is named only when the shares prove it "
+        "(protocol_spec.md 4.9: with t - 1 assumed colluders they rarely can)",
+    )
+    for name in ("n", "t", "honest s", "one liar s", "liar / honest", "named", "exact"):
+        table.add_column(name, justify="right")
+    ok = True
+    for n in ns:
+        honest, _, exact_h = unmasking_seconds(n, d, False, seed)
+        lying, named, exact_l = unmasking_seconds(n, d, True, seed)
+        ok &= exact_h and exact_l
+        table.add_row(str(n), str(2 * n // 3 + 1), f"{honest:.3f}", f"{lying:.3f}", f"{lying / honest:.2f}",
+                      str(named), str(exact_h and exact_l))
+    return table, ok
 
 
 # ---- bytes per client in the paper's setting: an extrapolation ----------------------
@@ -689,13 +793,15 @@ def fmt_d(d: int) -> str:
 
 def main_table(rows: list[dict], args) -> Table:
     table = Table(
-        title=f"secagg, {rows[0]['transport']} transport, M = 2^{args.modulus_bits}, "
-        f"t = floor(2n/3)+1, dropouts leave at {DROP_ROUND}",
-        caption="client s: all clients, all rounds; masking = clients' masked_input round; "
+        title=f"secagg, {rows[0]['transport']} transport, {args.graph} graph, M = 2^{args.modulus_bits}, "
+        + ("t = floor(2n/3)+1" if args.graph == "complete" else
+           f"k, t sized for dropout {args.tolerated_dropout:g}, corrupt {args.tolerated_corrupt:g}")
+        + f", dropouts leave at {DROP_ROUND}",
+        caption="client s: all clients, all rounds; per client = client s / n; masking = clients' masked_input round; "
         "unmasking = server's unmasking round;\nratio = (masking + unmasking) / AES-CTR floor; "
         "bytes per client: mean over the included clients; expansion = bytes sent / (d * element bytes)",
     )
-    for name in ("n", "d", "dropout", "t", "included", "client s (all)", "server s", "masking s",
+    for name in ("n", "d", "dropout", "k", "t", "included", "client s (all)", "per client s", "server s", "masking s",
                  "unmasking s", "floor s", "ratio", "sent/client", "recv/client", "expansion"):
         table.add_column(name, justify="right")
     for r in rows:
@@ -706,9 +812,11 @@ def main_table(rows: list[dict], args) -> Table:
             str(r["n"]),
             fmt_d(r["d"]),
             f"{r['dropout']:.1f} ({r['dropped']})",
+            str(r["k"]),
             str(r["t"]),
             str(r["included"]) + ("" if r["correct"] else " [red]WRONG SUM[/]"),
             f"{r['client_s']:.3f}",
+            f"{r['client_s'] / r['n']:.4f}",
             f"{r['server_s']:.3f}",
             f"{r['masking_s']:.3f}",
             f"{r['unmasking_s']:.3f}",
@@ -876,12 +984,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--seed", type=int, default=0,
         help="seed of the random inputs; with tcp/both also of keys, masks and nonces (memory alone: keys from the OS)",
     )
+    ap.add_argument(
+        "--graph", choices=("complete", "sparse"), default="complete",
+        help="complete (Bonawitz et al., default) or sparse (SecAgg+ Harary graph, k and t sized from n)",
+    )
+    ap.add_argument("--tolerated-dropout", type=float, default=0.1, help="sparse: dropout fraction the graph is sized for")
+    ap.add_argument("--tolerated-corrupt", type=float, default=0.05, help="sparse: corrupted fraction the graph is sized for")
+    ap.add_argument(
+        "--liar", action="store_true",
+        help="instead: time the server's unmasking round honest vs with one lying responder (--n, one --d)",
+    )
     ap.add_argument("--json", action="store_true", help="print the rows as JSON on stdout (the tables go to stderr)")
     args = ap.parse_args(argv)
     if any(not 0 <= p < 1 for p in args.dropout or ()):
         ap.error("argument --dropout: rates must be in [0, 1)")
     if args.modulus_bits > 64:
         ap.error(f"argument --modulus-bits: must be at most 64, got {args.modulus_bits}")
+    if args.graph == "sparse" and any(p > args.tolerated_dropout for p in args.dropout or ()):
+        ap.error("argument --dropout: on a sparse graph every rate must be at most --tolerated-dropout")
     return args
 
 
@@ -907,7 +1027,13 @@ def grid(args) -> tuple[list[Config], list[Config]]:
         ns = args.n or (QUICK_N if args.quick else FULL_N)
         ds = args.d or (QUICK_D if args.quick else FULL_D)
         ps = args.dropout if args.dropout is not None else DROPOUTS
-    configs = [Config(n, d, p, args.modulus_bits, seeded=loopback) for n in ns for d in ds for p in ps]
+    if args.graph == "sparse" and args.dropout is None:
+        ps = [p for p in ps if p <= args.tolerated_dropout]
+    configs = [
+        Config(n, d, p, args.modulus_bits, seeded=loopback, graph=args.graph,
+               tolerated_dropout=args.tolerated_dropout, tolerated_corrupt=args.tolerated_corrupt)
+        for n in ns for d in ds for p in ps
+    ]
     # A grid point estimated above the budget is skipped; named explicitly with --n and --d it runs.
     explicit = args.n is not None and args.d is not None
     keep = [c for c in configs if explicit or estimated_seconds(c) <= BUDGET_SECONDS]
@@ -916,6 +1042,10 @@ def grid(args) -> tuple[list[Config], list[Config]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.liar:
+        table, ok = reconstruction_table(args.n or [50, 100, 200], (args.d or [1000])[0], args.seed)
+        (Console() if sys.stdout.isatty() else Console(width=240)).print(table)
+        return 0 if ok else 1
     configs, skipped = grid(args)
     # A file or pipe gets a fixed width so the table is not folded to 80 columns.
     out = Console(stderr=True) if args.json else Console() if sys.stdout.isatty() else Console(width=240)
@@ -930,7 +1060,7 @@ def main(argv: list[str] | None = None) -> int:
             err.print(f"[yellow]n={c.n} d={c.d}: estimated {estimated_seconds(c):.0f} s per transport[/]")
     rows, pairs = [], []
     for i, cfg in enumerate(configs, 1):
-        err.print(f"[{i}/{len(configs)}] n={cfg.n} d={cfg.d} dropout={cfg.dropout:g} t={cfg.threshold}", end="")
+        err.print(f"[{i}/{len(configs)}] n={cfg.n} d={cfg.d} dropout={cfg.dropout:g} k={cfg.degree} t={cfg.threshold}", end="")
         start = time.perf_counter()
         try:
             if args.transport == "both":

@@ -25,13 +25,15 @@ class Session:
     ``server.round`` is the round whose client messages the server collects next.
     """
 
-    def __init__(self, n=5, t=3, dim=4, modulus=2**16, malicious=False, seed=0, inputs=None, session_id=None):
+    def __init__(self, n=5, t=3, dim=4, modulus=2**16, malicious=False, seed=0, inputs=None, session_id=None, **graph):
         if inputs is None:
             rng = np.random.default_rng(seed)
             inputs = {u: rng.integers(0, modulus, dim, dtype=np.uint64) for u in range(1, n + 1)}
         self.inputs = inputs
         self.modulus = modulus
-        self.params, self.clients = setup_session(inputs, threshold=t, modulus=modulus, malicious=malicious, seed=seed)
+        self.params, self.clients = setup_session(
+            inputs, threshold=t, modulus=modulus, malicious=malicious, seed=seed, **graph
+        )  # graph: graph="sparse", tolerated_dropout=..., tolerated_corrupt=... (t=None: the sized threshold)
         if session_id is not None:
             # Same client keys (same seeded forks), another session id.
             self.params = dataclasses.replace(self.params, session_id=session_id)

@@ -405,3 +405,56 @@ def test_roster_with_a_non_canonical_copy_of_another_key_is_refused(make_session
     keys[4] = (keys[4][0], alias, keys[4][2])
     refuse(s, KeyRoster(s.params.session_id, 0, 1, keys=keys), ProtocolViolation, "roster-duplicate-key")
     assert_exact(s, s.finish())
+
+
+# ---- sparse (SecAgg+) graphs: the same guards, per neighbourhood ---------------------
+
+SPARSE = dict(graph="sparse", tolerated_dropout=0.1, tolerated_corrupt=0.05)  # n=40: k=14, t=10
+
+
+@pytest.fixture
+def sparse(make_session):
+    s = make_session(n=40, t=None, seed=SEED, **SPARSE)
+    victim_peer = min(s.params.neighbours(1))
+    s.dropped_peer = victim_peer
+    while s.server.round.value != "unmasking":
+        s.step([victim_peer] if s.server.round.value == "masked_input" else ())
+    return s
+
+
+def local(session, u=1):
+    return tuple(sorted((session.params.neighbours(u) | {u}) - {session.dropped_peer}))
+
+
+def test_sparse_request_lists_only_the_neighbourhood_and_reveals_only_neighbours_shares(sparse):
+    assert sparse.outbox[1].survivors == local(sparse)
+    (reply,) = sparse.clients[1].receive(sparse.outbox[1])
+    assert set(reply.b_shares) == set(local(sparse)) and set(reply.s_shares) == {sparse.dropped_peer}
+
+
+def test_sparse_survivor_list_naming_a_non_neighbour_is_refused(sparse):
+    stranger = min(set(range(2, 41)) - sparse.params.neighbours(1))
+    listed = tuple(sorted(local(sparse) + (stranger,)))
+    refuse(sparse, unmask_request(sparse, listed), ProtocolViolation, "survivors-unknown")
+    assert_exact(sparse, sparse.finish())
+
+
+def test_sparse_local_survivor_list_below_threshold_aborts_the_client(sparse):
+    short = local(sparse)[: sparse.params.threshold - 1]
+    short = short if 1 in short else (1,) + short[1:]
+    exc = refuse(sparse, unmask_request(sparse, short), AbortError)
+    assert exc.round == "unmasking"
+    assert_exact(sparse, sparse.finish())
+
+
+def test_sparse_hostile_server_cannot_get_both_shares_of_a_neighbour(sparse):
+    """The server declares neighbour v dropped (gets its s share), then alive (wants its b share)."""
+    replies = sparse.client_replies()
+    (first,) = replies[1]
+    v = sparse.dropped_peer
+    refuse(sparse, unmask_request(sparse, tuple(sorted(local(sparse) + (v,)))), ProtocolViolation, "both-shares")
+    other = max(set(local(sparse)) - {1})
+    refuse(sparse, unmask_request(sparse, tuple(u for u in local(sparse) if u != other)), ProtocolViolation, "both-shares")
+    sparse.server_collect(replies)
+    assert_exact(sparse, sparse.server.result)
+    assert first.s_shares.keys() == {v}

@@ -34,9 +34,10 @@ from secagg.messages import (
     SurvivorList,
     UnmaskingShares,
     UnmaskRequest,
+    PROTOCOL_VERSION,
     max_message_bytes,
 )
-from secagg.shamir import PRIME, SHARE_BYTES
+from secagg.shamir import PRIME, SHARE_BYTES, share_from_bytes, share_to_bytes
 
 MODULUS = 2**12  # not a whole number of bytes: masked values >= M are representable on the wire
 DIM = 5
@@ -210,9 +211,10 @@ def generic_mutations(kind: str, to_server: bool) -> list[Mutation]:
         ("oversized-array", at(6, [0] * 100), MAL),
         ("oversized-message", lambda tg: pack(tg.env[:6] + [b"\x00" * (max_message_bytes(tg.session.params) + 1)]), MAL),
         ("ext-type", at(0, msgpack.ExtType(1, b"x")), MAL),
-        ("version-2", at(0, 2), MAL),
+        ("version-next", at(0, PROTOCOL_VERSION + 1), MAL),
+        ("version-1", at(0, 1), MAL),
         ("version-0", at(0, 0), MAL),
-        ("version-str", at(0, "1"), MAL),
+        ("version-str", at(0, str(PROTOCOL_VERSION)), MAL),
         ("version-bool", at(0, True), MAL),
         ("version-nil", at(0, None), MAL),
         ("session-other", at(1, b"\x99" * 32), PV("session-id")),
@@ -365,9 +367,10 @@ def body_mutations(kind: str, malicious: bool) -> list[Mutation]:
             ("signature-zero", in_body(lambda tg, b: setitem(b, 0, bytes(64))), PV("consistency-signature")),
         ]
     if kind == "unmasking_shares":
-        too_big = PRIME.to_bytes(SHARE_BYTES, "big")
+        too_big = PRIME.to_bytes(SHARE_BYTES, "big")  # last 32-bit word = p
         return map_mutations(0, SHARE_BYTES) + [
             ("b-share-not-a-field-element", in_body(lambda tg, b: setitem(b[0], 2, too_big)), MAL),
+            ("b-share-first-word-p", in_body(lambda tg, b: setitem(b[0], 2, PRIME.to_bytes(4, "big") + b[0][2][4:])), MAL),
             ("s-share-all-ones", in_body(lambda tg, b: setitem(b[1], 6, b"\xff" * SHARE_BYTES)), MAL),
             ("s-map-nil", in_body(lambda tg, b: setitem(b, 1, None)), MAL),
             ("s-map-bad-key", in_body(lambda tg, b: setitem(b[1], N + 1, b[1][6])), MAL),
@@ -521,7 +524,7 @@ def test_decoded_fields_have_the_documented_types(make_session):
     tg = make_target(make_session, "unmasking_shares", False)
     msg = decode(tg.raw, tg.session.params)
     assert isinstance(msg, UnmaskingShares)
-    assert all(isinstance(k, int) and isinstance(v, int) and 0 <= v < PRIME for k, v in msg.b_shares.items())
+    assert all(isinstance(k, int) and isinstance(v, int) and share_from_bytes(share_to_bytes(v)) == v for k, v in msg.b_shares.items())
     mi = make_target(make_session, "masked_input", False)
     masked = decode(mi.raw, mi.session.params).masked
     assert masked.shape == (DIM,) and int(masked.max()) < MODULUS

@@ -264,3 +264,16 @@ def test_modulus_2_pow_63_oracle_works():
     vectors, weights = problem(n=4, d=2)
     r = SecureAverageOracle(threshold=2, modulus_bits=63, max_clients=8, seed=1).average(vectors, weights)
     assert np.all(np.abs(r.value - numpy_average(vectors, weights, r.included)) <= r.error_bound)
+
+
+def test_sparse_graph_oracle_averages_exactly_as_the_complete_graph_does():
+    rng = np.random.default_rng(3)
+    vectors = {u: rng.normal(size=4) for u in range(1, 41)}
+    weights = {u: float(rng.uniform(0.1, 1.0)) for u in vectors}
+    drops = {"masked_input": [5, 17]}
+    sparse = SecureAverageOracle(None, graph="sparse", tolerated_dropout=0.1, tolerated_corrupt=0.05, seed=1)
+    full = SecureAverageOracle(21, seed=1)
+    a, b = sparse.average(vectors, weights, drops), full.average(vectors, weights, drops)
+    assert a.session.params.sparse and a.included == b.included == tuple(u for u in vectors if u not in (5, 17))
+    assert np.array_equal(a.value, b.value)
+    assert a.bytes_per_client < b.bytes_per_client

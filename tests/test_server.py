@@ -9,6 +9,7 @@ import pytest
 from secagg import AbortError, ClientState, MalformedMessage, ProtocolViolation
 from secagg.messages import EncryptedShares, Round, UnmaskingShares
 from secagg.server import ServerState
+from secagg import shamir
 from secagg.shamir import PRIME
 
 
@@ -211,7 +212,7 @@ def cheat(session, cheater, which="b_shares", delta=1):
     """Collect the unmasking replies, with ``cheater`` lying in every share of ``which``."""
     replies = session.client_replies()
     (msg,) = replies[cheater]
-    wrong = {v: (y + delta) % PRIME for v, y in getattr(msg, which).items()}
+    wrong = {v: shift(y, delta) for v, y in getattr(msg, which).items()}
     replies[cheater] = [dataclasses.replace(msg, **{which: wrong})]
     return replies
 
@@ -248,7 +249,7 @@ def test_two_cheaters_are_corrected_with_four_extra_responders(make_session):
     replies = cheat(s, cheater=1)
     for u in (3,):
         (msg,) = replies[u]
-        replies[u] = [dataclasses.replace(msg, b_shares={v: (y * 3 + 5) % PRIME for v, y in msg.b_shares.items()})]
+        replies[u] = [dataclasses.replace(msg, b_shares={v: shift(y, 77) for v, y in msg.b_shares.items()})]
     s.server_collect(replies)
     assert_exact(s, s.server.result)
     assert set(s.server.result.cheaters) == {1, 3}
@@ -278,3 +279,96 @@ def test_server_rejects_messages_of_a_session_with_other_parameters(make_session
     replies = b.client_replies()
     refuse(a, replies[1][0].encode(), ProtocolViolation, "session-id", party=1)
     assert_exact(a, a.finish())
+
+
+# ---- audit 14.1 / 14.2: naming only proven liars, and a liar costs one decoding -----------
+
+
+def shift(y, delta):
+    """Share y with ``delta`` added (mod p) to every chunk."""
+    words = [int(w) for w in shamir.share_array([y])[0]]
+    return int.from_bytes(b"".join(((w + delta) % PRIME).to_bytes(4, "big") for w in words), "big")
+
+
+def lagrange_at_zero(xs):
+    out = []
+    for j, xj in enumerate(xs):
+        num = den = 1
+        for m, xm in enumerate(xs):
+            if m != j:
+                num, den = num * (-xm) % PRIME, den * (xj - xm) % PRIME
+        out.append(num * pow(den, -1, PRIME) % PRIME)
+    return out
+
+
+def test_colluding_low_id_responders_who_keep_the_secret_right_are_named_and_nobody_else(make_session):
+    """Audit 14.1: ids 1 and 2 shift every b share by d1, d2 with l1 d1 + l2 d2 = 0 (Lagrange weights of
+    ids 1..t), so the fast path still rebuilds each seed; the honest ids 5..10 used to be named."""
+    s = at_unmasking(make_session, n=10, t=4)
+    l = lagrange_at_zero([1, 2, 3, 4])
+    d1 = 987654
+    d2 = (-l[0] * d1 * pow(l[1], -1, PRIME)) % PRIME
+    replies = s.client_replies()
+    for u, d in ((1, d1), (2, d2)):
+        (msg,) = replies[u]
+        replies[u] = [dataclasses.replace(msg, b_shares={v: shift(y, d) for v, y in msg.b_shares.items()})]
+    s.server_collect(replies)
+    assert_exact(s, s.server.result)
+    assert set(s.server.result.cheaters) == {1, 2} and not s.server.result.unattributed
+
+
+def test_one_liar_with_the_lowest_id_costs_one_decoding_in_the_whole_session(make_session, monkeypatch):
+    """Audit 14.2: the liar is remembered across every secret, b and s alike."""
+    calls = []
+    real = shamir.berlekamp_welch
+    monkeypatch.setattr(shamir, "berlekamp_welch", lambda *a: calls.append(1) or real(*a))
+    s = at_unmasking(make_session, n=12, t=5, drops={"masked_input": [11, 12]})
+    replies = s.client_replies()
+    (msg,) = replies[1]
+    replies[1] = [dataclasses.replace(
+        msg, b_shares={v: shift(y, 5) for v, y in msg.b_shares.items()}, s_shares={v: shift(y, 5) for v, y in msg.s_shares.items()}
+    )]
+    s.server_collect(replies)
+    assert_exact(s, s.server.result)
+    assert set(s.server.result.cheaters) == {1}
+    assert len(calls) == 1  # 10 seeds and 2 keys, one decoding (it was one per secret)
+
+
+def test_tcp_server_closes_the_unmasking_round_off_the_event_loop():
+    """Audit 14.2: reconstruction runs in a worker thread (trio.to_thread), so the loop keeps serving."""
+    import threading
+
+    import trio
+
+    from secagg.simulation import setup_session
+    from secagg.tcp import run_local_session
+
+    seen = {}
+    real = shamir.recover_group
+
+    def spy(*a, **k):
+        seen["thread"] = threading.current_thread() is threading.main_thread()
+        return real(*a, **k)
+
+    inputs = {u: __import__("numpy").arange(3, dtype="uint64") + u for u in range(1, 5)}
+    params, machines = setup_session(inputs, threshold=3, modulus=2**16, seed=1)
+    try:
+        shamir.recover_group = spy
+        run = trio.run(lambda: run_local_session(params, machines, round_timeout=5.0))
+    finally:
+        shamir.recover_group = real
+    assert run.server.abort is None and seen == {"thread": False}
+
+
+def test_sparse_graph_liar_is_corrected_but_not_named_without_proof(make_session):
+    """A neighbourhood of k + 1 = 15 holders with t = 10 can correct two wrong shares, but t - 1 assumed
+    colluders leave no proof of who lied: the sum is exact and nobody is named."""
+    s = make_session(n=40, t=None, seed=3, graph="sparse", tolerated_dropout=0.1, tolerated_corrupt=0.05)
+    s.run_until("unmasking")
+    replies = s.client_replies()
+    liar = 1
+    (msg,) = replies[liar]
+    replies[liar] = [dataclasses.replace(msg, b_shares={v: shift(y, 1) for v, y in msg.b_shares.items()})]
+    s.server_collect(replies)
+    assert_exact(s, s.server.result)
+    assert s.server.result.cheaters == {} and s.server.result.unattributed

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 import secagg
 from secagg import AbortError, ParameterError, simulate
 from secagg.messages import rounds_for
+from secagg.simulation import setup_session
 
 BEFORE_MASKED = ("advertise_keys", "share_keys", "masked_input")
 
@@ -199,3 +200,49 @@ def test_sparse_and_large_client_ids(malicious):
     for raw in result.transcript:
         msg = secagg.decode(raw, result.params)
         assert msg.sender in ids
+
+
+# ---- SecAgg+ sparse graphs ----------------------------------------------------------
+
+SPARSE = dict(graph="sparse", tolerated_dropout=0.1, tolerated_corrupt=0.05)  # n=40: k=14, t=10
+
+
+def sparse_inputs(n=40, dim=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return {u: rng.integers(0, 2**16, dim, dtype=np.uint64) for u in range(1, n + 1)}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sparse_graph_sum_is_exact_with_dropouts_at_every_round(seed):
+    inputs = sparse_inputs(seed=seed)
+    plan = {"advertise_keys": [3], "share_keys": [11], "masked_input": [19, 27], "unmasking": [35]}
+    res = simulate(inputs, modulus=2**16, dropouts=plan, seed=seed, **SPARSE)
+    assert res.params.sparse and res.params.graph.degree == 14 and res.params.threshold == 10
+    assert res.included == tuple(u for u in range(1, 41) if u not in (3, 11, 19, 27))
+    expected = sum(inputs[u].astype(np.uint64) for u in res.included) % np.uint64(2**16)
+    assert np.array_equal(res.total, expected)
+    # only neighbours exchange anything: a client's traffic does not depend on n
+    assert max(res.bytes_received.values()) < 40 * 300
+
+
+def test_sparse_per_client_traffic_is_flat_in_n_while_the_complete_graph_grows():
+    sizes = {}
+    for n in (40, 80):
+        res = simulate(sparse_inputs(n=n), modulus=2**16, seed=1, graph="sparse", tolerated_dropout=0.05,
+                       tolerated_corrupt=0.0)
+        full = simulate(sparse_inputs(n=n), modulus=2**16, seed=1, threshold=n // 2 + 1)
+        k = res.params.graph.degree
+        sizes[n] = (np.mean(list(res.bytes_received.values())) / k, np.mean(list(full.bytes_received.values())))
+    # bytes per neighbour stay put; the complete graph's bytes per client double with n
+    assert sizes[80][0] == pytest.approx(sizes[40][0], rel=0.1)
+    assert sizes[80][1] > 1.8 * sizes[40][1]
+
+
+def test_sparse_neighbourhood_below_threshold_aborts_even_with_many_global_survivors():
+    inputs = sparse_inputs()
+    params, _ = setup_session(inputs, modulus=2**16, seed=4, **SPARSE)
+    victim = 1
+    gone = sorted(params.neighbours(victim))[:6]  # 15 holders - 6 = 9 < t = 10 answer for the victim
+    with pytest.raises(AbortError) as info:
+        simulate(inputs, modulus=2**16, seed=4, dropouts={"unmasking": gone}, **SPARSE)
+    assert info.value.round == "unmasking" and "too few shares of client" in str(info.value)

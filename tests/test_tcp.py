@@ -20,7 +20,7 @@ from secagg import AbortError, ParameterError, simulate
 from secagg.bootstrap import Refused, decode_bootstrap_reply, encode_hello
 from secagg.client import ClientState
 from secagg.framing import FrameReader, FrameTooLarge, encode_frame, parse_address
-from secagg.messages import AdvertiseKeys, MaskedInput, Round, decode
+from secagg.messages import PROTOCOL_VERSION, AdvertiseKeys, MaskedInput, Round, decode
 from secagg.simulation import setup_session
 from secagg.tcp import TcpServer, delay_at, leave_at, run_client, run_local_session
 from secagg.transcript import read_transcript, replay
@@ -194,7 +194,7 @@ async def oversized_prefix(ctx):
 
 async def wrong_types(ctx):
     p = ctx.params
-    await send_then_wait(ctx.port, 20, msgpack.packb([1, p.session_id, "advertise_keys", "advertise_keys", 20, 0, ["k", 2, None]]))
+    await send_then_wait(ctx.port, 20, msgpack.packb([PROTOCOL_VERSION, p.session_id, "advertise_keys", "advertise_keys", 20, 0, ["k", 2, None]]))
 
 
 async def wrong_session(ctx):
@@ -525,3 +525,18 @@ def test_bare_hellos_for_every_id_then_disconnects_do_not_end_advertise_keys(mal
     assert sorted(dropouts) == list(params.client_ids)
     assert_exact(inputs, res, params.client_ids)
     assert res.dropouts == {} and res.violations == []
+
+
+def test_sparse_graph_session_over_tcp_with_dropouts():
+    """A SecAgg+ Harary graph travels in the bootstrap parameters; sums stay exact over TCP."""
+    n = 40
+    rng = np.random.default_rng(5)
+    inputs = {u: rng.integers(0, M, DIM, dtype=np.uint64) for u in range(1, n + 1)}
+    params, machines = setup_session(
+        inputs, modulus=M, seed=5, graph="sparse", tolerated_dropout=0.1, tolerated_corrupt=0.05
+    )
+    assert params.sparse and params.graph.degree < n - 1
+    leavers = {7: Round.SHARE_KEYS, 21: Round.MASKED_INPUT, 33: Round.UNMASKING}
+    run = run_session(params, machines, before_send={u: leave_at(r) for u, r in leavers.items()})
+    assert_exact(inputs, run.server, set(range(1, n + 1)) - {7, 21})
+    assert all(run.clients[u].status == "done" for u in set(range(1, n + 1)) - set(leavers))
