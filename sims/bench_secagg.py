@@ -1048,7 +1048,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if ok else 1
     configs, skipped = grid(args)
     # A file or pipe gets a fixed width so the table is not folded to 80 columns.
-    out = Console(stderr=True) if args.json else Console() if sys.stdout.isatty() else Console(width=240)
+    stream = sys.stderr if args.json else sys.stdout  # with --json, stdout carries the rows alone
+    out = Console(file=stream) if stream.isatty() else Console(file=stream, width=240)
     err = Console(stderr=True)
     for c in skipped:
         err.print(

@@ -13,6 +13,9 @@ from hypothesis import strategies as st
 from secagg import InsecureParameters, ParameterError
 from secagg.graph import CompleteGraph, HararyGraph, sparse_bounds, sparse_parameters
 from secagg.params import CORRECTNESS_BITS, SECURITY_BITS, PublicParams
+from secagg.keys import raw_public
+from secagg.rng import SeededRandom
+from secagg.simulation import identity_keys
 
 SID = bytes(range(32))
 
@@ -125,9 +128,10 @@ def test_params_refuse_a_threshold_without_guarantee_on_a_sparse_graph():
 
 def test_params_refuse_malicious_mode_and_foreign_graphs_on_sparse_graphs():
     ids = tuple(range(1, 101))
+    keys = {u: raw_public(k) for u, k in identity_keys(ids, SeededRandom(0)).items()}  # valid keys
     with pytest.raises(ParameterError, match="malicious"):
         PublicParams.create(ids, modulus=2**16, dim=2, graph="sparse", dropout=0.1, corrupt=0.05, malicious=True,
-                            identity_keys={u: bytes(32) for u in ids})
+                            identity_keys=keys)
     other = HararyGraph(ids, 28, bytes(32), dropout=0.1, corrupt=0.05)
     with pytest.raises(ParameterError, match="session"):
         PublicParams(session_id=SID, client_ids=ids, threshold=18, modulus_bits=16, dim=2, graph=other)
