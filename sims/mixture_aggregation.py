@@ -1,6 +1,6 @@
 """Byzantine-tolerant aggregation of Gaussian mixture estimates (Zhang and Chen 2024): Fig. 2 and Table 2.
 
-    python3 -m sims.mixture_aggregation            # 10 repetitions of both parts (about 10 min on 2 busy cores)
+    python3 -m sims.mixture_aggregation            # 10 repetitions of both parts (37 min on 2 shared cores, 12 min CPU)
     python3 -m sims.mixture_aggregation --quick    # 1 repetition, small m and n (seconds; used by the tests)
 
 Part 1 (the pattern of the paper's Fig. 2): a random mixture with d = 10, K = 5 and
