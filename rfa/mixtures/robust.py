@@ -5,7 +5,8 @@ r(G_i) is the radius of the smallest ball around G_i holding at least half of th
 estimates (G_i included); COAT is the estimate with the smallest such radius r_coat.
 CRED flags every estimate at distance >= r_coat from COAT (eq. 4), so it keeps fewer
 than half; ARED flags those farther than r_coat * sqrt(0.5 log(m/2) log log m)
-(eq. 5), which under the paper's Theorem 4.1 (c) is exactly the failed set.  CRED and
+(eq. 5), which under the paper's Theorem 4.1 (c) is exactly the failed set.  The
+factor is below 1 for m < 15: there ARED flags more machines than CRED.  CRED and
 ARED then reduce the kept estimates with GMR (eq. 2), starting from COAT.  These
 rules need every estimate in the clear: they cannot run inside secure aggregation.
 """
