@@ -9,7 +9,8 @@ in-process with ``--help`` appended (every flag before it is still parsed and
 checked; the simulations themselves run with ``--quick`` in
 tests/test_sims_*.py, the Flower example in tests/test_rfa_flower.py), ``python3 -m rfa demo`` gets
 ``--rounds 2`` (the full demo runs in tests/test_rfa_cli.py), and
-``pip install``/``pytest`` lines are skipped (this suite is that run).  Whoever adds a README section keeps it
+``pip install``/``pytest`` lines are skipped (this suite is that run; of
+``pip install X && CMD`` only CMD is run).  Whoever adds a README section keeps it
 runnable: this test picks new blocks up by itself.
 """
 
@@ -58,6 +59,7 @@ def _free_port() -> int:
 
 
 SKIPPED = re.compile(r"^\s*python3 -m (pip|pytest)\b")
+INSTALL_THEN = re.compile(r"^\s*python3 -m pip install \S+ && (.*)$")
 SIM = re.compile(r"^(\s*python3 -m (?:sims|rfa_flower)\.\S+(?:\s+[^#\s][^#]*?)?)(\s*#.*)?$")
 DEMO = re.compile(r"^(\s*python3 -m rfa demo(?:\s+[^#\s][^#]*?)?)(\s*#.*)?$")
 
@@ -66,6 +68,9 @@ def runnable(code: str) -> tuple[str, list[list[str]]]:
     """The bash block as the test runs it, and the argv of each sims command in it (see the docstring)."""
     out, sims = [], []
     for line in code.splitlines():
+        installed = INSTALL_THEN.match(line)
+        if installed:  # "pip install ... && CMD": this suite runs installed, so only CMD is checked
+            line = installed.group(1)
         if SKIPPED.match(line):
             continue
         m = SIM.match(line)

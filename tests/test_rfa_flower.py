@@ -32,8 +32,10 @@ GARBLER = 4  # partition that answers the setup of the session with threshold ST
 STRICT_T = 5  # ceil(0.8 * 6): a stricter threshold than the clients' 2/3, which they accept
 RULE_PARAMS = {
     "trimmed_mean": {"beta": 0.2},
-    "center_outer": {"f": 1},
-    "mean_outer": {"f": 1},
+    # f = 2: with f = 1 every point is a best 1-point cluster (cost 0), and the tie goes to the
+    # lowest index, so the result would depend on the order Flower's replies arrive in.
+    "center_outer": {"f": 2},
+    "mean_outer": {"f": 2},
     "krum": {"f": 1},
     "multi_krum": {"f": 1, "m": 3},
     "center_wo": {"f": 1},
