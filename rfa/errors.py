@@ -29,3 +29,16 @@ class CertificateViolation(RFAError):
 
 class PlaintextOnly(RFAError):
     """A rule that needs every individual update in the clear was asked to run securely."""
+
+
+class PolicyError(RFAError, ValueError):
+    """A public parameter of the privacy rule (C, the weight range, t, nu, s) is missing or out of range."""
+
+
+class SurvivorSetChanged(CertificateViolation):
+    """A later step of one aggregation would reveal a sum over a different set of clients than the first.
+
+    Two sums over sets that differ by one client reveal that client's vector
+    (with the same broadcast, beta_j w_j and beta_j are their differences), so
+    every honest client refuses to unmask such a step (protocol_spec.md).
+    """

@@ -15,6 +15,7 @@ A plaintext-only rule with ``secure=True`` is refused before training starts.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping
 
@@ -23,7 +24,7 @@ import numpy as np
 from secagg import SecureAverageOracle, simulate
 
 from .aggregators import Aggregator
-from .corruption import choose_corrupted, corrupt_updates, poison_clients
+from .corruption import alie_z, choose_corrupted, corrupt_updates, poison_clients
 from .data import FederatedDataset
 from .errors import PlaintextOnly
 from .models import ClassificationModel, Model, local_sgd
@@ -39,7 +40,7 @@ class TrainingConfig:
     batch_size: int = 16
     personalised: bool = False  # Algorithm 4
     data_corruption: str | None = None  # "negate" or "label_flip" (rfa.corruption.DATA_CORRUPTIONS)
-    update_corruption: str | None = None  # "omniscient", "gaussian", "sign_flip", "ipm", "alie"
+    update_corruption: str | None = None  # "omniscient", "gaussian", "sign_flip", "ipm", "alie", "replay"
     rho: float = 0.0  # corrupted fraction, by weight
     corruption_params: Mapping[str, Any] = field(default_factory=dict)
     secure: bool = False
@@ -140,7 +141,9 @@ class _SecureAggregation:
         if nu == "auto":
             if config.max_weight is None:
                 raise ValueError('nu="auto" needs max_weight')
-            nu = smallest_nu(config.max_weight, config.norm_bound, *self.alpha_range, t)
+            # The rule knows its broadcasts' distance bound (C for one-step RFA's v = 0, else 2C).
+            pick = getattr(rule, "auto_nu", smallest_nu)
+            nu = pick(config.max_weight, config.norm_bound, *self.alpha_range, t)
         self.nu = nu
         policy = PrivacyPolicy(nu, config.norm_bound, *self.alpha_range, config.max_weight)
         self.oracle = SecureAverageOracle(
@@ -151,8 +154,10 @@ class _SecureAggregation:
             runner=_runner(config.transport),
         )
 
-    def __call__(self, updates: np.ndarray, alpha: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, Any]:
-        kwargs: dict[str, Any] = dict(
+    def __call__(
+        self, updates: np.ndarray, alpha: np.ndarray, ids: np.ndarray, **warm: Any
+    ) -> tuple[np.ndarray, Any]:
+        kwargs: dict[str, Any] = dict(**warm,
             oracle=self.oracle,
             norm_bound=self.config.norm_bound,
             max_weight=self.config.max_weight,
@@ -219,7 +224,16 @@ def train(
                 f"max_weight={config.max_weight} is below what any aggregation of {m} clients can certify"
             )
 
+    attack = dict(config.corruption_params)
+    if config.update_corruption == "alie" and "z" not in attack and corrupted.any():
+        # One z for the run, from the corrupted clients the attacker expects per round: a round's
+        # own count would leave z undefined whenever sampling gives it a corrupted majority.
+        attack["z"] = alie_z(m, math.ceil(corrupted.sum() * m / n - 1e-9))
+    # Rules that start from the previous aggregate get it (0 before the first round).
+    warm_start = getattr(rule, "init", None) == "previous"
+
     w = model.init_params(rng)
+    previous = np.zeros_like(w)
     personal: dict[int, np.ndarray] = {}
     history: list[RoundRecord] = []
     calls = 0
@@ -239,22 +253,26 @@ def train(
         bad = corrupted[selected]
         alpha = counts[selected].astype(np.float64)
         if config.update_corruption and bad.any():
-            params = dict(config.corruption_params)
+            params = dict(attack)
             if config.update_corruption == "omniscient":
                 params.setdefault("target", "all")  # Sec. V-A: minus the mean "without the corruption"
+            if config.update_corruption == "replay":
+                params.setdefault("previous", previous)
             updates = corrupt_updates(config.update_corruption, updates, alpha, bad, rng, **params)
+        warm = {"previous": previous} if warm_start else {}
         if secure is not None:
-            aggregate, outcome = secure(updates, alpha, selected)
+            aggregate, outcome = secure(updates, alpha, selected, **warm)
             calls += outcome.oracle_calls
             steps = outcome.rounds
             per_client = sum(s.bytes_per_client for s in steps)
             realised = max(s.realised_max_weight for s in steps)
             certified = max(s.certified_weight for s in steps)
         else:
-            aggregate = rule(updates, alpha)  # line 9
+            aggregate = rule(updates, alpha, **warm)  # line 9
             calls += rule.oracle_calls or 0
             per_client, realised, certified = np.nan, np.nan, np.nan
         w = w + aggregate
+        previous = aggregate
         if t_round % config.eval_every == 0 or t_round == config.rounds:
             accuracy, local_accuracy, loss = _evaluate(model, w, dataset, local_test, personal, corrupted)
             history.append(
