@@ -23,7 +23,7 @@ import numpy as np
 
 from secagg import SecureAverageOracle, simulate
 
-from .aggregators import Aggregator
+from .aggregators import Aggregator, GeometricMedianRule
 from .corruption import alie_z, choose_corrupted, corrupt_updates, poison_clients
 from .data import FederatedDataset
 from .errors import PlaintextOnly
@@ -74,6 +74,7 @@ class RoundRecord:
     bytes_per_client: float  # secure mode: mean bytes a participating client exchanged this round
     max_effective_weight: float  # secure mode: realised max_i beta_i / sum_j beta_j this round
     certified_weight: float  # secure mode: the largest certificate checked this round
+    corrupted_share: float = float("nan")  # the corrupted clients' fraction of this round's weight
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,7 @@ def train(
         # own count would leave z undefined whenever sampling gives it a corrupted majority.
         attack["z"] = alie_z(m, math.ceil(corrupted.sum() * m / n - 1e-9))
     # Rules that start from the previous aggregate get it (0 before the first round).
-    warm_start = getattr(rule, "init", None) == "previous"
+    warm_start = isinstance(rule, GeometricMedianRule) and rule.init == "previous"
 
     w = model.init_params(rng)
     previous = np.zeros_like(w)
@@ -276,7 +277,8 @@ def train(
         if t_round % config.eval_every == 0 or t_round == config.rounds:
             accuracy, local_accuracy, loss = _evaluate(model, w, dataset, local_test, personal, corrupted)
             history.append(
-                RoundRecord(t_round, calls, accuracy, local_accuracy, loss, per_client, realised, certified)
+                RoundRecord(t_round, calls, accuracy, local_accuracy, loss, per_client, realised, certified,
+                            corrupted_share=float(alpha[bad].sum() / alpha.sum()))
             )
         if progress is not None:
             progress(t_round)
