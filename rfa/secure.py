@@ -7,7 +7,9 @@ computes beta_i = alpha_i / max(nu, ||v - w_i||) on its own vector
 the clients included by secure aggregation.  The server sees only v and the
 oracle's output, never a w_i or a beta_i.  Before every step the server, and
 every client, checks the privacy certificate of ``privacy.py``; a violated
-certificate stops the step before any masked input exists.
+certificate stops the step before any masked input exists.  All calls on one
+set of vectors form one ``CohortSession``, whose first call pins the survivor
+set: the clients refuse to unmask a later call over any other set.
 
 What the simulation additionally records (for the report, not visible to the
 server in a deployment): the objective g(v) and the realised maximum
@@ -130,12 +132,11 @@ class CohortSession:
         oracle: SecureAverageOracle | None = None, threshold: int | float = 2 / 3,
         first_broadcast: Literal["zero", "any"] = "any",
     ):
-        if norm_bound is None:
-            if max_weight is not None:
-                raise PolicyError(
-                    "max_weight needs the public norm bound C (norm_bound): the certificate is computed from "
-                    "it, and a C taken from the data would publish the largest client norm"
-                )
+        if norm_bound is None and max_weight is not None:
+            raise PolicyError(
+                "max_weight needs the public norm bound C (norm_bound): the certificate is computed from "
+                "it, and a C taken from the data would publish the largest client norm"
+            )
         cohort = _Cohort(points, weights, norm_bound, alpha_range)
         lo, hi = cohort.alpha_range
         n = len(cohort.ids)
