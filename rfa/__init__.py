@@ -1,8 +1,15 @@
 """Robust Federated Aggregation: the geometric median and the rules it is compared with."""
 
-from .errors import CertificateViolation, PlaintextOnly, RFAError, UncertifiableBound
+from .errors import CertificateViolation, PlaintextOnly, PolicyError, RFAError, SurvivorSetChanged, UncertifiableBound
 from .privacy import PrivacyPolicy, certified_weight, smallest_nu, weight_floor
-from .secure import SecureAggregate, StepRecord, one_step_geometric_median, secure_geometric_median, secure_mean
+from .secure import (
+    CohortSession,
+    SecureAggregate,
+    StepRecord,
+    one_step_geometric_median,
+    secure_geometric_median,
+    secure_mean,
+)
 
 from .aggregators import (
     Aggregator,
@@ -24,11 +31,14 @@ from .weiszfeld import GeometricMedianResult, PointsError, WeightError, geometri
 
 __all__ = [
     "CertificateViolation",
+    "CohortSession",
     "PlaintextOnly",
+    "PolicyError",
     "PrivacyPolicy",
     "RFAError",
     "SecureAggregate",
     "StepRecord",
+    "SurvivorSetChanged",
     "UncertifiableBound",
     "certified_weight",
     "one_step_geometric_median",

@@ -4,7 +4,11 @@
 parameter can certify the requested privacy-weight bound.
 ``CertificateViolation`` stops a step before any masked input is sent: the
 server or a client found that the step could reveal an effective weight above
-the bound (or a client received a broadcast outside the public norm ball).
+the bound (or a client received a broadcast outside the public norm ball);
+its subclass ``SurvivorSetChanged`` stops a later step of one aggregation
+whose survivor set differs from the first's, before unmasking.
+``PolicyError`` names a public parameter of the rule that is missing or out
+of range.
 """
 
 from __future__ import annotations
