@@ -160,13 +160,15 @@ def majority_round_probability(counts: np.ndarray, corrupted: np.ndarray, seed: 
 
 
 def drops(history) -> dict:
-    """The run's largest one-round accuracy drop, the corrupted share of that round's weight, and the
-    sampled rounds' largest share and count of corrupted majorities (share >= 1/2)."""
+    """The run's largest one-round accuracy drop and the corrupted share of that round's weight, the
+    same for the last round (the final accuracy), and the sampled rounds' largest share and count of
+    corrupted majorities (share >= 1/2)."""
     acc = np.array([h.accuracy for h in history])
     share = np.array([h.corrupted_share for h in history])
     fall = np.concatenate([[0.0], acc[:-1] - acc[1:]])
     worst = int(np.argmax(fall))
     return dict(largest_drop=float(fall[worst]), share_at_largest_drop=float(share[worst]),
+                last_drop=float(fall[-1]), last_share=float(share[-1]),
                 max_round_share=float(share.max()), majority_rounds=int((share >= 0.5).sum()))
 
 
@@ -384,16 +386,19 @@ def spread_lines(spread: Sequence[dict]) -> list[str]:
         "",
         "## Where RFA's spread under the omniscient attack comes from (rho = 0.25)",
         "",
-        "Per run: the largest one-round accuracy drop, the corrupted clients' share of that round's weight, "
-        "the largest share in any sampled round, and the rounds with a corrupted majority (share >= 1/2). "
+        "Per run: the largest one-round accuracy drop and the corrupted clients' share of that round's weight, "
+        "the same for the last round (whose accuracy is the final one; a negative drop is a gain), the largest "
+        "share in any sampled round, and the rounds with a corrupted majority (share >= 1/2). "
         f"R = {SPREAD_STEPS} tests whether more Weiszfeld steps remove the drops.",
         "",
-        "| rule | seed | final accuracy | largest drop | share in that round | largest share | majority rounds |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| rule | seed | final accuracy | largest drop | its round's share | last round's drop | its share "
+        "| largest share | majority rounds |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in spread:
         lines.append(f"| {r['method']} | {r['seed']} | {r['accuracy']:.3f} | {r['largest_drop']:.3f} | "
-                     f"{r['share_at_largest_drop']:.3f} | {r['max_round_share']:.3f} | {r['majority_rounds']} |")
+                     f"{r['share_at_largest_drop']:.3f} | {r['last_drop']:.3f} | {r['last_share']:.3f} | "
+                     f"{r['max_round_share']:.3f} | {r['majority_rounds']} |")
     return lines
 
 
