@@ -1,7 +1,7 @@
 """The privacy/robustness trade-off of RFA's privacy-weight bound s (not plotted in the paper).
 
     python3 -m sims.tradeoff            # 3 seeds, 7 values of s, 3 values of C (about 6 min)
-    python3 -m sims.tradeoff --quick    # 1 seed, 3 values of s, 2 values of C, 12 rounds (about 15 s)
+    python3 -m sims.tradeoff --quick    # 1 seed, 3 values of s, 2 values of C, 12 rounds (about 30 s of CPU)
 
 Definition 1 (iv) asks every revealed weighted average to give each client an
 effective weight of at most s.  ``rfa.privacy`` certifies that from public
