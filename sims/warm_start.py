@@ -1,6 +1,6 @@
 """Where RFA's Weiszfeld iterations start: the weighted mean, zero, or the previous round's aggregate.
 
-    python3 -m sims.warm_start            # 3 seeds, 10 settings, 7 rules, 30 rounds (about 4 min on 2 busy cores)
+    python3 -m sims.warm_start            # 3 seeds, 10 settings, 7 rules, 30 rounds (about 5 min wall on 2 busy cores)
     python3 -m sims.warm_start --quick    # 1 seed, 2 settings, 4 rules, 12 rounds
 
 The secure median of ``rfa.secure`` starts from the secure weighted mean (one
