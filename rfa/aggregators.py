@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Mapping
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -201,8 +201,8 @@ class GeometricMedianRule(Aggregator):
         self, points: Any, weights: Any = None, *, previous: ArrayLike | None = None, **privacy: Any
     ) -> "SecureAggregate":
         privacy.setdefault("nu", self.nu)
-        d = len(next(iter(points.values()))) if isinstance(points, dict) else np.shape(points)[1]
-        start = self._start(d, previous)
+        first = next(iter(points.values())) if isinstance(points, Mapping) else np.asarray(points)[0]
+        start = self._start(np.shape(first)[0], previous)
         return secure_geometric_median(
             points, weights, rounds=self.rounds, init="mean" if start is None else start, **privacy
         )
