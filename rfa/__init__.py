@@ -2,9 +2,25 @@
 
 from secagg import __version__
 
-from .errors import CertificateViolation, InvalidArgument, NeedsVote, PlaintextOnly, RFAError, UncertifiableBound
+from .errors import (
+    CertificateViolation,
+    InvalidArgument,
+    NeedsVote,
+    PlaintextOnly,
+    PolicyError,
+    RFAError,
+    SurvivorSetChanged,
+    UncertifiableBound,
+)
 from .privacy import PrivacyPolicy, certified_weight, smallest_nu, weight_floor
-from .secure import SecureAggregate, StepRecord, one_step_geometric_median, secure_geometric_median, secure_mean
+from .secure import (
+    CohortSession,
+    SecureAggregate,
+    StepRecord,
+    one_step_geometric_median,
+    secure_geometric_median,
+    secure_mean,
+)
 
 from .aggregators import (
     Aggregator,
@@ -32,13 +48,16 @@ from .weiszfeld import GeometricMedianResult, PointsError, WeightError, geometri
 __all__ = [
     "__version__",
     "CertificateViolation",
+    "CohortSession",
     "InvalidArgument",
     "NeedsVote",
     "PlaintextOnly",
+    "PolicyError",
     "PrivacyPolicy",
     "RFAError",
     "SecureAggregate",
     "StepRecord",
+    "SurvivorSetChanged",
     "UncertifiableBound",
     "certified_weight",
     "one_step_geometric_median",

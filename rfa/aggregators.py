@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Mapping
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from .errors import InvalidArgument, NeedsVote, PlaintextOnly
+from .privacy import smallest_nu
 from .secure import SecureAggregate, one_step_geometric_median, secure_geometric_median, secure_mean
 from .weiszfeld import (
     _MovingPointDistances,
@@ -153,16 +154,21 @@ class Mean(Aggregator):
 
 @dataclass(frozen=True)
 class GeometricMedianRule(Aggregator):
-    """RFA: ``rounds`` smoothed Weiszfeld steps (Algorithm 2) from the weighted mean.
+    """RFA: ``rounds`` smoothed Weiszfeld steps (Algorithm 2) from the start point ``init``.
 
     Exactly ``rounds`` steps, no early stop, as under a fixed oracle budget R.
-    Under the oracle the starting weighted mean is itself one call, so
-    ``oracle_calls = rounds + 1`` (as in ``rfa.secure.secure_geometric_median``
-    with ``init="mean"``).
+    ``init="mean"`` starts from the weighted mean, itself one oracle call
+    under the oracle, so ``oracle_calls = rounds + 1`` (the paper's "3 calls"
+    are this mean and 2 steps, as the authors' code counts them).
+    ``init="zero"`` starts from 0 (``rounds=1`` is one-step RFA) and
+    ``init="previous"`` from the previous aggregate, which the training loop
+    passes as ``previous`` (0 when there is none); both are public, so they
+    cost no call.  README ("Warm start") has the measured comparison.
     """
 
     rounds: int = 3
     nu: float = 1e-6
+    init: Literal["mean", "zero", "previous"] = "mean"
     name: ClassVar[str] = "geometric_median"
     mode: ClassVar[Mode] = "secure"
     uses_weights: ClassVar[bool] = True
@@ -171,17 +177,45 @@ class GeometricMedianRule(Aggregator):
         if _check_count(self.rounds, "rounds") < 1:
             raise InvalidArgument(f"rounds must be at least 1, got {self.rounds}")
         _check_nu(self.nu)
+        if self.init not in ("mean", "zero", "previous"):
+            raise InvalidArgument(f'init must be "mean", "zero" or "previous", got {self.init!r}')
 
     @property
     def oracle_calls(self) -> int:
-        return self.rounds + 1
+        return self.rounds + (self.init == "mean")
+
+    def _start(self, d: int, previous: ArrayLike | None) -> np.ndarray | None:
+        """The start point, None for the weighted mean."""
+        if self.init == "mean":
+            return None
+        if self.init == "previous" and previous is not None:
+            return _check_vector(previous, d, "previous")
+        return np.zeros(d)
+
+    def __call__(
+        self, points: ArrayLike, weights: ArrayLike | None = None, *, previous: ArrayLike | None = None
+    ) -> np.ndarray:
+        w = check_points(points)
+        alpha = check_weights(weights, w.shape[0])
+        start = self._start(w.shape[1], previous)
+        return geometric_median(w, alpha, nu=self.nu, max_iter=self.rounds, tol=None, init=start).median.copy()
 
     def _aggregate(self, points: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-        return geometric_median(points, alpha, nu=self.nu, max_iter=self.rounds, tol=None).median.copy()
+        return self(points, alpha)
 
-    def secure(self, points: Any, weights: Any = None, **privacy: Any) -> "SecureAggregate":
+    def secure(
+        self, points: Any, weights: Any = None, *, previous: ArrayLike | None = None, **privacy: Any
+    ) -> "SecureAggregate":
         privacy.setdefault("nu", self.nu)
-        return secure_geometric_median(points, weights, rounds=self.rounds, **privacy)
+        first = next(iter(points.values())) if isinstance(points, Mapping) else np.asarray(points)[0]
+        start = self._start(np.shape(first)[0], previous)
+        return secure_geometric_median(
+            points, weights, rounds=self.rounds, init="mean" if start is None else start, **privacy
+        )
+
+    def auto_nu(self, max_weight: float, norm_bound: float, alpha_min: float, alpha_max: float, t: int) -> float:
+        """What ``nu="auto"`` picks: any broadcast has ||v|| <= C, so ||v - w_i|| <= 2C."""
+        return smallest_nu(max_weight, norm_bound, alpha_min, alpha_max, t)
 
 
 @dataclass(frozen=True)
@@ -206,6 +240,10 @@ class OneStepRule(Aggregator):
     def secure(self, points: Any, weights: Any = None, **privacy: Any) -> "SecureAggregate":
         privacy.setdefault("nu", self.nu)
         return one_step_geometric_median(points, weights, **privacy)
+
+    def auto_nu(self, max_weight: float, norm_bound: float, alpha_min: float, alpha_max: float, t: int) -> float:
+        """What ``nu="auto"`` picks: the broadcast is 0, so ||v - w_i|| <= C."""
+        return smallest_nu(max_weight, norm_bound, alpha_min, alpha_max, t, reach=norm_bound)
 
 
 # --- Plaintext rules --------------------------------------------------------------

@@ -42,6 +42,7 @@ __all__ = [
     "negate_images",
     "omniscient",
     "poison_clients",
+    "replay_previous",
     "sign_flip",
 ]
 
@@ -315,6 +316,30 @@ def a_little_is_enough(
     return points
 
 
+def replay_previous(
+    updates: ArrayLike,
+    weights: ArrayLike | None,
+    corrupted: ArrayLike,
+    rng: np.random.Generator,
+    *,
+    previous: ArrayLike | None = None,
+) -> np.ndarray:
+    """Corrupted clients send ``previous``, the server's previous aggregate (public after each round).
+
+    None stands for the aggregate before the first round: the zero update.
+
+    Aimed at a Weiszfeld start point that is the previous aggregate: at distance 0
+    from it their beta_i = alpha_i / nu dominates, so a warm-started step stays
+    where it started and the stale update repeats.  ``rng`` is unused.
+    """
+    points, _, mask = _prepare(updates, weights, corrupted)
+    start = np.zeros(points.shape[1]) if previous is None else np.asarray(previous, dtype=np.float64)
+    if start.shape != (points.shape[1],) or not np.all(np.isfinite(start)):
+        raise InvalidArgument(f"previous must be a finite vector of shape ({points.shape[1]},), got shape {start.shape}")
+    points[mask] = start
+    return points
+
+
 UpdateCorruption = Callable[..., np.ndarray]
 
 UPDATE_CORRUPTIONS: Mapping[str, UpdateCorruption] = MappingProxyType(
@@ -324,6 +349,7 @@ UPDATE_CORRUPTIONS: Mapping[str, UpdateCorruption] = MappingProxyType(
         "sign_flip": sign_flip,
         "ipm": inner_product_manipulation,
         "alie": a_little_is_enough,
+        "replay": replay_previous,
         # The names of Yi et al.'s Table 1 for the same two attacks: "Empire" (fall of empires) is
         # inner-product manipulation, "SV" (scaled variance) is "a little is enough".
         "empire": inner_product_manipulation,

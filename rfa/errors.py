@@ -6,7 +6,11 @@
 parameter can certify the requested privacy-weight bound.
 ``CertificateViolation`` stops a step before any masked input is sent: the
 server or a client found that the step could reveal an effective weight above
-the bound (or a client received a broadcast outside the public norm ball).
+the bound (or a client received a broadcast outside the public norm ball);
+its subclass ``SurvivorSetChanged`` stops a later step of one aggregation
+whose survivor set differs from the first's, before unmasking.
+``PolicyError`` names a public parameter of the rule that is missing or out
+of range.
 ``NeedsVote``: a two-phase rule's aggregate is elected by the clients, not
 computed from the updates alone.
 """
@@ -45,3 +49,16 @@ class NeedsVote(RFAError):
 
 class PersonalMeanError(RFAError, ValueError):
     """A personalised-mean-estimation problem or parameter breaks the paper's assumptions (rfa.personal_mean)."""
+
+
+class PolicyError(RFAError, ValueError):
+    """A public parameter of the privacy rule (C, the weight range, t, nu, s) is missing or out of range."""
+
+
+class SurvivorSetChanged(CertificateViolation):
+    """A later step of one aggregation would reveal a sum over a different set of clients than the first.
+
+    Two sums over sets that differ by one client reveal that client's vector
+    (with the same broadcast, beta_j w_j and beta_j are their differences), so
+    every honest client refuses to unmask such a step (protocol_spec.md).
+    """

@@ -25,6 +25,7 @@ recorded in ``TrainingResult.elections``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping
 
@@ -32,8 +33,8 @@ import numpy as np
 
 from secagg import SecureAverageOracle, simulate
 
-from .aggregators import Aggregator, TwoPhaseRule
-from .corruption import choose_corrupted, corrupt_updates, poison_clients
+from .aggregators import Aggregator, GeometricMedianRule, TwoPhaseRule
+from .corruption import alie_z, choose_corrupted, corrupt_updates, poison_clients
 from .data import FederatedDataset
 from .errors import InvalidArgument, PlaintextOnly, UncertifiableBound
 from .models import ClassificationModel, Model, draw_batch, local_sgd
@@ -50,7 +51,7 @@ class TrainingConfig:
     batch_size: int = 16
     personalised: bool = False  # Algorithm 4
     data_corruption: str | None = None  # "negate" or "label_flip" (rfa.corruption.DATA_CORRUPTIONS)
-    update_corruption: str | None = None  # "omniscient", "gaussian", "sign_flip", "ipm", "alie"
+    update_corruption: str | None = None  # "omniscient", "gaussian", "sign_flip", "ipm", "alie", "replay"
     rho: float = 0.0  # corrupted fraction, by weight
     corruption_params: Mapping[str, Any] = field(default_factory=dict)
     secure: bool = False
@@ -99,6 +100,7 @@ class RoundRecord:
     bytes_per_client: float  # secure mode: mean bytes a participating client exchanged this round
     max_effective_weight: float  # secure mode: realised max_i beta_i / sum_j beta_j this round
     certified_weight: float  # secure mode: the largest certificate checked this round
+    corrupted_share: float = float("nan")  # the corrupted clients' fraction of this round's weight
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,9 @@ class _SecureAggregation:
         if nu == "auto":
             if config.max_weight is None:
                 raise InvalidArgument('nu="auto" needs max_weight')
-            nu = smallest_nu(config.max_weight, config.norm_bound, *self.alpha_range, t)
+            # The rule knows its broadcasts' distance bound (C for one-step RFA's v = 0, else 2C).
+            pick = getattr(rule, "auto_nu", smallest_nu)
+            nu = pick(config.max_weight, config.norm_bound, *self.alpha_range, t)
         self.nu = nu
         policy = PrivacyPolicy(nu, config.norm_bound, *self.alpha_range, config.max_weight)
         self.oracle = SecureAverageOracle(
@@ -178,8 +182,10 @@ class _SecureAggregation:
             runner=_runner(config.transport),
         )
 
-    def __call__(self, updates: np.ndarray, alpha: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, Any]:
-        kwargs: dict[str, Any] = dict(
+    def __call__(
+        self, updates: np.ndarray, alpha: np.ndarray, ids: np.ndarray, **warm: Any
+    ) -> tuple[np.ndarray, Any]:
+        kwargs: dict[str, Any] = dict(**warm,
             oracle=self.oracle,
             norm_bound=self.config.norm_bound,
             max_weight=self.config.max_weight,
@@ -248,7 +254,16 @@ def train(
                 f"max_weight={config.max_weight} is below what any aggregation of {m} clients can certify"
             )
 
+    attack = dict(config.corruption_params)
+    if config.update_corruption == "alie" and "z" not in attack and corrupted.any():
+        # One z for the run, from the corrupted clients the attacker expects per round: a round's
+        # own count would leave z undefined whenever sampling gives it a corrupted majority.
+        attack["z"] = alie_z(m, math.ceil(corrupted.sum() * m / n - 1e-9))
+    # Rules that start from the previous aggregate get it (0 before the first round).
+    warm_start = isinstance(rule, GeometricMedianRule) and rule.init == "previous"
+
     w = model.init_params(rng)
+    previous = np.zeros_like(w)
     personal: dict[int, np.ndarray] = {}
     history: list[RoundRecord] = []
     elections: list[Election] = []
@@ -275,12 +290,15 @@ def train(
         bad = corrupted[selected]
         alpha = counts[selected].astype(np.float64)
         if config.update_corruption and bad.any():
-            params = dict(config.corruption_params)
+            params = dict(attack)
             if config.update_corruption == "omniscient":
                 params.setdefault("target", "all")  # Sec. V-A: minus the mean "without the corruption"
+            if config.update_corruption == "replay":
+                params.setdefault("previous", previous)
             updates = corrupt_updates(config.update_corruption, updates, alpha, bad, rng, **params)
+        warm = {"previous": previous} if warm_start else {}
         if secure is not None:
-            aggregate, outcome = secure(updates, alpha, selected)
+            aggregate, outcome = secure(updates, alpha, selected, **warm)
             calls += outcome.oracle_calls
             steps = outcome.rounds
             per_client = sum(s.bytes_per_client for s in steps)
@@ -296,14 +314,16 @@ def train(
             aggregate = candidates[elections[-1].winner]
             per_client, realised, certified = np.nan, np.nan, np.nan
         else:
-            aggregate = rule(updates, alpha)  # line 9
+            aggregate = rule(updates, alpha, **warm)  # line 9
             calls += rule.oracle_calls or 0
             per_client, realised, certified = np.nan, np.nan, np.nan
         w = _step(w, aggregate, config)
+        previous = aggregate
         if t_round % config.eval_every == 0 or t_round == config.rounds:
             accuracy, local_accuracy, loss = _evaluate(model, w, dataset, local_test, personal, corrupted)
             history.append(
-                RoundRecord(t_round, calls, accuracy, local_accuracy, loss, per_client, realised, certified)
+                RoundRecord(t_round, calls, accuracy, local_accuracy, loss, per_client, realised, certified,
+                            corrupted_share=float(alpha[bad].sum() / alpha.sum()))
             )
         if progress is not None:
             progress(t_round)

@@ -49,8 +49,12 @@ Output (in ``--out``, default ``out/fig2_robustness``):
 - ``fig2_robustness.csv``: one row per corruption x rho x method x seed (the
   rho = 0 run is shared by every corruption and repeated in each), with the
   accuracy and loss after the last round, the rule's parameters, oracle
-  calls, the realised corrupted fraction by count and by weight, and the
-  probability that a sampled round has a corrupted majority.
+  calls, the realised corrupted fraction by count and by weight, the
+  probability that a sampled round has a corrupted majority, and the run's
+  largest one-round accuracy drop with the corrupted share of that round.
+- ``fig2_spread.csv``: RFA under the omniscient attack at rho = 0.25 with
+  R = 3 and R = 10 Weiszfeld steps, the same columns (where its spread
+  comes from; the last section of the summary).
 - ``fig2_secure_rules.png`` (the paper's Fig. 2): FedAvg, RFA and one-step
   RFA, accuracy against rho, one panel per corruption, mean over seeds with
   the min-max range shaded.
@@ -156,13 +160,26 @@ def majority_round_probability(counts: np.ndarray, corrupted: np.ndarray, seed: 
     return float(np.mean((weight * corrupted[picks]).sum(axis=1) >= 0.5 * weight.sum(axis=1)))
 
 
+def drops(history) -> dict:
+    """The run's largest one-round accuracy drop and the corrupted share of that round's weight, the
+    same for the last round (the final accuracy), and the sampled rounds' largest share and count of
+    corrupted majorities (share >= 1/2)."""
+    acc = np.array([h.accuracy for h in history])
+    share = np.array([h.corrupted_share for h in history])
+    fall = np.concatenate([[0.0], acc[:-1] - acc[1:]])
+    worst = int(np.argmax(fall))
+    return dict(largest_drop=float(fall[worst]), share_at_largest_drop=float(share[worst]),
+                last_drop=float(fall[-1]), last_share=float(share[-1]),
+                max_round_share=float(share.max()), majority_rounds=int((share >= 0.5).sum()))
+
+
 def run_one(model: Model, method: Method, corruption: str, kind: str, rho: float, seed: int,
             secure: bool, norm_bound: float) -> dict:
     """Train once; the row of the CSV."""
     data = federation(seed)
     rule = method.build(rho, model.n_params)
     corrupt = {f"{kind}_corruption": corruption, "corruption_params": attack_params(corruption, rho)} if rho > 0 else {}
-    settings = config(ROUNDS, seed, rho=rho, eval_every=ROUNDS, **corrupt)
+    settings = config(ROUNDS, seed, rho=rho, **corrupt)  # every round evaluated: the drops are measured
     start = time.perf_counter()
     on_oracle = secure and rule.mode == "secure"
     result = train(model, data, rule, replace(settings, secure=True, norm_bound=norm_bound) if on_oracle else settings)
@@ -181,6 +198,7 @@ def run_one(model: Model, method: Method, corruption: str, kind: str, rho: float
         corrupted_count_fraction=float(result.corrupted.mean()),
         corrupted_weight_fraction=float(data.weights[result.corrupted].sum()),
         majority_round_prob=majority_round_probability(data.sample_counts, result.corrupted, seed),
+        **drops(result.history),
         seconds=time.perf_counter() - start,
     )
     if on_oracle:  # the same run in plaintext, for the comparison the flag exists for
@@ -348,6 +366,43 @@ def summary_lines(rows: Sequence[dict], args, seconds: float) -> list[str]:
     return lines
 
 
+SPREAD_STEPS = 10  # RFA with more Weiszfeld steps: do the drops come from unconverged medians?
+
+
+def spread_check(rows: Sequence[dict], args) -> list[dict]:
+    """RFA under the omniscient attack at rho = 0.25, with R = 3 (the grid's rows) and R = SPREAD_STEPS."""
+    if not any(r["corruption"] == "omniscient" and r["rho"] == 0.25 for r in rows):
+        return []
+    model = MODELS[args.model]()
+    longer = Method(f"RFA, R={SPREAD_STEPS}", lambda rho, d: GeometricMedianRule(rounds=SPREAD_STEPS, nu=1e-6),
+                    lambda rho: f"R={SPREAD_STEPS}, nu=1e-6")
+    mine = [r for r in rows if (r["corruption"], r["rho"], r["method"]) == ("omniscient", 0.25, "RFA")]
+    return mine + [run_one(model, longer, "omniscient", "update", 0.25, r["seed"], False, args.norm_bound) for r in mine]
+
+
+def spread_lines(spread: Sequence[dict]) -> list[str]:
+    if not spread:
+        return []
+    lines = [
+        "",
+        "## Where RFA's spread under the omniscient attack comes from (rho = 0.25)",
+        "",
+        "Per run: the largest one-round accuracy drop and the corrupted clients' share of that round's weight, "
+        "the same for the last round (whose accuracy is the final one; a negative drop is a gain), the largest "
+        "share in any sampled round, and the rounds with a corrupted majority (share >= 1/2). "
+        f"R = {SPREAD_STEPS} tests whether more Weiszfeld steps remove the drops.",
+        "",
+        "| rule | seed | final accuracy | largest drop | its round's share | last round's drop | its share "
+        "| largest share | majority rounds |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in spread:
+        lines.append(f"| {r['method']} | {r['seed']} | {r['accuracy']:.3f} | {r['largest_drop']:.3f} | "
+                     f"{r['share_at_largest_drop']:.3f} | {r['last_drop']:.3f} | {r['last_share']:.3f} | "
+                     f"{r['max_round_share']:.3f} | {r['majority_rounds']} |")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser(NAME, "Figs. 2 and 3: final accuracy against the corruption level, FedAvg, RFA and other rules.")
     p.add_argument("--model", choices=sorted(MODELS), default="logreg", help="linear model or one-hidden-layer MLP")
@@ -365,7 +420,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Ten rules: larger panels, two per row.
     plot(rows, [m.label for m in METHODS], corruptions, "Fig. 3: robust aggregation rules" + suffix,
          out / "fig3_all_rules.png", cols=2)
-    write_summary(out / "summary.md", "Figs. 2-3: robustness to corruption", summary_lines(rows, args, seconds))
+    spread = spread_check(rows, args)
+    if spread:
+        write_csv(out / "fig2_spread.csv", spread)
+    write_summary(out / "summary.md", "Figs. 2-3: robustness to corruption",
+                  summary_lines(rows, args, seconds) + spread_lines(spread))
     console.print((out / "summary.md").read_text(), markup=False, highlight=False, soft_wrap=True)
     return 0
 

@@ -1,6 +1,6 @@
 """Fig. 5 of the RFA paper: one-step RFA keeps most of RFA's robustness at FedAvg's communication.
 
-    python3 -m sims.fig5_one_step            # 3 seeds, 7 corruption levels, 40 rounds (about 30 s)
+    python3 -m sims.fig5_one_step            # 3 seeds, 7 corruption levels, 40 rounds (about 40 s of CPU)
     python3 -m sims.fig5_one_step --quick    # 1 seed, rho in {0, 0.25}, 15 rounds
 
 Final test accuracy against the corrupted fraction rho (by weight) for FedAvg,

@@ -1,7 +1,7 @@
 """The privacy/robustness trade-off of RFA's privacy-weight bound s (not plotted in the paper).
 
     python3 -m sims.tradeoff            # 3 seeds, 7 values of s, 3 values of C (about 6 min)
-    python3 -m sims.tradeoff --quick    # 1 seed, 3 values of s, 2 values of C, 12 rounds (about 15 s)
+    python3 -m sims.tradeoff --quick    # 1 seed, 3 values of s, 2 values of C, 12 rounds (about 30 s of CPU)
 
 Definition 1 (iv) asks every revealed weighted average to give each client an
 effective weight of at most s.  ``rfa.privacy`` certifies that from public
@@ -9,10 +9,11 @@ numbers only (the norm bound C, the weight range [min N_i, max N_i], the
 secure aggregation threshold t) and ``nu="auto"`` picks the smallest
 smoothing nu* that certifies s:
 
-    nu* = 2C (1/s - 1) / ((t - 1) alpha_min / alpha_max),
+    nu* = D (1/s - 1) / ((t - 1) alpha_min / alpha_max),
 
-which grows as s tightens, up to 2C at the floor s = 1 / (1 + (t - 1)
-alpha_min / alpha_max).  The smoothing caps every Weiszfeld weight at
+with D the public bound on ||v - w_i||: 2C for RFA's broadcasts, C for
+one-step RFA's v = 0 (so its nu* is half RFA's).  nu* grows as s tightens,
+up to D at the floor s = 1 / (1 + (t - 1) alpha_min / alpha_max).  The smoothing caps every Weiszfeld weight at
 alpha_i / nu, so once nu* exceeds the distance from the median to the
 corrupted updates the "median" is the weighted mean again.  nu* is
 proportional to C: a C far above the real update norms costs robustness
@@ -83,10 +84,10 @@ def pilot_norms(rounds: int, every: int) -> np.ndarray:
     return np.array(norms)
 
 
-def skewed_floor() -> tuple[float, int, int]:
+def skewed_floor(threshold: int) -> tuple[float, int, int]:
     """The weight floor of fig4's label-skewed federation (seed 0), with its smallest and largest N_i."""
     counts = federation(0).sample_counts
-    return weight_floor(counts.min(), counts.max(), THRESHOLD), int(counts.min()), int(counts.max())
+    return weight_floor(counts.min(), counts.max(), threshold), int(counts.min()), int(counts.max())
 
 
 def run(data, rule, corruption: dict[str, Any], rounds: int, seed: int, **secure: Any) -> dict[str, Any]:
@@ -103,7 +104,12 @@ def run(data, rule, corruption: dict[str, Any], rounds: int, seed: int, **secure
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser(NAME, __doc__.splitlines()[0]).parse_args(argv)
+    p = parser(NAME, __doc__.splitlines()[0])
+    p.add_argument("--threshold", type=int, default=THRESHOLD,
+                   help=f"secure aggregation threshold t of every session (default {THRESHOLD} of m = "
+                        f"{CLIENTS_PER_ROUND}; t = m means nu is chosen for all m inputs and any dropout aborts)")
+    args = p.parse_args(argv)
+    t = args.threshold
     rounds = 12 if args.quick else 30
     n_s = 3 if args.quick else 7
     multiples = (1, 10) if args.quick else (1, 3, 10)
@@ -116,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     datasets = {seed: federation(seed, "iid") for seed in run_seeds}
     alpha_range = {seed: (d.sample_counts.min(), d.sample_counts.max()) for seed, d in datasets.items()}
-    floor = max(weight_floor(lo, hi, THRESHOLD) for lo, hi in alpha_range.values())
+    floor = max(weight_floor(lo, hi, t) for lo, hi in alpha_range.values())
     # Geometric grid from just above the floor (where nu* -> 2C) to a loose bound.
     grid = np.geomspace(1.05 * floor, 0.95, n_s)
 
@@ -132,13 +138,15 @@ def main(argv: list[str] | None = None) -> int:
             C = bounds[c_label]
             data = datasets[seed]
             if method == "FedAvg":
-                nu, out = np.nan, run(data, Mean(), CORRUPTIONS[corruption], rounds, seed, norm_bound=C)
+                nu, out = np.nan, run(data, Mean(), CORRUPTIONS[corruption], rounds, seed, norm_bound=C, threshold=t)
             elif s is None:
                 nu = 1e-6
-                out = run(data, GeometricMedianRule(rounds=3, nu=nu), CORRUPTIONS[corruption], rounds, seed, norm_bound=C)
+                out = run(data, GeometricMedianRule(rounds=3, nu=nu), CORRUPTIONS[corruption], rounds, seed,
+                          norm_bound=C, threshold=t)
             else:
-                nu = smallest_nu(s, C, *alpha_range[seed], THRESHOLD)  # what nu="auto" picks inside train()
-                out = run(data, BOUNDED[method], CORRUPTIONS[corruption], rounds, seed, norm_bound=C, max_weight=s, nu="auto")
+                nu = BOUNDED[method].auto_nu(s, C, *alpha_range[seed], t)  # what nu="auto" picks in train()
+                out = run(data, BOUNDED[method], CORRUPTIONS[corruption], rounds, seed, norm_bound=C, max_weight=s,
+                          nu="auto", threshold=t)
             rows.append(dict(corruption=corruption, C_label=c_label, C=C, method=method,
                              s=np.nan if s is None else s, nu=nu, seed=seed, **out))
             advance()
@@ -153,32 +161,32 @@ def main(argv: list[str] | None = None) -> int:
 
     plot_accuracy(args.out, acc, bounds, grid, floor, rounds)
     median_norm = float(np.median(norms))
-    plot_nu(args.out, rows, bounds, grid, floor, median_norm, alpha_range[run_seeds[0]])
+    plot_nu(args.out, rows, bounds, grid, floor, median_norm, alpha_range[run_seeds[0]], t)
 
-    skew_floor, skew_lo, skew_hi = skewed_floor()
+    skew_floor, skew_lo, skew_hi = skewed_floor(t)
     lines = [
         f"Digits (8x8, 10 classes), {N_CLIENTS} clients (i.i.d. split, N_i in "
         f"[{alpha_range[run_seeds[0]][0]}, {alpha_range[run_seeds[0]][1]}]), logistic regression, "
-        f"m = {CLIENTS_PER_ROUND}, t = {THRESHOLD}, tau = {LOCAL_STEPS}, T = {rounds} rounds, rho = 0.25, "
+        f"m = {CLIENTS_PER_ROUND}, t = {t}, tau = {LOCAL_STEPS}, T = {rounds} rounds, rho = 0.25, "
         f"seeds {run_seeds}; every run through in-memory secure aggregation. Final test accuracy, mean over seeds.",
         "",
         f"Pilot update norms (clean FedAvg, {norms.size} honest updates): median {median_norm:.2f}, "
         f"95th percentile {p95:.2f}. C values: " + ", ".join(f"{k} = {v:.2f}" for k, v in bounds.items())
         + f" (TrainingConfig's default C = {TrainingConfig().norm_bound:g} is {TrainingConfig().norm_bound / p95:.0f}x p95).",
         "",
-        f"Weight floor (no s at or below it is certifiable): {floor:.3f} here (about 1/t = {1 / THRESHOLD:.3f} "
+        f"Weight floor (no s at or below it is certifiable): {floor:.3f} here (about 1/t = {1 / t:.3f} "
         f"for equal weights); {skew_floor:.3f} for the label-skewed federation of fig4 (Dirichlet 0.5, N_i from "
         f"{skew_lo} to {skew_hi}). The mean step's effective weights are alpha_i / sum alpha_j, and the certificate "
         "assumes the other t - 1 included clients all hold the smallest weight, so a tight s needs a narrow public "
         "weight range [alpha_min, alpha_max] (clients clip their weight into it).",
         "",
-        "nu* required by each s (nu = \"auto\"):",
+        "nu* required by each s (nu = \"auto\") for RFA (D = 2C); one-step RFA's is half of it (D = C):",
         "",
         "| C | " + " | ".join(f"s = {s:.3f}" for s in grid) + " | 2C (= mean) |",
         "|---|" + "---|" * (len(grid) + 1),
     ]
     for c_label, C in bounds.items():
-        nus = [smallest_nu(s, C, *alpha_range[run_seeds[0]], THRESHOLD) for s in grid]
+        nus = [smallest_nu(s, C, *alpha_range[run_seeds[0]], t) for s in grid]
         lines.append(f"| {c_label} ({C:.2f}) | " + " | ".join(f"{nu:.3g}" for nu in nus) + f" | {2 * C:.3g} |")
     for corruption in CORRUPTIONS:
         lines += [
@@ -205,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         free = acc("omniscient", c_label, "RFA (nu=1e-6, no s)").mean()
         kept = [s for s in grid if acc("omniscient", c_label, "RFA", s).mean() - fedavg >= 0.9 * (free - fedavg)]
         if kept:
-            nu = smallest_nu(kept[0], C, *alpha_range[run_seeds[0]], THRESHOLD)
+            nu = smallest_nu(kept[0], C, *alpha_range[run_seeds[0]], t)
             lines.append(f"* C = {c_label} ({C:.2f}): s = {kept[0]:.3f}, nu* = {nu:.3g} "
                          f"({nu / median_norm:.1f}x the median honest update norm)")
         else:
@@ -218,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "effective weight above the certificate checked before its step; "
         f"{sum(r['max_certified_weight'] > r['s'] for r in bounded_rows)} bounded runs had a certificate above s. "
         f"Largest realised effective weight over all runs: {max(r['max_realised_weight'] for r in rows):.3f} "
-        f"(1/m = {1 / CLIENTS_PER_ROUND:.3f}); the certificate is a worst case (every other client at distance 2C, "
+        f"(1/m = {1 / CLIENTS_PER_ROUND:.3f}); the certificate is a worst case (every other client at distance D = ||v|| + C, "
         "the one client at distance <= nu), so it sits far above what a step actually reveals.",
         "",
         f"Runtime: {time.perf_counter() - start:.1f} s.",
@@ -260,12 +268,12 @@ def plot_accuracy(out, acc, bounds, grid, floor, rounds) -> None:
     save_figure(fig, out / f"{NAME}.png")
 
 
-def plot_nu(out, rows, bounds, grid, floor, median_norm, alpha_range) -> None:
+def plot_nu(out, rows, bounds, grid, floor, median_norm, alpha_range, threshold: int) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     dense = np.geomspace(1.001 * floor, grid[-1], 200)
     for k, (c_label, C) in enumerate(bounds.items()):
         color = plt.cm.viridis(k / max(1, len(bounds) - 1) * 0.8)
-        left.plot(dense, [smallest_nu(s, C, *alpha_range, THRESHOLD) for s in dense], color=color, label=f"nu*, C = {c_label}")
+        left.plot(dense, [smallest_nu(s, C, *alpha_range, threshold) for s in dense], color=color, label=f"nu*, C = {c_label}")
         left.axhline(2 * C, color=color, ls=":", lw=1)
     left.axhline(median_norm, color="gray", ls="--", label="median honest update norm")
     left.plot([], [], "k:", lw=1, label="2C: the median is the mean")

@@ -21,6 +21,7 @@ from rfa.corruption import (
     negate_images,
     omniscient,
     poison_clients,
+    replay_previous,
     sign_flip,
 )
 from rfa.data import digits, synthetic_least_squares
@@ -248,6 +249,16 @@ def test_a_little_is_enough_refuses_default_z_with_a_corrupted_majority():
     assert np.all(np.isfinite(out))
 
 
+def test_replay_sends_the_previous_aggregate_and_zero_before_the_first_round():
+    updates, weights, corrupted = _round()
+    previous = np.linspace(-1, 1, updates.shape[1])
+    out = replay_previous(updates, weights, corrupted, np.random.default_rng(0), previous=previous)
+    assert np.all(out[corrupted] == previous)
+    assert not replay_previous(updates, weights, corrupted, np.random.default_rng(0))[corrupted].any()
+    with pytest.raises(ValueError, match="previous"):
+        replay_previous(updates, weights, corrupted, np.random.default_rng(0), previous=previous[:3])
+
+
 def test_attacks_on_the_honest_mean_need_an_honest_client():
     updates = np.ones((3, 2))
     everyone = np.ones(3, dtype=bool)
@@ -269,7 +280,8 @@ def test_registry_names_map_to_the_documented_functions():
     assert UPDATE_CORRUPTIONS["alie"] is a_little_is_enough
     assert UPDATE_CORRUPTIONS["empire"] is inner_product_manipulation  # Yi et al.'s Table 1 names
     assert UPDATE_CORRUPTIONS["sv"] is a_little_is_enough
-    assert set(UPDATE_CORRUPTIONS) == {"gaussian", "omniscient", "sign_flip", "ipm", "alie", "empire", "sv"}
+    assert UPDATE_CORRUPTIONS["replay"] is replay_previous
+    assert set(UPDATE_CORRUPTIONS) == {"gaussian", "omniscient", "sign_flip", "ipm", "alie", "empire", "sv", "replay"}
     with pytest.raises(TypeError):
         UPDATE_CORRUPTIONS["new"] = sign_flip  # read-only
 

@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import secagg
-from rfa.errors import CertificateViolation, InvalidArgument, UncertifiableBound
+from rfa.errors import CertificateViolation, InvalidArgument, PolicyError, SurvivorSetChanged, UncertifiableBound
 from rfa.privacy import PrivacyPolicy, certified_weight, smallest_nu, weight_floor
-from rfa.secure import one_step_geometric_median, secure_geometric_median, secure_mean
+from rfa.secure import CohortSession, one_step_geometric_median, secure_geometric_median, secure_mean
 
 
 def plain_step(points: np.ndarray, alpha: np.ndarray, v: np.ndarray, nu: float) -> np.ndarray:
@@ -71,18 +71,56 @@ def test_secure_median_matches_plaintext_median_with_the_same_steps():
     assert total_bound < 1e-3 * c
 
 
-def test_secure_median_with_dropouts_aggregates_only_the_included_clients():
+def test_dropouts_in_the_first_call_pin_the_set_every_later_call_aggregates():
     points = contaminated(3)
-    plans = [{"masked_input": [2, 5]}, {"share_keys": [7]}, None, {"unmasking": [9]}]
+    plans = [{"masked_input": [2, 5]}, None, {"unmasking": [9]}, None]
     result = secure_geometric_median(points, rounds=3, norm_bound=400.0, nu=1e-4, dropouts=plans)
-    assert 2 not in result.rounds[0].included and 5 not in result.rounds[0].included
-    assert 7 not in result.rounds[1].included
-    assert len(result.rounds[2].included) == len(points)
-    assert 9 in result.rounds[3].included  # its masked input arrived before it dropped
+    assert result.stopped is None and result.oracle_calls == 4
+    pinned = result.rounds[0].included
+    assert 2 not in pinned and 5 not in pinned
+    assert all(r.included == pinned for r in result.rounds)  # 9's masked input arrived before it dropped
+    idx = [u - 1 for u in pinned]
     for record in result.rounds[1:]:
-        idx = [u - 1 for u in record.included]
         expected = plain_step(points[idx], np.ones(len(idx)), record.broadcast, 1e-4)
         assert np.max(np.abs(record.output - expected)) <= record.error_bound
+
+
+def test_a_later_dropout_ends_the_median_at_the_last_completed_iterate():
+    points = contaminated(3)
+    plans = [None, None, {"masked_input": [7]}, None]
+    oracle = SpyOracle(16, value_bound=400.0, weight_bound=1e4)
+    result = secure_geometric_median(points, rounds=3, norm_bound=400.0, nu=1e-4, dropouts=plans, oracle=oracle)
+    assert result.oracle_calls == 2 and oracle.sessions == 3  # the third session was refused at unmasking
+    assert "survivor set" in result.stopped and "[7]" in result.stopped
+    np.testing.assert_array_equal(result.median, result.rounds[-1].output)
+
+
+def test_two_sums_at_one_broadcast_over_sets_differing_by_one_client_reveal_it_unless_pinned():
+    points = clipped(contaminated(15), 50.0)
+    v = np.zeros(points.shape[1])
+    j = 4
+
+    def call(session, dropouts=None):
+        record = session.weiszfeld(v, dropouts)
+        return record.output * record.sum_weights, record.sum_weights
+
+    # Clients without memory across calls (two sessions on the same vectors): the attack works.
+    s1, b1 = call(CohortSession(points, norm_bound=50.0, nu=1e-2))
+    s2, b2 = call(CohortSession(points, norm_bound=50.0, nu=1e-2), {"masked_input": [j]})
+    recovered = (s1 - s2) / (b1 - b2)
+    assert np.max(np.abs(recovered - points[j - 1])) < 1e-6
+    # One session: the first call pins the survivor set, and the clients refuse the second one.
+    oracle = SpyOracle(16, value_bound=50.0, weight_bound=1e4)
+    session = CohortSession(points, norm_bound=50.0, nu=1e-2, oracle=oracle)
+    call(session)
+    with pytest.raises(SurvivorSetChanged) as info:
+        call(session, {"masked_input": [j]})
+    assert "every client" in info.value.party
+    assert isinstance(info.value, CertificateViolation)
+    # A client that missed the first call cannot join later either: it is not asked again.
+    late = CohortSession(points, norm_bound=50.0, nu=1e-2)
+    late.weiszfeld(v, {"masked_input": [j]})
+    assert j not in late.weiszfeld(v).included
 
 
 def test_secure_median_resists_outliers_that_move_the_secure_mean():
@@ -109,10 +147,13 @@ def test_realised_effective_weight_never_exceeds_the_certificate(seed, above_flo
     points = rng.normal(size=(n, 5)) * spread
     points[0] *= 50  # one far point: its beta is small, others' large
     alpha = rng.uniform(1.0, 3.0, size=n)
-    result = secure_geometric_median(points, alpha, rounds=2, max_weight=s, nu="auto", alpha_range=(1.0, 3.0))
+    c = float(np.linalg.norm(points, axis=1).max())
+    result = secure_geometric_median(
+        points, alpha, rounds=2, max_weight=s, nu="auto", alpha_range=(1.0, 3.0), norm_bound=c
+    )
     for record in result.rounds:
-        assert record.realised_max_weight <= record.certified_weight + 1e-12
-        assert record.certified_weight <= s
+        assert record.realised_max_weight <= record.included_weight_bound * (1 + 1e-12)
+        assert record.included_weight_bound <= record.certified_weight <= s
 
 
 def test_violated_certificate_stops_the_step_before_any_session_starts():
@@ -260,3 +301,55 @@ def test_rfa_reports_its_own_bad_input_as_an_rfa_error_not_a_secagg_one():
     with pytest.raises(RFAError) as info:
         secure_mean(np.ones((3, 2)), np.array([1.0, -1.0, 1.0]), norm_bound=10.0)
     assert not isinstance(info.value, secagg.SecAggError)
+
+
+def test_one_step_certifies_with_distance_c_and_auto_nu_is_half_the_general_one():
+    points, c, s = contaminated(16), 100.0, 0.3
+    result = one_step_geometric_median(points, norm_bound=c, max_weight=s, nu="auto", threshold=12)
+    lo = hi = 1.0
+    assert result.policy.nu == smallest_nu(s, c, lo, hi, 12, reach=c)
+    assert result.policy.nu == pytest.approx(smallest_nu(s, c, lo, hi, 12) / 2, rel=1e-12)
+    record = result.rounds[0]
+    assert record.certified_weight == certified_weight(result.policy.nu, c, lo, hi, 12, reach=c) <= s
+    assert record.realised_max_weight <= record.certified_weight
+
+
+def test_a_weiszfeld_step_is_certified_with_the_norm_of_its_broadcast():
+    points, c = contaminated(17), 100.0
+    result = secure_geometric_median(points, rounds=2, norm_bound=c, nu=5.0)
+    for record in result.rounds[1:]:
+        reach = float(np.linalg.norm(record.broadcast)) + c
+        assert record.certified_weight == certified_weight(5.0, c, 1.0, 1.0, result.threshold, reach)
+        assert record.certified_weight < certified_weight(5.0, c, 1.0, 1.0, result.threshold)
+
+
+def test_the_bound_with_the_actual_count_is_the_certificate_for_the_survivors():
+    points = contaminated(18)
+    result = secure_geometric_median(
+        points, rounds=1, norm_bound=400.0, nu=50.0, threshold=12, dropouts={"masked_input": [3, 4]}
+    )
+    for record in result.rounds:
+        assert len(record.included) == 22 > result.threshold
+        assert record.realised_max_weight <= record.included_weight_bound < record.certified_weight
+    step = result.rounds[1]
+    assert step.included_weight_bound == result.policy.certificate(22, step.broadcast)
+
+
+@pytest.mark.parametrize("call", [secure_geometric_median, one_step_geometric_median, secure_mean])
+def test_max_weight_without_a_public_norm_bound_is_refused(call):
+    oracle = SpyOracle(10, value_bound=100.0, weight_bound=1e6)
+    kwargs = {} if call is secure_mean else {"nu": "auto"}
+    with pytest.raises(PolicyError, match="norm_bound"):
+        call(contaminated(19), max_weight=0.5, oracle=oracle, **kwargs)
+    assert oracle.sessions == 0
+
+
+def test_zero_start_costs_no_call_and_matches_the_plaintext_median_from_zero():
+    from rfa.weiszfeld import geometric_median
+
+    points = contaminated(20)
+    result = secure_geometric_median(points, rounds=2, norm_bound=400.0, nu=1e-3, init="zero")
+    assert [r.kind for r in result.rounds] == ["weiszfeld", "weiszfeld"]
+    assert not result.rounds[0].broadcast.any()
+    plain = geometric_median(points, nu=1e-3, max_iter=2, tol=None, init=np.zeros(points.shape[1])).median
+    assert np.max(np.abs(result.median - plain)) <= 10 * sum(r.error_bound for r in result.rounds)

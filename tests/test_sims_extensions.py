@@ -1,4 +1,4 @@
-"""The quick versions of the Fig. 4, 5, 6 and trade-off simulations: outputs, and the claims they support.
+"""The quick versions of the Fig. 4, 5, 6, trade-off and warm-start simulations: outputs, and the claims they support.
 
 Each script runs once per module (a shared fixture) with ``--quick`` into a
 temporary folder; the tests then read its CSV.  The qualitative checks are
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sims import fig4_oracle_calls, fig5_one_step, fig6_personalisation, tradeoff
+from sims import fig4_oracle_calls, fig5_one_step, fig6_personalisation, tradeoff, warm_start
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -35,7 +35,7 @@ def check_outputs(out: Path, name: str, columns: set[str], pngs: tuple[str, ...]
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folders = {}
-    for module in (fig4_oracle_calls, fig5_one_step, fig6_personalisation, tradeoff):
+    for module in (fig4_oracle_calls, fig5_one_step, fig6_personalisation, tradeoff, warm_start):
         out = tmp_path_factory.mktemp(module.NAME)
         assert module.main(["--quick", "--out", str(out)]) == 0
         folders[module.NAME] = out
@@ -128,3 +128,15 @@ def test_tradeoff_certificate_and_cost_of_privacy(outputs):
             assert all(math.isfinite(nu) and nu > 0 for nu in nus)
             # Tightest s -> largest nu -> closest to the (attacked) mean; loosest s -> robust.
             assert float(mine[-1]["accuracy"]) > float(mine[0]["accuracy"]), (c_label, method)
+
+
+def test_warm_start_replay_breaks_the_previous_aggregate_start_but_not_the_mean_start(outputs):
+    rows = check_outputs(
+        outputs["warm_start"], "warm_start",
+        {"setting", "rule", "seed", "calls_per_round", "accuracy", "calls_to_target"}, ("warm_start.png",),
+    )
+    acc = {(r["setting"], r["rule"]): float(r["accuracy"]) for r in rows}
+    calls = {r["rule"]: int(r["calls_per_round"]) for r in rows}
+    assert calls == {"FedAvg": 1, "mean + 3": 4, "previous + 3": 3, "previous + 1": 1}
+    assert acc["replay", "mean + 3"] > acc["clean", "mean + 3"] - 0.05
+    assert acc["replay", "previous + 3"] < acc["replay", "mean + 3"] - 0.2

@@ -189,3 +189,61 @@ def test_two_phase_rules_are_refused_in_secure_mode(model, data):
 def test_corrupted_by_count_picks_floor_rho_n_clients(model, data):
     result = train(model, data, Mean(), TrainingConfig(**{**QUICK, "rounds": 1}, rho=0.4, corrupted_by="count"))
     assert result.corrupted.sum() == 16  # floor(0.4 * 40)
+
+
+def test_alie_without_z_survives_rounds_with_a_corrupted_majority(model, data):
+    # rho = 0.45 of the weight and m = 5: some rounds sample 3 or more corrupted clients, where the
+    # per-round z of "a little is enough" is undefined; the run fixes z from the expected count.
+    config = TrainingConfig(rounds=12, clients_per_round=5, local_steps=2, lr=0.5, update_corruption="alie", rho=0.45)
+    result = train(model, data, GeometricMedianRule(), config)
+    assert len(result.history) == 12 and np.isfinite(result.final.test_loss)
+
+
+def test_alie_with_a_corrupted_majority_expected_every_round_is_refused_before_training(model, data):
+    config = TrainingConfig(rounds=2, clients_per_round=3, local_steps=2, update_corruption="alie", rho=0.9)
+    with pytest.raises(ValueError, match="z explicitly"):
+        train(model, data, GeometricMedianRule(), config)
+
+
+def test_secure_one_step_with_auto_nu_uses_the_nu_certified_for_distance_c(model, data):
+    from rfa.privacy import smallest_nu
+    from secagg import SecureAverageOracle
+
+    config = dict(QUICK, rounds=3)  # clean: no update reaches C, so nothing is clipped
+    c, s = 5.0, 0.8
+    t = SecureAverageOracle(2 / 3).threshold_for(QUICK["clients_per_round"])
+    counts = data.sample_counts
+    tight = smallest_nu(s, c, counts.min(), counts.max(), t, reach=c)
+    secure = train(model, data, OneStepRule(), TrainingConfig(**config, secure=True, norm_bound=c, max_weight=s, nu="auto"))
+    plain = train(model, data, OneStepRule(nu=tight), TrainingConfig(**config))
+    assert np.allclose(secure.params, plain.params, atol=1e-6)
+    loose = train(model, data, OneStepRule(nu=2 * tight), TrainingConfig(**config))  # the 2C certificate's nu
+    assert not np.allclose(loose.params, plain.params, atol=1e-4)
+    assert all(r.max_effective_weight <= r.certified_weight <= s for r in secure.history)
+
+
+def test_warm_start_from_the_previous_aggregate_costs_no_call_and_matches_in_secure_mode(model, data):
+    rule = GeometricMedianRule(rounds=1, init="previous")
+    config = dict(QUICK, rounds=4, update_corruption="omniscient", rho=0.25)
+    plain = train(model, data, rule, TrainingConfig(**config))
+    secure = train(model, data, rule, TrainingConfig(**config, secure=True, norm_bound=1e3))
+    assert plain.final.oracle_calls == secure.final.oracle_calls == 4
+    assert np.allclose(plain.params, secure.params, atol=1e-4)
+    # Not the same as starting from zero: round 2 on starts elsewhere.
+    zero = train(model, data, GeometricMedianRule(rounds=1, init="zero"), TrainingConfig(**config))
+    assert not np.allclose(plain.params, zero.params, atol=1e-3)
+
+
+def test_replaying_the_previous_aggregate_pins_a_warm_started_median_to_it(model, data):
+    rng = np.random.default_rng(3)
+    updates, previous = rng.normal(size=(10, 20)), rng.normal(size=20)
+    updates[:3] = previous  # 3 of 10 corrupted clients replay the previous aggregate
+    warm = GeometricMedianRule(rounds=3, init="previous")(updates, previous=previous)
+    cold = GeometricMedianRule(rounds=3)(updates)
+    # On the start point their beta = alpha / nu swamps every honest beta: the step cannot leave it.
+    assert np.linalg.norm(warm - previous) < 1e-4 * np.linalg.norm(previous)
+    assert np.linalg.norm(cold - previous) > 0.3 * np.linalg.norm(previous)
+    config = TrainingConfig(**QUICK, update_corruption="replay", rho=0.25)
+    stale = train(model, data, GeometricMedianRule(rounds=3, init="previous"), config).final.accuracy
+    fresh = train(model, data, GeometricMedianRule(rounds=3), config).final.accuracy
+    assert stale < fresh - 0.1
