@@ -208,17 +208,25 @@ class Client:
         return [reply]
 
     def _check_survivors(self, survivors: tuple[int, ...], round_: Round) -> frozenset[int]:
-        """The guards on a survivor list: >= t ids, no duplicates, all in U2, contains self."""
-        listed = frozenset(survivors)
+        """The guards on a survivor list: no duplicates, own neighbourhood part inside U2, contains self, >= t.
+
+        The list is U3 restricted to this client's neighbourhood, except in
+        malicious mode on a sparse graph, where it is all of U3 (one list for
+        everybody to sign, 14.5); the guards then apply to its neighbourhood part.
+        """
+        p, listed = self.params, frozenset(survivors)
         if len(listed) != len(survivors):
             raise ProtocolViolation(SERVER, "survivors-duplicate", "the survivor list repeats an id")
-        unknown = listed - self.completed_share_keys
+        local = listed & (p.neighbours(self.id) | {self.id}) if p.sparse and p.malicious else listed
+        unknown = local - self.completed_share_keys
         if unknown:
             raise ProtocolViolation(SERVER, "survivors-unknown", f"{sorted(unknown)[:5]} never completed share_keys")
         if self.id not in listed:
             raise ProtocolViolation(SERVER, "survivors-omit-self", "the survivor list omits this client")
-        if len(listed) < self.params.threshold:
-            raise AbortError(round_.value, len(listed), self.params.threshold, "survivor list too short")
+        if len(local) < p.threshold:
+            raise AbortError(round_.value, len(local), p.threshold, "survivor list too short")
+        if p.malicious and len(listed) < p.consistency_quorum:
+            raise AbortError(round_.value, len(listed), p.consistency_quorum, "fewer survivors than the signature quorum")
         return listed
 
     def _on_survivors(self, msg: SurvivorList) -> list[Message]:
@@ -240,8 +248,10 @@ class Client:
             signatures = msg.signatures or {}
             if not signatures.keys() <= listed:
                 raise ProtocolViolation(SERVER, "consistency-signer", "a signature from a non-survivor")
-            if len(signatures) < p.threshold:
-                raise AbortError(Round.UNMASKING.value, len(signatures), p.threshold, "too few consistency signatures")
+            if len(signatures) < p.consistency_quorum:
+                raise AbortError(
+                    Round.UNMASKING.value, len(signatures), p.consistency_quorum, "too few consistency signatures"
+                )
             payload = consistency_payload(p.session_id, msg.survivors)
             for v, sig in signatures.items():
                 if not verify_signature(p.identity_keys[v], sig, payload):

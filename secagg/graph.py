@@ -17,6 +17,12 @@ the three events that break the protocol each have probability at most
   learn the sum of each component);
 * correctness: some client has fewer than t surviving holders of its shares.
 
+In malicious-server mode the server picks the survivor list itself, so the
+connectivity event gives nothing; what bounds the smallest sum it can learn is
+the most corrupted neighbours any client has (``max_corrupt_neighbours``), and
+``sparse_parameters(min_group=m)`` grows k until every sum it can learn covers
+at least m honest inputs (protocol_spec.md section 14.5).
+
 The corrupted and dropped sets are fixed before the graph is drawn (static
 corruption, non-adaptive dropouts), as in the semi-honest analysis of Bell et
 al.; the bounds are exact hypergeometric tails (integer arithmetic) with a union
@@ -108,6 +114,29 @@ def sparse_bounds(n: int, degree: int, threshold: int, dropout: float, corrupt: 
     return SparseBounds(min(p_corrupt, 1.0), min(n * p_run, 1.0), min(p_drop, 1.0))
 
 
+def max_corrupt_neighbours(n: int, degree: int, corrupt: float, security_bits: int = 40) -> int:
+    """Smallest c with P[some client has more than c corrupted neighbours] <= 2**-security_bits.
+
+    Same hypergeometric tail and union bound as the corrupted-holder event of
+    ``sparse_bounds``, read the other way round.
+    """
+    corrupted = math.floor(corrupt * n)
+    if not corrupted:
+        return 0
+    tails = _tails(n - 1, corrupted, degree)
+    return next(c for c in range(degree + 1) if n * tails[c + 1] <= 2.0**-security_bits)
+
+
+def min_honest_group(n: int, degree: int, threshold: int, corrupt: float, security_bits: int = 40) -> int:
+    """Fewest honest inputs in any sum a malicious server can learn (protocol_spec.md 14.5).
+
+    Every honest member of the signed list L has at least t - 1 neighbours in L
+    (client guard) and masked against each of them; at most c of those are
+    corrupted, so its honest component in L has at least t - c members.
+    """
+    return threshold - max_corrupt_neighbours(n, degree, corrupt, security_bits)
+
+
 def _check_fractions(dropout: float, corrupt: float) -> None:
     if not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in (dropout, corrupt)) or not (
         0 <= dropout < 1 and 0 <= corrupt < 1 and dropout + corrupt < 1
@@ -120,19 +149,30 @@ class SparseChoice:
     degree: int
     threshold: int
     bounds: SparseBounds
+    min_group: int  # malicious server: fewest honest inputs in any sum it can learn (min_honest_group)
 
 
 def sparse_parameters(
-    n: int, *, dropout: float, corrupt: float, security_bits: int = 40, correctness_bits: int = 20
+    n: int,
+    *,
+    dropout: float,
+    corrupt: float,
+    security_bits: int = 40,
+    correctness_bits: int = 20,
+    min_group: int | None = None,
 ) -> SparseChoice:
     """Smallest even degree k < n - 1 and a threshold t with both privacy events below
     2**-security_bits and the correctness event below 2**-correctness_bits.
 
     Of the thresholds that work, the largest is taken (most margin against
-    collusion).  Raises ``InsecureParameters`` when no k < n - 1 works: use
-    the complete graph (every k >= n - 1 is the complete graph).
+    collusion).  ``min_group`` (malicious-server mode) also requires every sum
+    the server can learn to cover at least that many honest inputs.  Raises
+    ``InsecureParameters`` when no k < n - 1 works: use the complete graph
+    (every k >= n - 1 is the complete graph).
     """
     _check_fractions(dropout, corrupt)
+    if min_group is not None and (not isinstance(min_group, int) or isinstance(min_group, bool) or min_group < 2):
+        raise ParameterError(f"min_group must be an integer >= 2, got {min_group!r}")
     if n < 4:
         raise InsecureParameters(f"n={n} is too small for a sparse graph; use the complete graph")
     secure, correct = 2.0**-security_bits, 2.0**-correctness_bits
@@ -146,10 +186,14 @@ def sparse_parameters(
         hi = next((t for t in range(k, lo - 1, -1) if sparse_bounds(n, k, t, dropout, 0.0).too_few_holders <= correct), None)
         if hi is None:
             continue
-        return SparseChoice(k, hi, sparse_bounds(n, k, hi, dropout, corrupt))
+        group = min_honest_group(n, k, hi, corrupt, security_bits)
+        if min_group is not None and group < min_group:
+            continue
+        return SparseChoice(k, hi, sparse_bounds(n, k, hi, dropout, corrupt), group)
+    wanted = "" if min_group is None else f" and sums over at least {min_group} honest inputs"
     raise InsecureParameters(
-        f"no sparse graph on n={n} clients gives 2^-{security_bits} privacy and 2^-{correctness_bits} correctness "
-        f"with dropout={dropout} and corrupt={corrupt}; use the complete graph"
+        f"no sparse graph on n={n} clients gives 2^-{security_bits} privacy and 2^-{correctness_bits} correctness"
+        f"{wanted} with dropout={dropout} and corrupt={corrupt}; use the complete graph"
     )
 
 

@@ -7,8 +7,8 @@ untyped error.  X25519 keys are compared as points (``x25519_point``): an
 encoding with the top bit set, or with u >= p, names the same point as its
 canonical one.  An Ed25519 identity key must be the canonical encoding of a
 point of prime order (``is_valid_identity_key``): with a small-order key such
-as the identity point, the signature (R = identity, S = 0) verifies for every
-message.  The signed payloads and the seed commitment are domain separated
+as the identity point, OpenSSL verifies the signature (R = identity, S = 0) on
+every message (libsodium, which ``verify_signature`` uses, refuses it too).  The signed payloads and the seed commitment are domain separated
 and bind the session id.
 """
 
@@ -19,9 +19,10 @@ import hashlib
 
 import msgpack
 from nacl.bindings import crypto_core_ed25519_is_valid_point
-from cryptography.exceptions import InvalidSignature
+from nacl.exceptions import CryptoError
+from nacl.signing import VerifyKey
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from .errors import ProtocolViolation
@@ -97,10 +98,18 @@ def seed_commitment(session_id: bytes, u: int, seed: bytes) -> bytes:
 
 
 def verify_signature(public: bytes, signature: bytes | None, payload: bytes) -> bool:
+    """Ed25519 verification with libsodium, which also refuses non-canonical S and
+    small-order R; about twice as fast as OpenSSL's here, and malicious mode on a
+    sparse graph checks O(n) consistency signatures per client (14.5)."""
     if signature is None:
         return False
     try:
-        Ed25519PublicKey.from_public_bytes(public).verify(signature, payload)
-    except InvalidSignature:
+        _verify_key(public).verify(payload, signature)
+    except CryptoError:  # a bad signature, or one of the wrong length
         return False
     return True
+
+
+@functools.lru_cache(maxsize=65536)
+def _verify_key(public: bytes) -> VerifyKey:
+    return VerifyKey(public)

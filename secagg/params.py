@@ -19,7 +19,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from .errors import InsecureParameters, ParameterError
-from .graph import CompleteGraph, HararyGraph, NeighbourGraph, sparse_bounds, sparse_parameters
+from .graph import CompleteGraph, HararyGraph, NeighbourGraph, min_honest_group, sparse_bounds, sparse_parameters
 from .keys import is_valid_identity_key
 from .rng import RandomSource, SystemRandom
 
@@ -28,6 +28,7 @@ MAX_CLIENT_ID = 2**31 - 1
 MAX_DIM = 2**27
 SECURITY_BITS = 40  # sparse graphs: privacy failure at most 2**-40 over the graph
 CORRECTNESS_BITS = 20  # sparse graphs: abort for too few holders at most 2**-20
+MIN_GROUP = 10  # sparse graphs, malicious server: default fewest honest inputs in a sum it can learn
 
 
 class InsecureParametersWarning(UserWarning):
@@ -107,22 +108,31 @@ class PublicParams:
 
     def _check_sparse(self, graph: HararyGraph) -> None:
         """A SecAgg+ graph must be this session's and meet the bounds it was sized for (graph.py)."""
-        if self.malicious:
-            raise ParameterError(
-                "malicious-server mode needs the complete graph: the per-neighbourhood consistency round "
-                "is not implemented (protocol_spec.md section 14.5)"
-            )
         if graph.seed != self.session_id or graph.ids != frozenset(self.client_ids):
             raise ParameterError("the sparse graph must be drawn over this session's ids from its session id")
         if self.threshold > graph.degree:
             raise ParameterError(f"threshold {self.threshold} exceeds the {graph.degree} holders of a client's shares")
         bounds = sparse_bounds(self.n, graph.degree, self.threshold, graph.dropout, graph.corrupt)
+        problems = []
         if bounds.privacy > 2.0**-SECURITY_BITS or bounds.too_few_holders > 2.0**-CORRECTNESS_BITS:
+            problems.append(
+                f"privacy fails with probability <= {bounds.privacy:.2g} (need 2^-{SECURITY_BITS}), "
+                f"correctness with <= {bounds.too_few_holders:.2g} (need 2^-{CORRECTNESS_BITS})"
+            )
+        if self.malicious:
+            group = min_honest_group(self.n, graph.degree, self.threshold, graph.corrupt, SECURITY_BITS)
+            if group < 2:
+                problems.append(f"a malicious server could learn a sum of {max(group, 1)} honest input (14.5)")
+            dropped = math.floor(graph.dropout * self.n)
+            if self.n - dropped < self.consistency_quorum:
+                problems.append(
+                    f"{dropped} tolerated dropouts leave fewer than the {self.consistency_quorum} consistency "
+                    "signatures every session needs"
+                )
+        if problems:
             message = (
                 f"sparse graph k={graph.degree}, t={self.threshold} on n={self.n} with dropout={graph.dropout}, "
-                f"corrupt={graph.corrupt} gives no guarantee: privacy fails with probability <= {bounds.privacy:.2g} "
-                f"(need 2^-{SECURITY_BITS}), correctness with <= {bounds.too_few_holders:.2g} (need 2^-{CORRECTNESS_BITS}); "
-                f"use graph.sparse_parameters"
+                f"corrupt={graph.corrupt} gives no guarantee: {'; '.join(problems)}; use graph.sparse_parameters"
             )
             if not self.allow_insecure:
                 raise InsecureParameters(message)
@@ -145,6 +155,7 @@ class PublicParams:
         graph: str = "complete",
         dropout: float | None = None,
         corrupt: float | None = None,
+        min_group: int | None = None,
     ) -> "PublicParams":
         """Validate and build the parameters; draw a fresh session id.
 
@@ -157,7 +168,10 @@ class PublicParams:
         ``graph="sparse"`` builds a SecAgg+ Harary graph sized by
         ``graph.sparse_parameters`` for the tolerated ``dropout`` and ``corrupt``
         fractions (both required); ``threshold`` then defaults to the one chosen
-        there, and a given one is checked against the same bounds.
+        there, and a given one is checked against the same bounds.  With
+        ``malicious=True`` the graph is also sized so that every sum a cheating
+        server can learn covers at least ``min_group`` honest inputs (default
+        ``MIN_GROUP``; protocol_spec.md section 14.5).
         """
         ids = tuple(sorted(client_ids))
         sid = session_id if session_id is not None else (rng or SystemRandom()).bytes(SESSION_ID_BYTES)
@@ -165,14 +179,24 @@ class PublicParams:
         if graph == "sparse":
             if dropout is None or corrupt is None:
                 raise ParameterError("a sparse graph needs the tolerated dropout and corrupt fractions")
-            choice = sparse_parameters(len(ids), dropout=dropout, corrupt=corrupt,
+            if not malicious and min_group is not None:
+                raise ParameterError("min_group bounds what a malicious server learns: it needs malicious=True")
+            if malicious and min_group is None:
+                min_group = MIN_GROUP
+            choice = sparse_parameters(len(ids), dropout=dropout, corrupt=corrupt, min_group=min_group,
                                        security_bits=SECURITY_BITS, correctness_bits=CORRECTNESS_BITS)
-            threshold = choice.threshold if threshold is None else threshold
+            if threshold is None:
+                threshold = choice.threshold
+            elif malicious and min_honest_group(len(ids), choice.degree, threshold, corrupt, SECURITY_BITS) < min_group:
+                raise InsecureParameters(
+                    f"threshold {threshold} on k={choice.degree} lets a malicious server learn sums of fewer than "
+                    f"{min_group} honest inputs; leave the threshold to sparse_parameters"
+                )
             neighbour_graph = HararyGraph(ids, choice.degree, sid, dropout=dropout, corrupt=corrupt)
         elif graph != "complete":
             raise ParameterError(f"graph must be 'complete' or 'sparse', got {graph!r}")
-        elif dropout is not None or corrupt is not None:
-            raise ParameterError("dropout and corrupt size a sparse graph; the complete graph takes neither")
+        elif dropout is not None or corrupt is not None or min_group is not None:
+            raise ParameterError("dropout, corrupt and min_group size a sparse graph; the complete graph takes none")
         if threshold is None:
             raise ParameterError("the complete graph needs a threshold")
         params = cls(
@@ -193,6 +217,21 @@ class PublicParams:
     @property
     def sparse(self) -> bool:
         return not isinstance(self.graph, CompleteGraph)
+
+    @property
+    def consistency_quorum(self) -> int:
+        """Signatures on one survivor list a client needs before it reveals anything (malicious mode).
+
+        Two lists with q signatures each share at least 2q - n signers; with
+        2q - n > n_c one of them is honest, and an honest client signs once,
+        so at most one list is ever accepted (protocol_spec.md 8.2).  Complete
+        graph: q = t (the rule of [BIK+17]).  Sparse graph: t is a local
+        threshold, so q = floor((n + C)/2) + 1 for the C = floor(corrupt * n)
+        corrupted clients the graph was sized for (14.5).
+        """
+        if not self.sparse:
+            return self.threshold
+        return (self.n + math.floor(self.graph.corrupt * self.n)) // 2 + 1  # type: ignore[union-attr]
 
     @property
     def max_liars(self) -> int:

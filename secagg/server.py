@@ -247,8 +247,11 @@ class Server:
         return out, self._u2
 
     def _local_survivors(self, u: int) -> tuple[int, ...]:
-        """The survivors among u and its neighbours: the list u acts on (all of U3 on the complete graph)."""
-        if not self.params.sparse:
+        """The survivors among u and its neighbours: the list u acts on.
+
+        All of U3 on the complete graph, and in malicious mode on any graph:
+        there every client signs the same list (14.5)."""
+        if not self.params.sparse or self.params.malicious:
             return self._u3
         return tuple(sorted((self.params.neighbours(u) & self._u3_set) | {u}))
 
@@ -264,8 +267,13 @@ class Server:
         p = self.params
         self._signatures = {u: m.signature for u, m in sorted(self._received.items())}  # type: ignore[attr-defined]
         signers = frozenset(self._signatures)
+        quorum = p.consistency_quorum
+        if len(signers) < quorum:
+            raise AbortError(Round.CONSISTENCY_CHECK.value, len(signers), quorum, "too few consistency signatures")
+        # Sparse graph: forward just a quorum (the lowest ids), not O(n) more signatures than a client checks.
+        forwarded = self._signatures if not p.sparse else dict(list(self._signatures.items())[:quorum])
         out: list[Message] = [
-            UnmaskRequest(p.session_id, SERVER, u, survivors=self._u3, signatures=self._signatures)
+            UnmaskRequest(p.session_id, SERVER, u, survivors=self._u3, signatures=forwarded)
             for u in sorted(signers)
         ]
         return out, signers

@@ -102,14 +102,15 @@ def setup_session(
     graph: str = "complete",
     tolerated_dropout: float | None = None,
     tolerated_corrupt: float | None = None,
+    min_group: int | None = None,
 ) -> tuple[PublicParams, dict[int, Client]]:
     """Public parameters and one client state machine per input.
 
     With a ``seed`` every key, mask and nonce is reproducible, so any
     transport that starts from here runs the very same session.
     ``graph="sparse"`` sizes a SecAgg+ graph for the tolerated dropout and
-    corrupted fractions (``PublicParams.create``); ``threshold`` may then be
-    left to that choice.
+    corrupted fractions (``PublicParams.create``, which also takes
+    ``min_group`` in malicious mode); ``threshold`` may then be left to that choice.
     """
     rng: RandomSource = SeededRandom(seed) if seed is not None else SystemRandom()
     dim = check_inputs(inputs, modulus)
@@ -128,6 +129,7 @@ def setup_session(
         graph=graph,
         dropout=tolerated_dropout,
         corrupt=tolerated_corrupt,
+        min_group=min_group,
     )
     clients = {
         u: Client(params, u, np.asarray(inputs[u]), rng=rng.fork(f"client-{u}"), identity_key=identities.get(u))
@@ -149,6 +151,7 @@ def simulate(
     graph: str = "complete",
     tolerated_dropout: float | None = None,
     tolerated_corrupt: float | None = None,
+    min_group: int | None = None,
 ) -> SimulationResult:
     """Run one secure aggregation session in memory and return what the server learns.
 
@@ -168,6 +171,7 @@ def simulate(
         graph=graph,
         tolerated_dropout=tolerated_dropout,
         tolerated_corrupt=tolerated_corrupt,
+        min_group=min_group,
     )
     ids = list(params.client_ids)
     plan = check_dropouts(dropouts, ids, malicious)

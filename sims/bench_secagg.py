@@ -129,7 +129,7 @@ from secagg.framing import HEADER_BYTES, encode_frame
 from secagg.graph import SparseChoice, sparse_parameters
 from secagg import shamir
 from secagg.messages import AdvertiseKeys, EncryptedShares, MaskedInput, Round, UnmaskingShares, max_message_bytes
-from secagg.params import SESSION_ID_BYTES, PublicParams, element_bytes
+from secagg.params import MIN_GROUP, SESSION_ID_BYTES, PublicParams, element_bytes
 from secagg.sharecrypt import CIPHERTEXT_BYTES
 from secagg.server import Server
 from secagg.simulation import setup_session
@@ -150,6 +150,7 @@ QUICK_TCP_D = (10**3, 10**4)
 DROP_ROUND = "masked_input"
 GOAL_N, GOAL_D, GOAL_RATIO = 100, 10**5, 2.0
 ROUNDS = ("advertise_keys", "share_keys", "masked_input", "unmasking")
+MALICIOUS_ROUNDS = ("advertise_keys", "share_keys", "masked_input", "consistency_check", "unmasking")
 ROUND_TIMEOUT = 600.0  # per TCP round: far above any round here, so no client drops by accident
 STARTUP_TIMEOUT = 120.0  # for the server process to import and listen
 BUDGET_SECONDS = 120.0  # grid configurations estimated above this are skipped (select them with --n/--d)
@@ -167,25 +168,28 @@ class Config:
     graph: str = "complete"  # or "sparse": SecAgg+ Harary graph sized for the tolerated fractions below
     tolerated_dropout: float = 0.1
     tolerated_corrupt: float = 0.05
+    malicious: bool = False  # malicious-server mode: signed keys, the consistency round
 
     @property
     def threshold(self) -> int:
         if self.graph == "sparse":
-            return sized(self.n, self.tolerated_dropout, self.tolerated_corrupt).threshold
+            return sized(self.n, self.tolerated_dropout, self.tolerated_corrupt, self.malicious).threshold
         return 2 * self.n // 3 + 1
 
     @property
     def degree(self) -> int:
         """Neighbours per client: k on the sparse graph, n - 1 on the complete one."""
         if self.graph == "sparse":
-            return sized(self.n, self.tolerated_dropout, self.tolerated_corrupt).degree
+            return sized(self.n, self.tolerated_dropout, self.tolerated_corrupt, self.malicious).degree
         return self.n - 1
 
     def session_kwargs(self) -> dict:
-        """The graph arguments of setup_session / simulate."""
+        """The mode and graph arguments of setup_session / simulate."""
+        mode = {"malicious": True} if self.malicious else {}
         if self.graph == "complete":
-            return {}
-        return dict(graph="sparse", tolerated_dropout=self.tolerated_dropout, tolerated_corrupt=self.tolerated_corrupt)
+            return mode
+        return dict(graph="sparse", tolerated_dropout=self.tolerated_dropout, tolerated_corrupt=self.tolerated_corrupt,
+                    **mode)
 
     @property
     def dropped(self) -> list[int]:
@@ -202,8 +206,9 @@ class Config:
 
 
 @functools.lru_cache(maxsize=None)
-def sized(n: int, dropout: float, corrupt: float) -> SparseChoice:
-    return sparse_parameters(n, dropout=dropout, corrupt=corrupt)
+def sized(n: int, dropout: float, corrupt: float, malicious: bool = False) -> SparseChoice:
+    """The graph PublicParams.create builds (malicious mode also asks for MIN_GROUP honest inputs per sum)."""
+    return sparse_parameters(n, dropout=dropout, corrupt=corrupt, min_group=MIN_GROUP if malicious else None)
 
 
 # ---- the PRG floor ------------------------------------------------------------
@@ -300,7 +305,8 @@ def run_memory(cfg: Config, seed: int) -> dict:
     row.update(
         wall_s=wall,
         setup_s=setup,
-        round_wall_s={r: result.client_seconds.get(r, 0.0) + result.server_seconds.get(r, 0.0) for r in ROUNDS},
+        round_wall_s={r: result.client_seconds.get(r, 0.0) + result.server_seconds.get(r, 0.0)
+                      for r in (MALICIOUS_ROUNDS if cfg.malicious else ROUNDS)},
         message_bytes_per_client=row["bytes_sent_per_client"],
         session=fingerprint(result.transcript),
         total_digest=digest(result.total),
@@ -324,6 +330,7 @@ def make_row(cfg: Config, result, floor_client: float, floor_server: float, corr
         "modulus_bits": cfg.modulus_bits,
         "t": cfg.threshold,
         "graph": cfg.graph,
+        "malicious": cfg.malicious,
         "k": cfg.degree,
         "included": len(result.included),
         "client_s": sum(result.client_seconds.values()),
@@ -793,7 +800,9 @@ def fmt_d(d: int) -> str:
 
 def main_table(rows: list[dict], args) -> Table:
     table = Table(
-        title=f"secagg, {rows[0]['transport']} transport, {args.graph} graph, M = 2^{args.modulus_bits}, "
+        title=f"secagg, {rows[0]['transport']} transport, {args.graph} graph, "
+        + ("malicious-server mode, " if args.malicious else "")
+        + f"M = 2^{args.modulus_bits}, "
         + ("t = floor(2n/3)+1" if args.graph == "complete" else
            f"k, t sized for dropout {args.tolerated_dropout:g}, corrupt {args.tolerated_corrupt:g}")
         + f", dropouts leave at {DROP_ROUND}",
@@ -831,10 +840,11 @@ def main_table(rows: list[dict], args) -> Table:
 
 def rounds_table(rows: list[dict]) -> Table:
     table = Table(title="seconds per round (clients: summed over all clients), and the floor split")
+    rounds = MALICIOUS_ROUNDS if any(r["malicious"] for r in rows) else ROUNDS
     for name in ("n", "d", "dropout"):
         table.add_column(name, justify="right")
     for who in ("client", "server"):
-        for r in ROUNDS:
+        for r in rounds:
             table.add_column(f"{who}\n{r}", justify="right")
     table.add_column("floor\nclients", justify="right")
     table.add_column("floor\nserver", justify="right")
@@ -843,8 +853,8 @@ def rounds_table(rows: list[dict]) -> Table:
             str(r["n"]),
             fmt_d(r["d"]),
             f"{r['dropout']:.1f}",
-            *(f"{r['client_rounds_s'].get(x, 0.0):.3f}" for x in ROUNDS),
-            *(f"{r['server_rounds_s'].get(x, 0.0):.3f}" for x in ROUNDS),
+            *(f"{r['client_rounds_s'].get(x, 0.0):.3f}" for x in rounds),
+            *(f"{r['server_rounds_s'].get(x, 0.0):.3f}" for x in rounds),
             f"{r['floor_client_s']:.3f}",
             f"{r['floor_server_s']:.3f}",
         )
@@ -991,6 +1001,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--tolerated-dropout", type=float, default=0.1, help="sparse: dropout fraction the graph is sized for")
     ap.add_argument("--tolerated-corrupt", type=float, default=0.05, help="sparse: corrupted fraction the graph is sized for")
     ap.add_argument(
+        "--malicious", action="store_true",
+        help="malicious-server mode (memory transport): signed keys and the consistency round; on a sparse graph "
+        "k is sized for MIN_GROUP honest inputs per sum and every client checks a quorum of n/2 + signatures",
+    )
+    ap.add_argument(
         "--liar", action="store_true",
         help="instead: time the server's unmasking round honest vs with one lying responder (--n, one --d)",
     )
@@ -998,6 +1013,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if any(not 0 <= p < 1 for p in args.dropout or ()):
         ap.error("argument --dropout: rates must be in [0, 1)")
+    if args.malicious and (args.transport != "memory" or args.liar):
+        ap.error("argument --malicious: only with the memory transport and without --liar")
     if args.modulus_bits > 64:
         ap.error(f"argument --modulus-bits: must be at most 64, got {args.modulus_bits}")
     if args.graph == "sparse" and any(p > args.tolerated_dropout for p in args.dropout or ()):
@@ -1031,7 +1048,8 @@ def grid(args) -> tuple[list[Config], list[Config]]:
         ps = [p for p in ps if p <= args.tolerated_dropout]
     configs = [
         Config(n, d, p, args.modulus_bits, seeded=loopback, graph=args.graph,
-               tolerated_dropout=args.tolerated_dropout, tolerated_corrupt=args.tolerated_corrupt)
+               tolerated_dropout=args.tolerated_dropout, tolerated_corrupt=args.tolerated_corrupt,
+               malicious=args.malicious)
         for n in ns for d in ds for p in ps
     ]
     # A grid point estimated above the budget is skipped; named explicitly with --n and --d it runs.

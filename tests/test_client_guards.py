@@ -458,3 +458,100 @@ def test_sparse_hostile_server_cannot_get_both_shares_of_a_neighbour(sparse):
     sparse.server_collect(replies)
     assert_exact(sparse, sparse.server.result)
     assert first.s_shares.keys() == {v}
+
+
+# ---- malicious-server mode on sparse graphs: one global list, a global quorum (14.5) ----------
+
+
+@pytest.fixture
+def mal_sparse(make_session):
+    """n = 40 (k = 16, t = 12, quorum 22); neighbours of client 1 drop in share_keys and in masked_input."""
+    s = make_session(n=40, t=None, seed=SEED, malicious=True, **SPARSE)
+    s.early_peer, s.dropped_peer = max(s.params.neighbours(1)), min(s.params.neighbours(1))
+    drops = {"share_keys": [s.early_peer], "masked_input": [s.dropped_peer]}
+    while s.server.round.value != "consistency_check":
+        s.step(drops.get(s.server.round.value, ()))
+    s.u3 = tuple(u for u in s.params.client_ids if u not in (s.early_peer, s.dropped_peer))
+    return s
+
+
+def survivor_list(session, survivors, to=1):
+    return SurvivorList(session.params.session_id, 0, to, survivors=tuple(survivors))
+
+
+def signed(session, survivors, signers):
+    keys = identities(session)
+    return {u: keys[u].sign(consistency_payload(session.params.session_id, tuple(survivors))) for u in signers}
+
+
+def test_malicious_sparse_list_is_global_and_a_request_needs_the_quorum_not_t(mal_sparse):
+    s, p = mal_sparse, mal_sparse.params
+    assert p.threshold < p.consistency_quorum == 22
+    assert s.outbox[1].survivors == s.u3  # everyone signs the same list, not its neighbourhood part
+    s.step()
+    request = s.outbox[1]
+    assert len(request.signatures) == p.consistency_quorum  # the server forwards just a quorum
+    few = dict(list(request.signatures.items())[: p.consistency_quorum - 1])
+    assert len(few) >= p.threshold  # enough for the complete-graph rule, not for this one
+    exc = refuse(s, unmask_request(s, s.u3, few), AbortError)
+    assert exc.count == p.consistency_quorum - 1 and exc.threshold == p.consistency_quorum
+    (reply,) = s.clients[1].receive(request)
+    mine = p.neighbours(1) | {1}
+    assert set(reply.b_shares) == mine - {s.early_peer, s.dropped_peer} and set(reply.s_shares) == {s.dropped_peer}
+    s.server_collect(s.client_replies())
+    assert_exact(s, s.server.result)
+
+
+def test_malicious_sparse_list_guards_apply_to_the_neighbourhood_part(mal_sparse):
+    s, p = mal_sparse, mal_sparse.params
+    # a neighbour that never completed share_keys listed as a survivor: client 1 holds no shares for it
+    refuse(s, survivor_list(s, sorted(s.u3 + (s.early_peer,))), ProtocolViolation, "survivors-unknown")
+    # too few of client 1's neighbours listed, though the list is long: abort, no signature
+    strangers = [u for u in s.u3 if u not in p.neighbours(1)]
+    short = sorted(strangers + sorted(p.neighbours(1) & set(s.u3))[: p.threshold - 3])
+    assert len(short) >= p.consistency_quorum
+    exc = refuse(s, survivor_list(s, short), AbortError)
+    assert exc.count == p.threshold - 2 and exc.threshold == p.threshold
+    # every neighbour listed but the list below the quorum: no signature either
+    local = sorted((p.neighbours(1) | {1}) & set(s.u3))
+    exc = refuse(s, survivor_list(s, local), AbortError)
+    assert exc.threshold == p.consistency_quorum
+    assert s.clients[1].state is ClientState.MASKED
+    assert_exact(s, s.finish())
+
+
+def test_malicious_sparse_split_view_attack_gets_no_share(mal_sparse):
+    """The attack that defeats neighbourhood-local signatures (closing note of issue 12).
+
+    The server wants x_v: b-shares of v from holders shown a list with v, s-shares
+    of v's neighbours from holders shown lists without them.  It splits the honest
+    clients into two groups with different lists.  Each group has more than t
+    members, but neither reaches the quorum, so nobody reveals anything.
+    """
+    s, p = mal_sparse, mal_sparse.params
+    victim = max(s.u3)
+    with_v = s.u3
+    without = tuple(u for u in s.u3 if u not in p.neighbours(victim))  # v's neighbours "dropped"
+    group_a = [u for u in s.u3 if u in without][: len(s.u3) // 2]
+    group_b = [u for u in s.u3 if u not in group_a]
+    lists = {**{u: with_v for u in group_b}, **{u: without for u in group_a}}
+    sigs: dict[tuple[int, ...], dict[int, bytes]] = {with_v: {}, without: {}}
+    for u, listed in lists.items():
+        try:
+            (reply,) = s.clients[u].receive(survivor_list(s, listed, to=u))
+        except AbortError:
+            continue  # a client whose neighbourhood part is too short signs nothing
+        sigs[listed][u] = reply.signature
+    assert max(len(g) for g in sigs.values()) < p.consistency_quorum
+    assert min(len(g) for g in sigs.values()) >= p.threshold  # t signatures each: the old rule would accept
+    for u, listed in lists.items():
+        if s.clients[u].state is ClientState.SIGNED:
+            before = s.client_view(u)
+            with pytest.raises(AbortError):
+                s.clients[u].receive(unmask_request(s, listed, sigs[listed], to=u))
+            assert s.client_view(u) == before
+    # Borrowing signatures of the other list does not help: they do not verify on this one.
+    u = group_a[0]
+    if s.clients[u].state is ClientState.SIGNED:
+        mixed = {**sigs[without], **{w: sg for w, sg in sigs[with_v].items() if w in without}}
+        refuse(s, unmask_request(s, without, mixed, to=u), ProtocolViolation, "consistency-signature", to=u)

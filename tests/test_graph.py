@@ -11,8 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from secagg import InsecureParameters, ParameterError
-from secagg.graph import CompleteGraph, HararyGraph, sparse_bounds, sparse_parameters
-from secagg.params import CORRECTNESS_BITS, SECURITY_BITS, PublicParams
+from secagg.graph import (
+    CompleteGraph,
+    HararyGraph,
+    max_corrupt_neighbours,
+    min_honest_group,
+    sparse_bounds,
+    sparse_parameters,
+)
+from secagg.params import CORRECTNESS_BITS, MIN_GROUP, SECURITY_BITS, PublicParams
 from secagg.keys import raw_public
 from secagg.rng import SeededRandom
 from secagg.simulation import identity_keys
@@ -126,12 +133,8 @@ def test_params_refuse_a_threshold_without_guarantee_on_a_sparse_graph():
     assert any("no guarantee" in str(w.message) for w in caught)
 
 
-def test_params_refuse_malicious_mode_and_foreign_graphs_on_sparse_graphs():
+def test_params_refuse_foreign_graphs_on_sparse_graphs():
     ids = tuple(range(1, 101))
-    keys = {u: raw_public(k) for u, k in identity_keys(ids, SeededRandom(0)).items()}  # valid keys
-    with pytest.raises(ParameterError, match="malicious"):
-        PublicParams.create(ids, modulus=2**16, dim=2, graph="sparse", dropout=0.1, corrupt=0.05, malicious=True,
-                            identity_keys=keys)
     other = HararyGraph(ids, 28, bytes(32), dropout=0.1, corrupt=0.05)
     with pytest.raises(ParameterError, match="session"):
         PublicParams(session_id=SID, client_ids=ids, threshold=18, modulus_bits=16, dim=2, graph=other)
@@ -144,3 +147,73 @@ def test_params_refuse_malicious_mode_and_foreign_graphs_on_sparse_graphs():
 def test_complete_graph_is_still_the_default():
     p = PublicParams.create(range(1, 6), threshold=3, modulus=2**8, dim=1)
     assert isinstance(p.graph, CompleteGraph) and not p.sparse and p.neighbours(2) == {1, 3, 4, 5}
+
+
+# ---- malicious-server mode on sparse graphs (protocol_spec.md 14.5) ---------------------------
+
+
+def malicious_keys(ids):
+    return {u: raw_public(k) for u, k in identity_keys(ids, SeededRandom(0)).items()}
+
+
+def test_max_corrupt_neighbours_is_the_smallest_count_the_union_bound_allows():
+    n, k, corrupt = 1000, 36, 0.05
+    c = max_corrupt_neighbours(n, k, corrupt)
+    # one more than c breaks the 2^-40 bound at c - 1, and c itself meets it
+    assert sparse_bounds(n, k, c + 1, 0.0, corrupt).corrupt_holders <= 2.0**-SECURITY_BITS
+    assert sparse_bounds(n, k, c, 0.0, corrupt).corrupt_holders > 2.0**-SECURITY_BITS
+    assert max_corrupt_neighbours(n, k, 0.0) == 0
+    assert min_honest_group(n, k, 19, corrupt) == 19 - c
+
+
+@pytest.mark.parametrize("n", [100, 1000])
+def test_malicious_sizing_grows_k_until_every_learnable_sum_covers_min_group_honest_inputs(n):
+    plain = sparse_parameters(n, dropout=0.1, corrupt=0.05)
+    for m in (2, 10, 20):
+        choice = sparse_parameters(n, dropout=0.1, corrupt=0.05, min_group=m)
+        assert choice.min_group >= m and choice.degree >= plain.degree
+        assert choice.min_group == min_honest_group(n, choice.degree, choice.threshold, 0.05)
+        smaller = choice.degree - 2
+        if smaller >= plain.degree:  # the next smaller degree misses the group size
+            tries = [t for t in range(1, smaller + 1)
+                     if sparse_bounds(n, smaller, t, 0.1, 0.0).too_few_holders <= 2.0**-CORRECTNESS_BITS]
+            assert not tries or min_honest_group(n, smaller, max(tries), 0.05) < m
+    with pytest.raises(ParameterError, match="min_group"):
+        sparse_parameters(n, dropout=0.1, corrupt=0.05, min_group=1)
+
+
+def test_malicious_params_on_a_sparse_graph_use_a_global_signature_quorum():
+    ids = tuple(range(1, 101))
+    p = PublicParams.create(ids, modulus=2**16, dim=2, graph="sparse", dropout=0.1, corrupt=0.05, malicious=True,
+                            identity_keys=malicious_keys(ids))
+    assert p.sparse and p.malicious
+    assert p.consistency_quorum == (100 + 5) // 2 + 1 > p.threshold
+    assert min_honest_group(100, p.graph.degree, p.threshold, 0.05) >= MIN_GROUP
+    # the complete graph keeps the rule of [BIK+17]: t signatures
+    full = PublicParams.create(ids, threshold=70, modulus=2**16, dim=2, malicious=True, identity_keys=p.identity_keys)
+    assert full.consistency_quorum == 70
+
+
+def test_malicious_params_refuse_sparse_graphs_that_single_out_an_input_or_cannot_reach_the_quorum():
+    ids = tuple(range(1, 1001))
+    keys = malicious_keys(ids)
+    sid = bytes(32)
+    # k = 38, t = 19 suit honest-but-curious mode, but 50 corrupted clients can leave one honest input alone
+    graph = HararyGraph(ids, 38, sid, dropout=0.1, corrupt=0.05)
+    assert min_honest_group(1000, 38, 19, 0.05) == 1
+    PublicParams(session_id=sid, client_ids=ids, threshold=19, modulus_bits=16, dim=2, graph=graph)
+    with pytest.raises(InsecureParameters, match="sum of 1 honest input"):
+        PublicParams(session_id=sid, client_ids=ids, threshold=19, modulus_bits=16, dim=2, graph=graph,
+                     malicious=True, identity_keys=keys)
+    # 50% tolerated dropouts leave fewer than (n + C)/2 + 1 = 526 signers
+    wide = HararyGraph(ids, 200, sid, dropout=0.5, corrupt=0.05)
+    with pytest.raises(InsecureParameters, match="consistency signatures"):
+        PublicParams(session_id=sid, client_ids=ids, threshold=60, modulus_bits=16, dim=2, graph=wide,
+                     malicious=True, identity_keys=keys, allow_insecure=False)
+    with pytest.raises(InsecureParameters, match="fewer than 20 honest"):
+        PublicParams.create(ids, threshold=19, modulus=2**16, dim=2, graph="sparse", dropout=0.1, corrupt=0.05,
+                            malicious=True, identity_keys=keys, min_group=20)
+    with pytest.raises(ParameterError, match="malicious=True"):
+        PublicParams.create(ids, modulus=2**16, dim=2, graph="sparse", dropout=0.1, corrupt=0.05, min_group=5)
+    with pytest.raises(ParameterError, match="complete graph takes none"):
+        PublicParams.create(ids, threshold=600, modulus=2**16, dim=2, malicious=True, identity_keys=keys, min_group=5)

@@ -246,3 +246,66 @@ def test_sparse_neighbourhood_below_threshold_aborts_even_with_many_global_survi
     with pytest.raises(AbortError) as info:
         simulate(inputs, modulus=2**16, seed=4, dropouts={"unmasking": gone}, **SPARSE)
     assert info.value.round == "unmasking" and "too few shares of client" in str(info.value)
+
+
+# ---- malicious-server mode on sparse graphs (protocol_spec.md 14.5) -----------------------------
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_malicious_sparse_sum_is_exact_with_dropouts_at_every_round(seed):
+    inputs = sparse_inputs(seed=seed)
+    plan = {"advertise_keys": [3], "share_keys": [11], "masked_input": [19, 27], "consistency_check": [30],
+            "unmasking": [35]}
+    res = simulate(inputs, modulus=2**16, dropouts=plan, seed=seed, malicious=True, **SPARSE)
+    p = res.params
+    assert p.sparse and p.malicious and p.graph.degree < 39
+    assert res.included == tuple(u for u in range(1, 41) if u not in (3, 11, 19, 27))
+    assert [int(v) for v in res.total] == plaintext_sum(inputs, res.included, 2**16)
+
+
+def test_malicious_sparse_server_aborts_below_the_signature_quorum_though_t_clients_signed():
+    inputs = sparse_inputs()
+    params, _ = setup_session(inputs, modulus=2**16, seed=4, malicious=True, **SPARSE)
+    quorum = params.consistency_quorum
+    gone = list(range(1, 40 - quorum + 2))  # leaves quorum - 1 signers, far more than t
+    assert 40 - len(gone) >= params.threshold
+    with pytest.raises(AbortError) as info:
+        simulate(inputs, modulus=2**16, seed=4, malicious=True, dropouts={"consistency_check": gone}, **SPARSE)
+    assert info.value.round == "consistency_check" and info.value.threshold == quorum
+
+
+def honest_components(nodes, graph):
+    left, parts = set(nodes), []
+    while left:
+        part = {left.pop()}
+        todo = list(part)
+        while todo:
+            for v in graph.neighbours(todo.pop()) & left:
+                left.discard(v)
+                part.add(v)
+                todo.append(v)
+        parts.append(part)
+    return parts
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, database=None)
+@given(seed=st.integers(0, 2**32 - 1), excluded=st.integers(0, 25))
+def test_every_honest_group_a_signed_list_allows_has_at_least_t_minus_c_members(seed, excluded):
+    """The argument of 14.5: if every member of L has t - 1 neighbours in L, its honest part of L has
+    components of at least t - c members, c the most corrupted neighbours any client has."""
+    from secagg.graph import HararyGraph
+
+    rng = np.random.default_rng(seed)
+    ids = list(range(1, 61))
+    graph = HararyGraph(ids, 14, seed.to_bytes(32, "big"), dropout=0.1, corrupt=0.1)
+    t = 10
+    corrupted = set(rng.choice(ids, 6, replace=False).tolist())
+    listed = set(ids) - set(rng.choice(ids, excluded, replace=False).tolist())
+    while True:  # what the client guard leaves: members with at least t - 1 listed neighbours
+        weak = {u for u in listed if len(graph.neighbours(u) & listed) < t - 1}
+        if not weak:
+            break
+        listed -= weak
+    c = max(len(graph.neighbours(u) & corrupted) for u in ids)
+    for part in honest_components(listed - corrupted, graph):
+        assert len(part) >= t - c

@@ -527,16 +527,19 @@ def test_bare_hellos_for_every_id_then_disconnects_do_not_end_advertise_keys(mal
     assert res.dropouts == {} and res.violations == []
 
 
-def test_sparse_graph_session_over_tcp_with_dropouts():
+@pytest.mark.parametrize("malicious", [False, True], ids=["honest-but-curious", "malicious-server"])
+def test_sparse_graph_session_over_tcp_with_dropouts(malicious):
     """A SecAgg+ Harary graph travels in the bootstrap parameters; sums stay exact over TCP."""
     n = 40
     rng = np.random.default_rng(5)
     inputs = {u: rng.integers(0, M, DIM, dtype=np.uint64) for u in range(1, n + 1)}
     params, machines = setup_session(
-        inputs, modulus=M, seed=5, graph="sparse", tolerated_dropout=0.1, tolerated_corrupt=0.05
+        inputs, modulus=M, seed=5, graph="sparse", tolerated_dropout=0.1, tolerated_corrupt=0.05, malicious=malicious
     )
-    assert params.sparse and params.graph.degree < n - 1
+    assert params.sparse and params.graph.degree < n - 1 and params.malicious is malicious
     leavers = {7: Round.SHARE_KEYS, 21: Round.MASKED_INPUT, 33: Round.UNMASKING}
+    if malicious:
+        leavers[14] = Round.CONSISTENCY_CHECK
     run = run_session(params, machines, before_send={u: leave_at(r) for u, r in leavers.items()})
     assert_exact(inputs, run.server, set(range(1, n + 1)) - {7, 21})
     assert all(run.clients[u].status == "done" for u in set(range(1, n + 1)) - set(leavers))
