@@ -252,6 +252,14 @@ class Client:
                 raise AbortError(
                     Round.UNMASKING.value, len(signatures), p.consistency_quorum, "too few consistency signatures"
                 )
+            if p.sparse:
+                # 14.5: a neighbour's b-share goes out only if it signed the list itself, so that its
+                # own guard (enough listed neighbours, all masked against) held.
+                unsigned = sorted((listed & self._held.keys()) - signatures.keys())
+                if unsigned:
+                    raise AbortError(
+                        Round.UNMASKING.value, len(signatures), len(listed), f"listed neighbours {unsigned[:5]} did not sign"
+                    )
             payload = consistency_payload(p.session_id, msg.survivors)
             for v, sig in signatures.items():
                 if not verify_signature(p.identity_keys[v], sig, payload):

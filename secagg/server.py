@@ -270,10 +270,26 @@ class Server:
         quorum = p.consistency_quorum
         if len(signers) < quorum:
             raise AbortError(Round.CONSISTENCY_CHECK.value, len(signers), quorum, "too few consistency signatures")
-        # Sparse graph: forward just a quorum (the lowest ids), not O(n) more signatures than a client checks.
-        forwarded = self._signatures if not p.sparse else dict(list(self._signatures.items())[:quorum])
-        out: list[Message] = [
-            UnmaskRequest(p.session_id, SERVER, u, survivors=self._u3, signatures=forwarded)
+        if not p.sparse:
+            out: list[Message] = [
+                UnmaskRequest(p.session_id, SERVER, u, survivors=self._u3, signatures=self._signatures)
+                for u in sorted(signers)
+            ]
+            return out, signers
+        # Sparse graph (14.5): holders reveal b-shares only of listed neighbours that signed, so a
+        # survivor that did not sign can never be unmasked; stop here with the reason.
+        if signers != self._u3_set:
+            raise AbortError(
+                Round.CONSISTENCY_CHECK.value, len(signers), len(self._u3),
+                "on a sparse graph every survivor must sign the list",
+            )
+        # Forward a quorum (the lowest ids) plus the recipient's neighbours: what it checks, not O(n) more.
+        base = dict(list(self._signatures.items())[:quorum])
+        out = [
+            UnmaskRequest(
+                p.session_id, SERVER, u, survivors=self._u3,
+                signatures={**base, **{v: self._signatures[v] for v in p.neighbours(u) & signers}},
+            )
             for u in sorted(signers)
         ]
         return out, signers

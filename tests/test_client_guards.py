@@ -490,7 +490,8 @@ def test_malicious_sparse_list_is_global_and_a_request_needs_the_quorum_not_t(ma
     assert s.outbox[1].survivors == s.u3  # everyone signs the same list, not its neighbourhood part
     s.step()
     request = s.outbox[1]
-    assert len(request.signatures) == p.consistency_quorum  # the server forwards just a quorum
+    # the server forwards a quorum (lowest ids) and client 1's listed neighbours, not all n
+    assert set(request.signatures) == set(s.u3[: p.consistency_quorum]) | (p.neighbours(1) & set(s.u3))
     few = dict(list(request.signatures.items())[: p.consistency_quorum - 1])
     assert len(few) >= p.threshold  # enough for the complete-graph rule, not for this one
     exc = refuse(s, unmask_request(s, s.u3, few), AbortError)
@@ -518,6 +519,22 @@ def test_malicious_sparse_list_guards_apply_to_the_neighbourhood_part(mal_sparse
     assert exc.threshold == p.consistency_quorum
     assert s.clients[1].state is ClientState.MASKED
     assert_exact(s, s.finish())
+
+
+def test_malicious_sparse_holder_reveals_nothing_unless_every_listed_neighbour_signed(mal_sparse):
+    """A listed neighbour v that did not sign may never have checked the list: the server could have
+    shown v a short forwarded set and listed none of those partners, so b_v plus their s-keys would
+    unmask x_v alone.  Its holders therefore refuse, even with a full quorum of other signatures."""
+    s, p = mal_sparse, mal_sparse.params
+    s.step()
+    request = s.outbox[1]
+    v = max(p.neighbours(1) & set(s.u3))
+    others = {u: sig for u, sig in signed(s, s.u3, s.u3).items() if u != v}
+    assert len(others) >= p.consistency_quorum
+    exc = refuse(s, unmask_request(s, s.u3, others), AbortError)
+    assert f"[{v}]" in str(exc) and "did not sign" in str(exc)
+    (reply,) = s.clients[1].receive(request)  # with v's signature it answers
+    assert v in reply.b_shares
 
 
 def test_malicious_sparse_split_view_attack_gets_no_share(mal_sparse):
