@@ -15,6 +15,7 @@ A ``receive`` that raises leaves the client exactly as it was.
 from __future__ import annotations
 
 import enum
+from typing import Mapping
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -22,7 +23,17 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from . import reprs, shamir
 from .errors import AbortError, ParameterError, ProtocolViolation
-from .keys import agree, consistency_payload, keys_payload, raw_private, raw_public, seed_commitment, verify_signature, x25519_point
+from .keys import (
+    agree,
+    consistency_payload,
+    keys_payload,
+    partners_payload,
+    raw_private,
+    raw_public,
+    seed_commitment,
+    verify_signature,
+    x25519_point,
+)
 from .masking import MaskAccumulator, pair_mask_label, self_mask_label
 from .messages import (
     SERVER,
@@ -202,7 +213,11 @@ class Client:
             + [(agree(self._s_sk, self._mask_keys[v], v), pair_mask_label(u, v), +1 if v > u else -1)
                for v in sorted(senders)]
         )
-        reply = MaskedInput(p.session_id, u, SERVER, masked=acc.wire())
+        signature = None
+        if p.malicious and p.sparse:  # 14.5: my holders check whom I masked against, without me
+            assert self._identity is not None
+            signature = self._identity.sign(partners_payload(p.session_id, u, tuple(sorted(senders))))
+        reply = MaskedInput(p.session_id, u, SERVER, masked=acc.wire(), signature=signature)
         self._held = held
         self.state = ClientState.MASKED
         return [reply]
@@ -238,6 +253,29 @@ class Client:
         self.state = ClientState.SIGNED
         return [ConsistencySignature(self.params.session_id, self.id, SERVER, signature=signature)]
 
+    def _check_partners(self, listed: frozenset[int], partners: Mapping[int, tuple[tuple[int, ...], bytes]]) -> None:
+        """14.5: reveal a listed neighbour's b-share only if it masked against t - 1 listed clients.
+
+        Otherwise the server could have forwarded v few shares, left all of v's
+        partners out of the list, and unmasked x_v alone with their s-keys.  The
+        partner set is signed by v with its masked input, so every honest holder
+        of v judges the same set against the same list.
+        """
+        p = self.params
+        for v in sorted(listed & self._held.keys()):
+            if v not in partners:
+                raise AbortError(Round.UNMASKING.value, 0, p.threshold - 1, f"no partner set of listed client {v}")
+            ids, sig = partners[v]
+            if not verify_signature(p.identity_keys[v], sig, partners_payload(p.session_id, v, ids)):
+                raise ProtocolViolation(SERVER, "partner-signature", f"partner set of client {v} is not signed by it")
+            if len(set(ids)) != len(ids) or not set(ids) <= p.neighbours(v):
+                raise ProtocolViolation(v, "partner-set", f"client {v} signed partners that are not its neighbours")
+            kept = len(set(ids) & listed)
+            if kept < p.threshold - 1:
+                raise AbortError(
+                    Round.UNMASKING.value, kept, p.threshold - 1, f"the list keeps too few partners of client {v}"
+                )
+
     def _on_unmask(self, msg: UnmaskRequest) -> list[Message]:
         """Round unmasking: reveal b shares of survivors and s shares of the dropped, never both."""
         p = self.params
@@ -252,18 +290,12 @@ class Client:
                 raise AbortError(
                     Round.UNMASKING.value, len(signatures), p.consistency_quorum, "too few consistency signatures"
                 )
-            if p.sparse:
-                # 14.5: a neighbour's b-share goes out only if it signed the list itself, so that its
-                # own guard (enough listed neighbours, all masked against) held.
-                unsigned = sorted((listed & self._held.keys()) - signatures.keys())
-                if unsigned:
-                    raise AbortError(
-                        Round.UNMASKING.value, len(signatures), len(listed), f"listed neighbours {unsigned[:5]} did not sign"
-                    )
             payload = consistency_payload(p.session_id, msg.survivors)
             for v, sig in signatures.items():
                 if not verify_signature(p.identity_keys[v], sig, payload):
                     raise ProtocolViolation(SERVER, "consistency-signature", f"signature of client {v} does not verify")
+            if p.sparse:
+                self._check_partners(listed, msg.partners or {})
         elif msg.signatures is not None:
             raise ProtocolViolation(SERVER, "unexpected-signatures", "signatures in honest-but-curious mode")
         holdings = {**self._held, self.id: self._own_shares}

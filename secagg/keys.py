@@ -92,6 +92,12 @@ def consistency_payload(session_id: bytes, survivors: tuple[int, ...]) -> bytes:
     return b"secagg/v1/consistency|" + session_id + msgpack.packb(sorted(survivors))
 
 
+def partners_payload(session_id: bytes, u: int, partners: tuple[int, ...]) -> bytes:
+    """What a client signs with its masked input on a sparse graph in malicious mode: the
+    neighbours it masked against, so that its share holders can check them (14.5)."""
+    return b"secagg/v2/partners|" + session_id + u.to_bytes(4, "big") + msgpack.packb(sorted(partners))
+
+
 def seed_commitment(session_id: bytes, u: int, seed: bytes) -> bytes:
     """SHA-256 commitment to u's self-mask seed; lets the server check its reconstruction."""
     return hashlib.sha256(b"secagg/v1/seed-commitment|" + session_id + u.to_bytes(4, "big") + seed).digest()

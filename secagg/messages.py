@@ -107,9 +107,10 @@ class MaskedInput(Message):
     ROUND = Round.MASKED_INPUT
     FROM_SERVER = False
     masked: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    signature: bytes | None = None  # malicious mode, sparse graph: over the partners it masked against (14.5)
 
     def body(self) -> list[Any]:
-        return [self.masked.tobytes()]
+        return [self.masked.tobytes()] + ([] if self.signature is None else [self.signature])
 
 
 @dataclass(frozen=True)
@@ -179,9 +180,14 @@ class UnmaskRequest(Message):
     FROM_SERVER = True
     survivors: tuple[int, ...] = ()
     signatures: Mapping[int, bytes] | None = None  # malicious mode: consistency signatures
+    # malicious mode, sparse graph: listed neighbour -> (the partners it masked against, its signature)
+    partners: Mapping[int, tuple[tuple[int, ...], bytes]] | None = None
 
     def body(self) -> list[Any]:
-        return [list(self.survivors), None if self.signatures is None else dict(self.signatures)]
+        body: list[Any] = [list(self.survivors), None if self.signatures is None else dict(self.signatures)]
+        if self.partners is not None:
+            body.append({v: [list(ids), sig] for v, (ids, sig) in self.partners.items()})
+        return body
 
 
 @dataclass(frozen=True)
@@ -224,7 +230,11 @@ KINDS: dict[str, type[Message]] = {
 def max_message_bytes(params: PublicParams) -> int:
     """An upper bound on the size of any valid encoded message of this session."""
     per_client = 16 + max(3 * KEY_BYTES + SIGNATURE_BYTES, CIPHERTEXT_BYTES, 2 * (SHARE_BYTES + 8))
-    return 512 + MAX_TEXT + max(params.dim * params.element_bytes, params.n * per_client)
+    partners = 0
+    if params.malicious and params.sparse:  # unmask_request: k partner lists of k ids (5 bytes each at most)
+        k = params.graph.degree  # type: ignore[union-attr]
+        partners = k * (16 + SIGNATURE_BYTES + 5 * k)
+    return 512 + MAX_TEXT + max(params.dim * params.element_bytes + SIGNATURE_BYTES, params.n * per_client + partners)
 
 
 # ---- decoding ---------------------------------------------------------------
@@ -374,12 +384,13 @@ def _decode_body(cls: type[Message], header: dict, round_: Round, body: Any, r: 
             ciphertexts=r.bin_map(cts, "ciphertexts", CIPHERTEXT_BYTES),
         )
     if cls is MaskedInput:
-        (raw,) = r.array(body, "body", 1)
+        signed = p.malicious and p.sparse
+        raw, *sig = r.array(body, "body", 2 if signed else 1)
         raw = r.bin(raw, "masked", p.dim * p.element_bytes)
         masked = np.frombuffer(raw, dtype=p.dtype)
         if p.modulus_bits < 8 * p.element_bytes and int(masked.max()) >= p.modulus:
             raise r.fail("masked", f"value out of range [0, 2**{p.modulus_bits})")
-        return MaskedInput(**header, masked=masked)
+        return MaskedInput(**header, masked=masked, signature=r.signature(sig[0], "signature") if signed else None)
     if cls is ConsistencySignature:
         (sig,) = r.array(body, "body", 1)
         return ConsistencySignature(**header, signature=r.signature(sig, "signature"))
@@ -401,11 +412,18 @@ def _decode_body(cls: type[Message], header: dict, round_: Round, body: Any, r: 
         (ids,) = r.array(body, "body", 1)
         return SurvivorList(**header, survivors=r.id_list(ids, "survivors"))
     if cls is UnmaskRequest:
-        ids, sigs = r.array(body, "body", 2)
+        signed = p.malicious and p.sparse
+        ids, sigs, *rest = r.array(body, "body", 3 if signed else 2)
         signatures = None
         if sigs is not None:
             signatures = {k: r.signature(v, f"signatures[{k}]") for k, v in r.id_map(sigs, "signatures").items()}
-        return UnmaskRequest(**header, survivors=r.id_list(ids, "survivors"), signatures=signatures)
+        partners = None
+        if signed:
+            partners = {}
+            for v, entry in r.id_map(rest[0], "partners").items():
+                listed, sig = r.array(entry, f"partners[{v}]", 2)
+                partners[v] = (r.id_list(listed, f"partners[{v}].ids"), r.signature(sig, f"partners[{v}].signature"))
+        return UnmaskRequest(**header, survivors=r.id_list(ids, "survivors"), signatures=signatures, partners=partners)
     assert cls is Abort
     count, reason = r.array(body, "body", 2)
     if type(reason) is not str:

@@ -26,7 +26,17 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from . import reprs, shamir
 from .errors import AbortError, MalformedMessage, ProtocolViolation
-from .keys import agree, consistency_payload, is_small_order, keys_payload, raw_public, seed_commitment, verify_signature, x25519_point
+from .keys import (
+    agree,
+    consistency_payload,
+    is_small_order,
+    keys_payload,
+    partners_payload,
+    raw_public,
+    seed_commitment,
+    verify_signature,
+    x25519_point,
+)
 from .masking import MaskAccumulator, pair_mask_label, self_mask_label
 from .messages import (
     SERVER,
@@ -90,6 +100,7 @@ class Server:
         self._u3_set: frozenset[int] = frozenset()
         self._masked_sum: MaskAccumulator | None = None
         self._signatures: dict[int, bytes] = {}
+        self._partner_signatures: dict[int, bytes] = {}  # sparse, malicious: each masked input's signed partners
         self._taken_keys: set[bytes] = set()  # advertise_keys: canonical points accepted so far (O(1) duplicate check)
         self._auto_close = auto_close
         self.max_liars = params.max_liars if max_liars is None else max_liars
@@ -217,6 +228,10 @@ class Server:
                 )
         else:
             assert isinstance(msg, MaskedInput)
+            if p.malicious and p.sparse and not verify_signature(
+                p.identity_keys[u], msg.signature, partners_payload(p.session_id, u, self._partners_of(u))
+            ):
+                raise ProtocolViolation(u, "partner-signature", "masked input without a signature on its partners")
 
     # ---- closing each round -------------------------------------------------
 
@@ -246,6 +261,10 @@ class Server:
         ]
         return out, self._u2
 
+    def _partners_of(self, u: int) -> tuple[int, ...]:
+        """The neighbours whose shares were forwarded to u: those it masked against."""
+        return tuple(sorted(self.params.neighbours(u) & self._u2))
+
     def _local_survivors(self, u: int) -> tuple[int, ...]:
         """The survivors among u and its neighbours: the list u acts on.
 
@@ -259,6 +278,8 @@ class Server:
         p = self.params
         self._u3 = tuple(sorted(self._received))
         self._u3_set = frozenset(self._u3)
+        if p.malicious and p.sparse:  # validated on arrival (14.5)
+            self._partner_signatures = {u: m.signature for u, m in self._received.items()}  # type: ignore[attr-defined]
         kind = SurvivorList if p.malicious else UnmaskRequest
         out: list[Message] = [kind(p.session_id, SERVER, u, survivors=self._local_survivors(u)) for u in self._u3]
         return out, self._u3_set
@@ -276,19 +297,14 @@ class Server:
                 for u in sorted(signers)
             ]
             return out, signers
-        # Sparse graph (14.5): holders reveal b-shares only of listed neighbours that signed, so a
-        # survivor that did not sign can never be unmasked; stop here with the reason.
-        if signers != self._u3_set:
-            raise AbortError(
-                Round.CONSISTENCY_CHECK.value, len(signers), len(self._u3),
-                "on a sparse graph every survivor must sign the list",
-            )
-        # Forward a quorum (the lowest ids) plus the recipient's neighbours: what it checks, not O(n) more.
+        # Sparse graph (14.5): a quorum (the lowest ids), not O(n) more signatures than a client checks,
+        # and the signed partner sets of the recipient's listed neighbours.
         base = dict(list(self._signatures.items())[:quorum])
+        partners = {v: (self._partners_of(v), self._partner_signatures[v]) for v in self._u3}
         out = [
             UnmaskRequest(
-                p.session_id, SERVER, u, survivors=self._u3,
-                signatures={**base, **{v: self._signatures[v] for v in p.neighbours(u) & signers}},
+                p.session_id, SERVER, u, survivors=self._u3, signatures=base,
+                partners={v: partners[v] for v in sorted(p.neighbours(u) & self._u3_set)},
             )
             for u in sorted(signers)
         ]

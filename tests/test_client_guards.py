@@ -6,6 +6,8 @@ leaves the client) and leave the client able to finish the session correctly.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -19,7 +21,7 @@ from secagg import (
     ProtocolViolation,
     SeededRandom,
 )
-from secagg.keys import consistency_payload, keys_payload, raw_public
+from secagg.keys import consistency_payload, keys_payload, partners_payload, raw_public
 from secagg.messages import Abort, ForwardedShares, KeyRoster, Round, SurvivorList, UnmaskRequest
 from secagg.simulation import identity_keys
 
@@ -490,11 +492,12 @@ def test_malicious_sparse_list_is_global_and_a_request_needs_the_quorum_not_t(ma
     assert s.outbox[1].survivors == s.u3  # everyone signs the same list, not its neighbourhood part
     s.step()
     request = s.outbox[1]
-    # the server forwards a quorum (lowest ids) and client 1's listed neighbours, not all n
-    assert set(request.signatures) == set(s.u3[: p.consistency_quorum]) | (p.neighbours(1) & set(s.u3))
+    # the server forwards a quorum (lowest ids), not all n, and the signed partner sets of 1's listed neighbours
+    assert set(request.signatures) == set(s.u3[: p.consistency_quorum])
+    assert set(request.partners) == p.neighbours(1) & set(s.u3)
     few = dict(list(request.signatures.items())[: p.consistency_quorum - 1])
     assert len(few) >= p.threshold  # enough for the complete-graph rule, not for this one
-    exc = refuse(s, unmask_request(s, s.u3, few), AbortError)
+    exc = refuse(s, with_partners(unmask_request(s, s.u3, few), request.partners), AbortError)
     assert exc.count == p.consistency_quorum - 1 and exc.threshold == p.consistency_quorum
     (reply,) = s.clients[1].receive(request)
     mine = p.neighbours(1) | {1}
@@ -521,20 +524,66 @@ def test_malicious_sparse_list_guards_apply_to_the_neighbourhood_part(mal_sparse
     assert_exact(s, s.finish())
 
 
-def test_malicious_sparse_holder_reveals_nothing_unless_every_listed_neighbour_signed(mal_sparse):
-    """A listed neighbour v that did not sign may never have checked the list: the server could have
-    shown v a short forwarded set and listed none of those partners, so b_v plus their s-keys would
-    unmask x_v alone.  Its holders therefore refuse, even with a full quorum of other signatures."""
+def with_partners(request, partners):
+    return dataclasses.replace(request, partners=dict(partners))
+
+
+def test_malicious_sparse_holder_checks_each_listed_neighbours_signed_partner_set(mal_sparse):
     s, p = mal_sparse, mal_sparse.params
     s.step()
     request = s.outbox[1]
     v = max(p.neighbours(1) & set(s.u3))
-    others = {u: sig for u, sig in signed(s, s.u3, s.u3).items() if u != v}
-    assert len(others) >= p.consistency_quorum
-    exc = refuse(s, unmask_request(s, s.u3, others), AbortError)
-    assert f"[{v}]" in str(exc) and "did not sign" in str(exc)
-    (reply,) = s.clients[1].receive(request)  # with v's signature it answers
+    ids, sig = request.partners[v]
+    missing = {w: e for w, e in request.partners.items() if w != v}
+    exc = refuse(s, with_partners(request, missing), AbortError)
+    assert f"client {v}" in str(exc)
+    forged = {**request.partners, v: (ids[1:], sig)}  # the server edits v's set: v's signature breaks
+    refuse(s, with_partners(request, forged), ProtocolViolation, "partner-signature")
+    keys = identities(s)
+    stranger = min(set(s.u3) - p.neighbours(v) - {v})
+    foreign = tuple(sorted(ids + (stranger,)))
+    bad = {**request.partners, v: (foreign, keys[v].sign(partners_payload(p.session_id, v, foreign)))}
+    exc = refuse(s, with_partners(request, bad), ProtocolViolation, "partner-set")
+    assert exc.party == v
+    (reply,) = s.clients[1].receive(request)
     assert v in reply.b_shares
+
+
+def test_malicious_sparse_isolation_attack_is_refused_by_every_holder(make_session):
+    """The attack the partner sets stop: v is forwarded the shares of only t - 1 neighbours, the
+    server lists v but none of them, and would unmask x_v alone with b_v and their s-keys.
+
+    It needs t holders of b_v among v's other neighbours: 2t <= k + 1 + c with c corrupted partners.
+    Here t is set low enough (2t <= k + 1) to need no corrupted client; with the sized parameters
+    the corrupted ones make up the difference (14.5)."""
+    s = make_session(n=60, t=10, seed=SEED, malicious=True, min_group=5, **SPARSE)  # k = 20, quorum 32
+    p = s.params
+    assert 2 * p.threshold <= p.graph.degree + 1
+    v = 60
+    partners = tuple(sorted(p.neighbours(v))[: p.threshold - 1])
+    s.run_until("masked_input")
+    s.outbox[v] = ForwardedShares(
+        p.session_id, 0, v, ciphertexts={w: c for w, c in s.outbox[v].ciphertexts.items() if w in partners}
+    )
+    masked = {u: reply for u, (reply,) in s.client_replies().items()}  # the hostile server keeps them
+    signed_sets = {u: (partners if u == v else tuple(sorted(p.neighbours(u))), m.signature) for u, m in masked.items()}
+    listed = tuple(u for u in p.client_ids if u not in partners)
+    signatures: dict[int, bytes] = {}
+    for u in listed:
+        try:
+            (reply,) = s.clients[u].receive(survivor_list(s, listed, to=u))
+        except (AbortError, ProtocolViolation):
+            continue  # v itself refuses (its listed neighbours are not its partners), and so may others
+        signatures[u] = reply.signature
+    # v never signs, but the list gets its quorum without v: signing alone cannot protect v
+    assert v not in signatures and len(signatures) >= p.consistency_quorum
+    holders = [w for w in sorted(p.neighbours(v)) if w in signatures]
+    assert len(holders) >= p.threshold  # enough holders of b_v are asked
+    for w in holders:
+        entries = {x: signed_sets[x] for x in p.neighbours(w) & set(listed)}
+        request = with_partners(unmask_request(s, listed, signatures, to=w), entries)
+        exc = refuse(s, request, AbortError, to=w)
+        assert f"too few partners of client {v}" in str(exc)
 
 
 def test_malicious_sparse_split_view_attack_gets_no_share(mal_sparse):
@@ -565,10 +614,11 @@ def test_malicious_sparse_split_view_attack_gets_no_share(mal_sparse):
         if s.clients[u].state is ClientState.SIGNED:
             before = s.client_view(u)
             with pytest.raises(AbortError):
-                s.clients[u].receive(unmask_request(s, listed, sigs[listed], to=u))
+                s.clients[u].receive(with_partners(unmask_request(s, listed, sigs[listed], to=u), {}))
             assert s.client_view(u) == before
     # Borrowing signatures of the other list does not help: they do not verify on this one.
     u = group_a[0]
     if s.clients[u].state is ClientState.SIGNED:
         mixed = {**sigs[without], **{w: sg for w, sg in sigs[with_v].items() if w in without}}
-        refuse(s, unmask_request(s, without, mixed, to=u), ProtocolViolation, "consistency-signature", to=u)
+        request = with_partners(unmask_request(s, without, mixed, to=u), {})
+        refuse(s, request, ProtocolViolation, "consistency-signature", to=u)

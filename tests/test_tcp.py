@@ -538,6 +538,8 @@ def test_sparse_graph_session_over_tcp_with_dropouts(malicious):
     )
     assert params.sparse and params.graph.degree < n - 1 and params.malicious is malicious
     leavers = {7: Round.SHARE_KEYS, 21: Round.MASKED_INPUT, 33: Round.UNMASKING}
+    if malicious:
+        leavers[14] = Round.CONSISTENCY_CHECK
     run = run_session(params, machines, before_send={u: leave_at(r) for u, r in leavers.items()})
     assert_exact(inputs, run.server, set(range(1, n + 1)) - {7, 21})
     assert all(run.clients[u].status == "done" for u in set(range(1, n + 1)) - set(leavers))
