@@ -309,3 +309,22 @@ def test_every_honest_group_a_signed_list_allows_has_at_least_t_minus_c_members(
     c = max(len(graph.neighbours(u) & corrupted) for u in ids)
     for part in honest_components(listed - corrupted, graph):
         assert len(part) >= t - c
+
+
+@settings(max_examples=8, deadline=None, derandomize=True, database=None)
+@given(plan=st.lists(st.sampled_from([None] * 30 + list(rounds_for(True))), min_size=40, max_size=40))
+def test_malicious_sparse_sum_is_exact_or_aborts_for_any_dropout_plan(plan):
+    """Client u drops in round plan[u - 1] (None: stays): the session either aborts with a typed
+    error or returns exactly the sum of the clients that sent masked inputs."""
+    inputs = sparse_inputs(seed=5)
+    drops: dict[str, list[int]] = {}
+    for u, round_ in zip(range(1, 41), plan):
+        if round_ is not None:
+            drops.setdefault(round_.value, []).append(u)
+    try:
+        res = simulate(inputs, modulus=2**16, dropouts=drops, seed=5, malicious=True, **SPARSE)
+    except AbortError:
+        return
+    early = {u for r in ("advertise_keys", "share_keys", "masked_input") for u in drops.get(r, [])}
+    assert res.included == tuple(u for u in range(1, 41) if u not in early)
+    assert [int(v) for v in res.total] == plaintext_sum(inputs, res.included, 2**16)
