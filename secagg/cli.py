@@ -36,7 +36,8 @@ from .errors import AbortError, ParameterError, SecAggError
 from .framing import loopback_host, parse_address
 from .keydir import generate_keys, load_private_key, load_public_keys
 from .messages import decode, rounds_for
-from .params import MAX_DIM, PublicParams
+from .graph import sparse_parameters
+from .params import MAX_DIM, MIN_GROUP, PublicParams
 from .rng import SeededRandom, SystemRandom
 from .simulation import setup_session, simulate
 from .tcp import TcpServer, TcpServerResult, leave_at, run_client, run_local_session
@@ -53,12 +54,21 @@ DEFAULT_DROPOUT = 0.15
 
 
 def _dropout_count(args: argparse.Namespace) -> int:
-    """round(rate * n) clients drop; the default rate never drops more than the n - t a session survives."""
+    """round(rate * n) clients drop; the default rate never drops more than a session survives:
+    n - t on the complete graph, the tolerated fraction on a sparse one."""
     rate = DEFAULT_DROPOUT if args.dropout is None else args.dropout
     count = round(rate * args.clients)
     if args.dropout is None:
-        count = min(count, args.clients - args.threshold)
+        room = int(args.tolerated_dropout * args.clients) if args.graph == "sparse" else args.clients - args.threshold
+        count = min(count, room)
     return count
+
+
+def _graph_kwargs(args: argparse.Namespace) -> dict:
+    """The graph arguments of ``setup_session`` / ``simulate`` ({} for the complete graph)."""
+    if args.graph == "complete":
+        return {}
+    return dict(graph="sparse", tolerated_dropout=args.tolerated_dropout, tolerated_corrupt=args.tolerated_corrupt)
 
 
 def _dropout_plan(n: int, count: int, rounds: list[str], rng) -> dict[str, list[int]]:
@@ -86,8 +96,9 @@ def _demo_session(args: argparse.Namespace) -> tuple[dict[int, np.ndarray], dict
 def _session_line(args: argparse.Namespace, plan: dict[str, list[int]], what: str) -> str:
     mode = "malicious-server" if args.malicious else "honest-but-curious"
     dropped = sum(map(len, plan.values()))
+    graph = "" if args.graph == "complete" else f", sparse graph (k={_degree(args)})"
     return (
-        f"{what}, {mode} mode: n={args.clients}, t={args.threshold}, d={args.dim}, "
+        f"{what}, {mode} mode{graph}: n={args.clients}, t={args.threshold}, d={args.dim}, "
         f"M=2^{args.modulus_bits}, {dropped} of {args.clients} clients drop"
     )
 
@@ -103,6 +114,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             dropouts=plan,
             malicious=args.malicious,
             seed=args.seed,
+            **_graph_kwargs(args),
         )
     except SecAggError as exc:
         if args.json:
@@ -125,6 +137,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                     "dim": args.dim,
                     "modulus_bits": args.modulus_bits,
                     "malicious": args.malicious,
+                    "graph": args.graph,
+                    "degree": _degree(args),
                     "included": list(result.included),
                     "dropouts": plan,
                     "counts": result.counts,
@@ -184,6 +198,14 @@ def _setup_logging(level: int) -> None:
         handler.addFilter(_not_an_outcome)
 
 
+def _degree(args: argparse.Namespace) -> int:
+    """Neighbours per client of the session's graph (n - 1 on the complete graph)."""
+    if args.graph == "complete":
+        return args.clients - 1
+    return sparse_parameters(args.clients, dropout=args.tolerated_dropout, corrupt=args.tolerated_corrupt,
+                             min_group=MIN_GROUP if args.malicious else None).degree
+
+
 def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -198,6 +220,8 @@ def _server_summary(res: TcpServerResult) -> dict:
         "dim": p.dim,
         "modulus_bits": p.modulus_bits,
         "malicious": p.malicious,
+        "graph": "sparse" if p.sparse else "complete",
+        "degree": p.graph.degree if p.sparse else p.n - 1,  # type: ignore[union-attr]
         "counts": res.counts,
         "round_seconds": res.round_seconds,
         "dropouts": res.dropouts,
@@ -275,6 +299,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             dim=args.dim,
             malicious=args.malicious,
             identity_keys=keys,
+            **({} if args.graph == "complete" else
+               dict(graph="sparse", dropout=args.tolerated_dropout, corrupt=args.tolerated_corrupt)),
         )
     except SecAggError as exc:
         print(f"secagg serve: {exc}", file=sys.stderr)
@@ -395,7 +421,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     inputs, plan, rounds = _demo_session(args)
     try:
         params, machines = setup_session(
-            inputs, threshold=args.threshold, modulus=2**args.modulus_bits, malicious=args.malicious, seed=args.seed
+            inputs, threshold=args.threshold, modulus=2**args.modulus_bits, malicious=args.malicious, seed=args.seed,
+            **_graph_kwargs(args),
         )
     except SecAggError as exc:
         print(f"secagg demo: {exc}", file=sys.stderr)
@@ -544,6 +571,13 @@ def _session_flags(p: argparse.ArgumentParser, *, clients: int | None, dim: int 
     else:
         p.add_argument("--dim", type=int_at_least(1), default=dim, help="vector length d")
     p.add_argument("--modulus-bits", type=int_at_least(1), default=32, help="k: inputs and sums live in Z_M, M = 2^k, k <= 64")
+    p.add_argument("--graph", choices=("complete", "sparse"), default="complete",
+                   help="who masks with whom: every pair (default) or a SecAgg+ Harary graph of degree k ~ log n, "
+                        "k and t sized for the two fractions below (protocol_spec.md section 14)")
+    p.add_argument("--tolerated-dropout", type=float_in(0, 1), default=0.1,
+                   help="sparse: fraction of dropouts the graph must survive (default 0.1)")
+    p.add_argument("--tolerated-corrupt", type=float_in(0, 1), default=0.05,
+                   help="sparse: fraction of corrupted clients the graph must tolerate (default 0.05)")
 
 
 def _dropout_flags(p: argparse.ArgumentParser) -> None:
@@ -622,9 +656,17 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """The checks that involve more than one flag, named by their flags."""
     if not hasattr(args, "threshold"):
         return
-    if args.threshold is None:
+    if args.graph == "sparse":
+        try:  # the graph PublicParams.create will build; its t unless one is given
+            choice = sparse_parameters(args.clients, dropout=args.tolerated_dropout, corrupt=args.tolerated_corrupt,
+                                       min_group=MIN_GROUP if args.malicious else None)
+        except SecAggError as exc:
+            parser.error(f"argument --graph: {exc}")
+        if args.threshold is None:
+            args.threshold = choice.threshold
+    elif args.threshold is None:
         args.threshold = 2 * args.clients // 3 + 1
-    elif not 2 <= args.threshold <= args.clients:
+    if not 2 <= args.threshold <= args.clients:
         why = " (with t = 1 a revealed sum can be one client's input)" if args.threshold == 1 else ""
         parser.error(f"argument --threshold: must be in [2, --clients={args.clients}], got {args.threshold}{why}")
     if args.modulus_bits > 64:

@@ -98,13 +98,40 @@ def test_the_default_dropout_count_stays_within_what_the_threshold_survives():
 
     for n in range(2, 300):
         t = 2 * n // 3 + 1
-        count = _dropout_count(Namespace(clients=n, threshold=t, dropout=None))
+        count = _dropout_count(Namespace(clients=n, threshold=t, dropout=None, graph="complete"))
         assert 0 <= count <= n - t and count <= round(0.15 * n)
+        sparse = _dropout_count(Namespace(clients=n, threshold=t, dropout=None, graph="sparse", tolerated_dropout=0.1))
+        assert sparse <= int(0.1 * n)  # the fraction the sparse graph was sized for
     # An explicit rate is the user's: it may exceed what the session survives.
-    assert _dropout_count(Namespace(clients=5, threshold=4, dropout=1.0)) == 5
+    assert _dropout_count(Namespace(clients=5, threshold=4, dropout=1.0, graph="complete")) == 5
 
 
 def test_quiet_prints_only_the_verdict(capsys):
     assert main(["simulate", "--clients", "4", "--dim", "3", "--seed", "1", "--quiet"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "EQUAL" in out[0]
+
+
+@pytest.mark.parametrize("malicious", [False, True], ids=["honest-but-curious", "malicious-server"])
+def test_simulate_on_a_sparse_graph_uses_the_sized_degree_and_threshold(capsys, malicious):
+    from secagg.graph import sparse_parameters
+    from secagg.params import MIN_GROUP
+
+    flags = ["--clients", "120", "--dim", "6", "--seed", "5", "--graph", "sparse"] + (["--malicious"] if malicious else [])
+    code, report = run_json(capsys, *flags)
+    choice = sparse_parameters(120, dropout=0.1, corrupt=0.05, min_group=MIN_GROUP if malicious else None)
+    assert code == 0 and report["correct"] is True
+    assert report["graph"] == "sparse" and report["degree"] == choice.degree < 119
+    assert report["threshold"] == choice.threshold
+    dropped = sum(len(ids) for ids in report["dropouts"].values())
+    assert 0 < dropped <= 12  # the default dropouts stay within the tolerated fraction
+
+
+def test_sparse_graph_flags_that_give_no_graph_are_a_usage_error_naming_the_flag(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["simulate", "--clients", "10", "--dim", "2", "--graph", "sparse", "--tolerated-dropout", "0.5"])
+    assert info.value.code == 2
+    assert "--graph" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["simulate", "--clients", "100", "--dim", "2", "--graph", "sparse", "--tolerated-corrupt", "1.5"])
+    assert info.value.code == 2
