@@ -69,10 +69,19 @@ def _prod_last_axis(a: np.ndarray) -> np.ndarray:
 
 
 def _barycentric(xs: np.ndarray) -> np.ndarray:
-    """w_i = 1 / prod_{l != i} (x_i - x_l) for distinct x's (shape (m,))."""
-    diff = (xs[:, None] + _P - xs[None, :]) % _P
-    np.fill_diagonal(diff, 1)
+    """w_i = 1 / prod_{l != i} (x_i - x_l) for distinct x's along the last axis (shape (..., m))."""
+    diff = (xs[..., :, None] + _P - xs[..., None, :]) % _P
+    diagonal = np.arange(xs.shape[-1])
+    diff[..., diagonal, diagonal] = 1
     return _inv(_prod_last_axis(diff))
+
+
+def _weights_at_zero_rows(x: np.ndarray) -> np.ndarray:
+    """Lagrange coefficients at 0 for each row of x's (shape (..., t)): see ``_weights_at_zero``."""
+    total = _prod_last_axis(x)
+    if x.shape[-1] % 2 == 0:
+        total = (_P - total) % _P
+    return _mul(_mul(_barycentric(x), _inv(x)), total[..., None])
 
 
 @lru_cache(maxsize=256)
@@ -82,11 +91,7 @@ def _weights_at_zero(xs: tuple[int, ...]) -> np.ndarray:
     l_j = w_j * prod_{l != j} (0 - x_l) = w_j * (-1)**(t-1) * prod(x) / x_j.
     Cached: the complete graph rebuilds every secret from the same x's.
     """
-    x = np.array(xs, dtype=np.uint64)
-    total = int(_prod_last_axis(x[None, :])[0])
-    if len(xs) % 2 == 0:
-        total = (PRIME - total) % PRIME
-    return _mul(_mul(_barycentric(x), _inv(x)), np.uint64(total))
+    return _weights_at_zero_rows(np.array(xs, dtype=np.uint64))
 
 
 def _consistent(xs: np.ndarray, ys: np.ndarray, threshold: int) -> np.ndarray:
@@ -294,6 +299,16 @@ def _combine(rows: np.ndarray, seed: bytes) -> np.ndarray:
     return _mul(flat, rho[None, :]).sum(axis=1) % _P  # fewer than 2**32 terms < 2**32: no overflow
 
 
+def _naming_seed(xs: Sequence[int], shares: np.ndarray) -> bytes:
+    """The Fiat-Shamir seed of a group's combinations: a hash of every x and share."""
+    return hashlib.sha256(np.array(xs, dtype=">u4").tobytes() + shares.astype(">u4").tobytes()).digest()
+
+
+def _combined_range(rows: np.ndarray, lo: int, hi: int, seed: bytes) -> np.ndarray:
+    """The combination of secrets lo..hi-1 of rows (secrets, points, CHUNKS) checked by naming: shape (points,)."""
+    return _combine(np.moveaxis(rows[lo:hi], 1, 0), seed + lo.to_bytes(4, "big") + hi.to_bytes(4, "big"))
+
+
 def _first_inconsistent(points: np.ndarray, rows: np.ndarray, threshold: int, seed: bytes) -> int | None:
     """Index of a secret whose points (points, rows[b]) are off every degree < t polynomial, or None.
 
@@ -302,8 +317,7 @@ def _first_inconsistent(points: np.ndarray, rows: np.ndarray, threshold: int, se
     """
 
     def clean(lo: int, hi: int) -> bool:
-        combined = _combine(np.moveaxis(rows[lo:hi], 1, 0), seed + lo.to_bytes(4, "big") + hi.to_bytes(4, "big"))
-        return bool(_consistent(points, combined[:, None], threshold)[0])
+        return bool(_consistent(points, _combined_range(rows, lo, hi, seed)[:, None], threshold)[0])
 
     lo, hi = 0, rows.shape[0]
     if clean(lo, hi):
@@ -365,7 +379,7 @@ def recover_group(
     count = shares.shape[0]
     out: list[bytes | None] = [None] * count
     suspects = frozenset(suspects)
-    seed = hashlib.sha256(np.array(x_all, dtype=">u4").tobytes() + shares.astype(">u4").tobytes()).digest()
+    seed = _naming_seed(x_all, shares)
     everyone = np.arange(len(x_all))
 
     def trusted() -> np.ndarray:
@@ -442,3 +456,85 @@ def recover_group(
     elif not consistent:
         unattributed = True
     return Recovery(secrets=out, liars=frozenset(liars), suspects=suspects, unattributed=unattributed)
+
+
+# ---- many groups at once ------------------------------------------------------------
+
+
+def _consistent_rows(points: np.ndarray, values: np.ndarray, threshold: int) -> np.ndarray:
+    """``_consistent`` for one column per row: points and values of shape (groups, m); bool (groups,)."""
+    m = points.shape[1]
+    term = _mul(_barycentric(points), values)
+    ok = np.ones(points.shape[0], dtype=bool)
+    for _ in range(max(m - threshold, 0)):
+        ok &= (term.sum(axis=1) % _P) == 0
+        term = _mul(term, points)
+    return ok
+
+
+def _settled_at_once(
+    groups: Sequence[tuple[Sequence[int], np.ndarray, Sequence[Callable[[bytes], bool]]]], threshold: int
+) -> list[list[bytes] | None]:
+    """Per group, its secrets if recover_group (given no suspect among its holders) would return them
+    with nobody suspected, else None.
+
+    That is the honest case: every secret interpolated from the t lowest holders verifies, and the
+    first naming check (the same Fiat-Shamir combination of the same points) passes.  The Lagrange
+    weights and that check are computed for all groups of one size together, as arrays of shape
+    (groups, m): on a sparse graph every client's holders differ, and one group at a time cost
+    each group more numpy calls than it has holders.
+    """
+    settled: list[list[bytes] | None] = [None] * len(groups)
+    sizes: dict[int, list[int]] = {}
+    for g, (xs, _, _) in enumerate(groups):
+        if len(xs) >= threshold:
+            sizes.setdefault(len(xs), []).append(g)
+    for members in sizes.values():
+        x = np.array([list(groups[g][0]) for g in members], dtype=np.uint64)  # (G, m)
+        weights = _weights_at_zero_rows(x[:, :threshold])  # (G, t)
+        candidates: list[list[bytes] | None] = []
+        combined = np.zeros((len(members), x.shape[1] + 1), dtype=np.uint64)
+        for row, g in enumerate(members):
+            xs, shares, verify = groups[g]
+            chunks = _mul(weights[row][None, :, None], shares[:, :threshold, :]).sum(axis=1) % _P
+            secrets = [_chunks_secret(c) for c in chunks]
+            if not all(s is not None and check(s) for s, check in zip(secrets, verify)):
+                candidates.append(None)
+                continue
+            rows = np.concatenate([np.stack([_secret_chunks(s) for s in secrets])[:, None, :], shares], axis=1)  # type: ignore[arg-type]
+            combined[row] = _combined_range(rows, 0, len(secrets), _naming_seed(xs, shares))
+            candidates.append(secrets)  # type: ignore[arg-type]
+        points = np.concatenate([np.zeros((len(members), 1), dtype=np.uint64), x], axis=1)
+        ok = _consistent_rows(points, combined, threshold)
+        for row, g in enumerate(members):
+            if ok[row] and candidates[row] is not None:
+                settled[g] = candidates[row]
+    return settled
+
+
+def recover_groups(
+    groups: Sequence[tuple[Sequence[int], np.ndarray, Sequence[Callable[[bytes], bool]]]],
+    threshold: int,
+    *,
+    suspects: frozenset[int] = frozenset(),
+    max_liars: int,
+) -> list[Recovery]:
+    """``recover_group`` on each (xs, shares, verify) group in turn, the suspects of each carried to
+    the next; stops after a group with a secret that cannot be decoded (the caller aborts there).
+
+    Exactly the results of those calls: a group settled by ``_settled_at_once`` whose holders
+    include no suspect gets the Recovery recover_group would return; any other group takes
+    recover_group itself.
+    """
+    settled = _settled_at_once(groups, threshold)
+    out: list[Recovery] = []
+    for (xs, shares, verify), secrets in zip(groups, settled):
+        if secrets is not None and suspects.isdisjoint(xs):
+            got = Recovery(secrets=list(secrets), liars=frozenset(), suspects=suspects, unattributed=False)
+        else:
+            got = recover_group(xs, shares, threshold, verify, suspects=suspects, max_liars=max_liars)
+        out.append(got)
+        suspects = got.suspects
+        if any(s is None for s in got.secrets):
+            break
+    return out
