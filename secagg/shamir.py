@@ -137,7 +137,7 @@ def share_to_bytes(y: int) -> bytes:
 
 def share_from_bytes(data: bytes) -> int:
     """Decode a share; the caller has checked the length. Raises on a word >= p."""
-    if len(data) != SHARE_BYTES or any(w >= PRIME for w in struct.unpack(_WORDS, data)):
+    if len(data) != SHARE_BYTES or max(struct.unpack(_WORDS, data)) >= PRIME:
         raise ValueError("share is not a vector of field elements")
     return int.from_bytes(data, "big")
 
