@@ -286,6 +286,12 @@ class Recovery:
     unattributed: bool  # some share was wrong but the liars could not be told apart from honest ones
 
 
+def _coefficients(seed: bytes, count: int) -> np.ndarray:
+    """The ``count`` Fiat-Shamir coefficients of ``_combine`` for ``seed``."""
+    stream = hashlib.shake_256(b"secagg/v2/shamir-combine|" + seed).digest(8 * count)
+    return np.frombuffer(stream, dtype="<u8") % _P
+
+
 def _combine(rows: np.ndarray, seed: bytes) -> np.ndarray:
     """Random linear combination over all axes but the first (Fiat-Shamir from ``seed``): shape (m,).
 
@@ -294,8 +300,7 @@ def _combine(rows: np.ndarray, seed: bytes) -> np.ndarray:
     responder can choose its error to cancel.
     """
     flat = rows.reshape(rows.shape[0], -1)
-    stream = hashlib.shake_256(b"secagg/v2/shamir-combine|" + seed).digest(8 * flat.shape[1])
-    rho = np.frombuffer(stream, dtype="<u8") % _P
+    rho = _coefficients(seed, flat.shape[1])
     return _mul(flat, rho[None, :]).sum(axis=1) % _P  # fewer than 2**32 terms < 2**32: no overflow
 
 
@@ -304,9 +309,9 @@ def _naming_seed(xs: Sequence[int], shares: np.ndarray) -> bytes:
     return hashlib.sha256(np.array(xs, dtype=">u4").tobytes() + shares.astype(">u4").tobytes()).digest()
 
 
-def _combined_range(rows: np.ndarray, lo: int, hi: int, seed: bytes) -> np.ndarray:
-    """The combination of secrets lo..hi-1 of rows (secrets, points, CHUNKS) checked by naming: shape (points,)."""
-    return _combine(np.moveaxis(rows[lo:hi], 1, 0), seed + lo.to_bytes(4, "big") + hi.to_bytes(4, "big"))
+def _range_seed(seed: bytes, lo: int, hi: int) -> bytes:
+    """The seed of the naming check's combination of secrets lo..hi-1."""
+    return seed + lo.to_bytes(4, "big") + hi.to_bytes(4, "big")
 
 
 def _first_inconsistent(points: np.ndarray, rows: np.ndarray, threshold: int, seed: bytes) -> int | None:
@@ -317,7 +322,8 @@ def _first_inconsistent(points: np.ndarray, rows: np.ndarray, threshold: int, se
     """
 
     def clean(lo: int, hi: int) -> bool:
-        return bool(_consistent(points, _combined_range(rows, lo, hi, seed)[:, None], threshold)[0])
+        combined = _combine(np.moveaxis(rows[lo:hi], 1, 0), _range_seed(seed, lo, hi))
+        return bool(_consistent(points, combined[:, None], threshold)[0])
 
     lo, hi = 0, rows.shape[0]
     if clean(lo, hi):
@@ -479,36 +485,38 @@ def _settled_at_once(
     with nobody suspected, else None.
 
     That is the honest case: every secret interpolated from the t lowest holders verifies, and the
-    first naming check (the same Fiat-Shamir combination of the same points) passes.  The Lagrange
-    weights and that check are computed for all groups of one size together, as arrays of shape
-    (groups, m): on a sparse graph every client's holders differ, and one group at a time cost
-    each group more numpy calls than it has holders.
+    first naming check (the same Fiat-Shamir combination of the same points) passes.  Groups with
+    as many holders and secrets are computed together, as arrays of shape (groups, ...): on a
+    sparse graph every client's holders differ, and one group at a time cost each group more
+    numpy calls than it has holders.
     """
     settled: list[list[bytes] | None] = [None] * len(groups)
-    sizes: dict[int, list[int]] = {}
-    for g, (xs, _, _) in enumerate(groups):
+    shapes: dict[tuple[int, ...], list[int]] = {}
+    for g, (xs, shares, _) in enumerate(groups):
         if len(xs) >= threshold:
-            sizes.setdefault(len(xs), []).append(g)
-    for members in sizes.values():
+            shapes.setdefault(shares.shape, []).append(g)
+    for (count, m, chunks_per_share), members in shapes.items():
         x = np.array([list(groups[g][0]) for g in members], dtype=np.uint64)  # (G, m)
+        shares = np.stack([groups[g][1] for g in members])  # (G, secrets, m, CHUNKS)
         weights = _weights_at_zero_rows(x[:, :threshold])  # (G, t)
-        candidates: list[list[bytes] | None] = []
-        combined = np.zeros((len(members), x.shape[1] + 1), dtype=np.uint64)
-        for row, g in enumerate(members):
-            xs, shares, verify = groups[g]
-            chunks = _mul(weights[row][None, :, None], shares[:, :threshold, :]).sum(axis=1) % _P
-            secrets = [_chunks_secret(c) for c in chunks]
-            if not all(s is not None and check(s) for s, check in zip(secrets, verify)):
-                candidates.append(None)
-                continue
-            rows = np.concatenate([np.stack([_secret_chunks(s) for s in secrets])[:, None, :], shares], axis=1)  # type: ignore[arg-type]
-            combined[row] = _combined_range(rows, 0, len(secrets), _naming_seed(xs, shares))
-            candidates.append(secrets)  # type: ignore[arg-type]
+        chunks = _mul(weights[:, None, :, None], shares[:, :, :threshold, :]).sum(axis=2) % _P  # (G, secrets, CHUNKS)
+        # recover_group's first naming check: points 0 (the secrets) and the holders, combined over
+        # secrets and chunks with the coefficients of _combine for that group's seed.
+        rows = np.concatenate([chunks[:, :, None, :], shares], axis=2)  # (G, secrets, m + 1, CHUNKS)
+        flat = np.moveaxis(rows, 2, 1).reshape(len(members), m + 1, count * chunks_per_share)
+        rho = np.stack([
+            _coefficients(_range_seed(_naming_seed(groups[g][0], groups[g][1]), 0, count), count * chunks_per_share)
+            for g in members
+        ])
+        combined = _mul(flat, rho[:, None, :]).sum(axis=2) % _P  # (G, m + 1)
         points = np.concatenate([np.zeros((len(members), 1), dtype=np.uint64), x], axis=1)
         ok = _consistent_rows(points, combined, threshold)
         for row, g in enumerate(members):
-            if ok[row] and candidates[row] is not None:
-                settled[g] = candidates[row]
+            if not ok[row]:
+                continue
+            secrets = [_chunks_secret(c) for c in chunks[row]]
+            if all(s is not None and check(s) for s, check in zip(secrets, groups[g][2])):
+                settled[g] = secrets  # type: ignore[assignment]
     return settled
 
 
