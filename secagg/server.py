@@ -341,12 +341,14 @@ class Server:
         assert self._masked_sum is not None
         total = MaskAccumulator(p, self._masked_sum.value)
         masks = [(seeds[v], self_mask_label(v), -1) for v in self._u3]
+        s_pks: dict[int, X25519PublicKey] = {}  # one key object per survivor, not per (dropped, survivor) pair
         for v in dropped:
             s_sk = X25519PrivateKey.from_private_bytes(keys[v])
             for u in sorted(p.neighbours(v) & survivors):
                 # y_u holds +PRG(s_uv) if v > u, else -PRG(s_uv): remove it.
-                s_pk = X25519PublicKey.from_public_bytes(self._keys[u][1])
-                masks.append((agree(s_sk, s_pk, u), pair_mask_label(u, v), -1 if v > u else +1))
+                if u not in s_pks:
+                    s_pks[u] = X25519PublicKey.from_public_bytes(self._keys[u][1])
+                masks.append((agree(s_sk, s_pks[u], u), pair_mask_label(u, v), -1 if v > u else +1))
         total.add_masks(masks)
         counts = {**self.counts, Round.UNMASKING.value: len(self._received)}
         self.result = ServerResult(
