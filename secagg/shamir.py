@@ -137,7 +137,9 @@ def share_to_bytes(y: int) -> bytes:
 
 def share_from_bytes(data: bytes) -> int:
     """Decode a share; the caller has checked the length. Raises on a word >= p."""
-    if len(data) != SHARE_BYTES or max(struct.unpack(_WORDS, data)) >= PRIME:
+    # A word >= p = 0xFFFFFFFB starts with bytes FF FF FF, so a share without that run is
+    # valid and skips unpacking (a client decodes two shares per neighbour per session).
+    if len(data) != SHARE_BYTES or (b"\xff\xff\xff" in data and max(struct.unpack(_WORDS, data)) >= PRIME):
         raise ValueError("share is not a vector of field elements")
     return int.from_bytes(data, "big")
 

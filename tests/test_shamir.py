@@ -314,3 +314,18 @@ def test_recover_groups_settles_honest_groups_without_recover_group(monkeypatch)
     got = shamir.recover_groups(groups, 3, suspects=frozenset({10}), max_liars=1)
     assert [r.secrets for r in got] == secrets
     assert all(r.liars == frozenset() and r.suspects == {10} and not r.unattributed for r in got)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.integers(0, 2**32 - 1), st.integers(PRIME - 3, 2**32 - 1),
+                          st.sampled_from([0xFFFFFF00, 0x00FFFFFF, 0xFFFF0000, 0x0000FFFF])),
+                min_size=CHUNKS, max_size=CHUNKS))
+def test_share_decoding_accepts_exactly_the_vectors_of_field_elements(ws):
+    """share_from_bytes skips unpacking when no FF FF FF run occurs; it must still accept a share iff
+    every word is below p (runs of FF across a word boundary included)."""
+    data = b"".join(w.to_bytes(4, "big") for w in ws)
+    if all(w < PRIME for w in ws):
+        assert shamir.share_from_bytes(data) == int.from_bytes(data, "big")
+    else:
+        with pytest.raises(ValueError):
+            shamir.share_from_bytes(data)
