@@ -68,27 +68,35 @@ def _prod_last_axis(a: np.ndarray) -> np.ndarray:
     return a[..., 0]
 
 
-def _barycentric(xs: np.ndarray) -> np.ndarray:
-    """w_i = 1 / prod_{l != i} (x_i - x_l) for distinct x's along the last axis (shape (..., m))."""
+def _denominators(xs: np.ndarray) -> np.ndarray:
+    """prod_{l != i} (x_i - x_l) for distinct x's along the last axis (shape (..., m))."""
     diff = (xs[..., :, None] + _P - xs[..., None, :]) % _P
     diagonal = np.arange(xs.shape[-1])
     diff[..., diagonal, diagonal] = 1
-    return _inv(_prod_last_axis(diff))
+    return _prod_last_axis(diff)
+
+
+def _barycentric(xs: np.ndarray) -> np.ndarray:
+    """w_i = 1 / prod_{l != i} (x_i - x_l) for distinct x's along the last axis (shape (..., m))."""
+    return _inv(_denominators(xs))
+
+
+def _signed_product(x: np.ndarray) -> np.ndarray:
+    """(-1)**(t-1) * prod(x) along the last axis (of length t): prod_{l != j} (0 - x_l) is this / x_j."""
+    total = _prod_last_axis(x)
+    return (_P - total) % _P if x.shape[-1] % 2 == 0 else total
 
 
 def _weights_at_zero_rows(x: np.ndarray) -> np.ndarray:
     """Lagrange coefficients at 0 for each row of x's (shape (..., t)): see ``_weights_at_zero``."""
-    total = _prod_last_axis(x)
-    if x.shape[-1] % 2 == 0:
-        total = (_P - total) % _P
-    return _mul(_mul(_barycentric(x), _inv(x)), total[..., None])
+    return _mul(_inv(_mul(_denominators(x), x)), _signed_product(x)[..., None])
 
 
 @lru_cache(maxsize=256)
 def _weights_at_zero(xs: tuple[int, ...]) -> np.ndarray:
     """Lagrange coefficients l_j with f(0) = sum_j l_j f(x_j) for deg f < len(xs).
 
-    l_j = w_j * prod_{l != j} (0 - x_l) = w_j * (-1)**(t-1) * prod(x) / x_j.
+    l_j = w_j * prod_{l != j} (0 - x_l) = (-1)**(t-1) * prod(x) / (x_j * prod_{l != j} (x_j - x_l)).
     Cached: the complete graph rebuilds every secret from the same x's.
     """
     return _weights_at_zero_rows(np.array(xs, dtype=np.uint64))
@@ -469,10 +477,11 @@ def recover_group(
 # ---- many groups at once ------------------------------------------------------------
 
 
-def _consistent_rows(points: np.ndarray, values: np.ndarray, threshold: int) -> np.ndarray:
-    """``_consistent`` for one column per row: points and values of shape (groups, m); bool (groups,)."""
+def _consistent_rows(points: np.ndarray, weights: np.ndarray, values: np.ndarray, threshold: int) -> np.ndarray:
+    """``_consistent`` for one column per row: points, their barycentric weights and values of shape
+    (groups, m); bool (groups,)."""
     m = points.shape[1]
-    term = _mul(_barycentric(points), values)
+    term = _mul(weights, values)
     ok = np.ones(points.shape[0], dtype=bool)
     for _ in range(max(m - threshold, 0)):
         ok &= (term.sum(axis=1) % _P) == 0
@@ -500,7 +509,11 @@ def _settled_at_once(
     for (count, m, chunks_per_share), members in shapes.items():
         x = np.array([list(groups[g][0]) for g in members], dtype=np.uint64)  # (G, m)
         shares = np.stack([groups[g][1] for g in members])  # (G, secrets, m, CHUNKS)
-        weights = _weights_at_zero_rows(x[:, :threshold])  # (G, t)
+        base = x[:, :threshold]
+        points = np.concatenate([np.zeros((len(members), 1), dtype=np.uint64), x], axis=1)
+        # One inversion for the weights at 0 (_weights_at_zero_rows) and the check's barycentric weights.
+        inverses = _inv(np.concatenate([_mul(_denominators(base), base), _denominators(points)], axis=1))
+        weights = _mul(inverses[:, :threshold], _signed_product(base)[:, None])  # (G, t)
         chunks = _mul(weights[:, None, :, None], shares[:, :, :threshold, :]).sum(axis=2) % _P  # (G, secrets, CHUNKS)
         # recover_group's first naming check: points 0 (the secrets) and the holders, combined over
         # secrets and chunks with the coefficients of _combine for that group's seed.
@@ -511,8 +524,7 @@ def _settled_at_once(
             for g in members
         ])
         combined = _mul(flat, rho[:, None, :]).sum(axis=2) % _P  # (G, m + 1)
-        points = np.concatenate([np.zeros((len(members), 1), dtype=np.uint64), x], axis=1)
-        ok = _consistent_rows(points, combined, threshold)
+        ok = _consistent_rows(points, inverses[:, threshold:], combined, threshold)
         for row, g in enumerate(members):
             if not ok[row]:
                 continue
