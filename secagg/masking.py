@@ -11,6 +11,8 @@ word's own wrapping dtype and be reduced once at the end.
 
 from __future__ import annotations
 
+import functools
+import threading
 from typing import Iterable
 
 import numpy as np
@@ -20,7 +22,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .params import PublicParams
 
-_ZERO_COUNTER = bytes(16)
+# One mode object for every stream: it only holds the (constant) counter block, and
+# building it per stream was a fifth of the cipher setup.
+_ZERO_COUNTER_MODE = modes.CTR(bytes(16))
 
 
 def self_mask_label(u: int) -> bytes:
@@ -44,17 +48,33 @@ def prg_key(seed: bytes, session_id: bytes, label: bytes) -> bytes:
 _BLOCK = 65536
 
 
+@functools.lru_cache(maxsize=8)
+def _zero_block(nbytes: int) -> memoryview:
+    """CTR's all-zero input: immutable, so one per size serves every expansion in every thread."""
+    return memoryview(bytes(nbytes))
+
+
+_local = threading.local()
+
+
+def _keystream_buffer(nbytes: int) -> bytearray:
+    """A per-thread keystream scratch buffer (CTR's update_into wants room for one block more).
+
+    Reused across accumulators, since a fresh one per accumulator (one per client and round)
+    is a fresh allocation to fault in; add_masks never yields, so two expansions never share it.
+    """
+    buffer: bytearray | None = getattr(_local, "buffer", None)
+    if buffer is None or len(buffer) < nbytes + 15:
+        buffer = _local.buffer = bytearray(nbytes + 15)
+    return buffer
+
+
 class MaskAccumulator:
     """A vector in Z_M^d to which masks and inputs are added or subtracted in place."""
 
     def __init__(self, params: PublicParams, start: np.ndarray | None = None):
         self._params = params
         self._dtype = params.dtype
-        block = min(params.dim, _BLOCK)
-        self._zeros = memoryview(bytes(block * params.element_bytes))
-        # CTR's update_into wants room for one block beyond the data.
-        self._buffer = bytearray(block * params.element_bytes + 15)
-        self._stream = np.frombuffer(self._buffer, dtype=self._dtype, count=block)
         if start is None:
             self.value = np.zeros(params.dim, dtype=self._dtype)
         else:
@@ -71,16 +91,19 @@ class MaskAccumulator:
         result is exactly that of expanding the streams whole, with a cache-sized working set.
         """
         streams = [
-            (Cipher(algorithms.AES(prg_key(seed, self._params.session_id, label)), modes.CTR(_ZERO_COUNTER)).encryptor(),
+            (Cipher(algorithms.AES(prg_key(seed, self._params.session_id, label)), _ZERO_COUNTER_MODE).encryptor(),
              np.add if sign > 0 else np.subtract)
             for seed, label, sign in masks
         ]
         width = self._params.element_bytes
+        block = min(self._params.dim, _BLOCK)
+        buffer = _keystream_buffer(block * width)
         for start in range(0, self._params.dim, _BLOCK):
             part = self.value[start:start + _BLOCK]
-            zeros, stream = self._zeros[: part.size * width], self._stream[: part.size]
+            zeros = _zero_block(block * width)[: part.size * width]
+            stream = np.frombuffer(buffer, dtype=self._dtype, count=part.size)
             for encryptor, op in streams:
-                encryptor.update_into(zeros, self._buffer)
+                encryptor.update_into(zeros, buffer)
                 op(part, stream, out=part)
 
     def add_vector(self, vector: np.ndarray, sign: int) -> None:

@@ -316,7 +316,7 @@ class Server:
         """Verified secrets of ``owners`` from the ``which`` shares of the unmasking answers.
 
         Secrets shared among the same responders (all of them, on the complete
-        graph) are rebuilt together (shamir.recover_group); responders caught
+        graph) are rebuilt together (shamir.recover_groups); responders caught
         lying stay suspects for every later group, so they cost one decoding in
         the session, not one per secret (audit 14.2).
         """
@@ -332,11 +332,19 @@ class Server:
                 raise AbortError(Round.UNMASKING.value, len(holders[v]), p.threshold, f"too few shares of client {v}")
             groups.setdefault(tuple(holders[v]), []).append(v)
         secrets: dict[int, bytes] = {}
-        for xs, members in groups.items():
-            shares = np.stack([shamir.share_array([holders[v][x] for x in xs]) for v in members])
-            got = shamir.recover_group(
-                xs, shares, p.threshold, [verify[v] for v in members], suspects=found.suspects, max_liars=self.max_liars
-            )
+        # All groups in one call: on a sparse graph every owner's holders differ, and the honest
+        # groups are settled together (shamir.recover_groups), not one small interpolation each.
+        results = shamir.recover_groups(
+            [
+                (xs, np.stack([shamir.share_array([holders[v][x] for x in xs]) for v in members]),
+                 [verify[v] for v in members])
+                for xs, members in groups.items()
+            ],
+            p.threshold,
+            suspects=found.suspects,
+            max_liars=self.max_liars,
+        )
+        for (xs, members), got in zip(groups.items(), results):
             found.suspects |= got.suspects
             for r in sorted(got.liars):
                 found.cheaters.setdefault(r, f"sent a wrong {which[0]} share (secrets of clients {members[:3]}...)")
@@ -373,12 +381,14 @@ class Server:
         assert self._masked_sum is not None
         total = MaskAccumulator(p, self._masked_sum.value)
         masks = [(seeds[v], self_mask_label(v), -1) for v in self._u3]
+        s_pks: dict[int, X25519PublicKey] = {}  # one key object per survivor, not per (dropped, survivor) pair
         for v in dropped:
             s_sk = X25519PrivateKey.from_private_bytes(keys[v])
             for u in sorted(p.neighbours(v) & survivors):
                 # y_u holds +PRG(s_uv) if v > u, else -PRG(s_uv): remove it.
-                s_pk = X25519PublicKey.from_public_bytes(self._keys[u][1])
-                masks.append((agree(s_sk, s_pk, u), pair_mask_label(u, v), -1 if v > u else +1))
+                if u not in s_pks:
+                    s_pks[u] = X25519PublicKey.from_public_bytes(self._keys[u][1])
+                masks.append((agree(s_sk, s_pks[u], u), pair_mask_label(u, v), -1 if v > u else +1))
         total.add_masks(masks)
         counts = {**self.counts, Round.UNMASKING.value: len(self._received)}
         self.result = ServerResult(

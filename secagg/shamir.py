@@ -68,25 +68,38 @@ def _prod_last_axis(a: np.ndarray) -> np.ndarray:
     return a[..., 0]
 
 
+def _denominators(xs: np.ndarray) -> np.ndarray:
+    """prod_{l != i} (x_i - x_l) for distinct x's along the last axis (shape (..., m))."""
+    diff = (xs[..., :, None] + _P - xs[..., None, :]) % _P
+    diagonal = np.arange(xs.shape[-1])
+    diff[..., diagonal, diagonal] = 1
+    return _prod_last_axis(diff)
+
+
 def _barycentric(xs: np.ndarray) -> np.ndarray:
-    """w_i = 1 / prod_{l != i} (x_i - x_l) for distinct x's (shape (m,))."""
-    diff = (xs[:, None] + _P - xs[None, :]) % _P
-    np.fill_diagonal(diff, 1)
-    return _inv(_prod_last_axis(diff))
+    """w_i = 1 / prod_{l != i} (x_i - x_l) for distinct x's along the last axis (shape (..., m))."""
+    return _inv(_denominators(xs))
+
+
+def _signed_product(x: np.ndarray) -> np.ndarray:
+    """(-1)**(t-1) * prod(x) along the last axis (of length t): prod_{l != j} (0 - x_l) is this / x_j."""
+    total = _prod_last_axis(x)
+    return (_P - total) % _P if x.shape[-1] % 2 == 0 else total
+
+
+def _weights_at_zero_rows(x: np.ndarray) -> np.ndarray:
+    """Lagrange coefficients at 0 for each row of x's (shape (..., t)): see ``_weights_at_zero``."""
+    return _mul(_inv(_mul(_denominators(x), x)), _signed_product(x)[..., None])
 
 
 @lru_cache(maxsize=256)
 def _weights_at_zero(xs: tuple[int, ...]) -> np.ndarray:
     """Lagrange coefficients l_j with f(0) = sum_j l_j f(x_j) for deg f < len(xs).
 
-    l_j = w_j * prod_{l != j} (0 - x_l) = w_j * (-1)**(t-1) * prod(x) / x_j.
+    l_j = w_j * prod_{l != j} (0 - x_l) = (-1)**(t-1) * prod(x) / (x_j * prod_{l != j} (x_j - x_l)).
     Cached: the complete graph rebuilds every secret from the same x's.
     """
-    x = np.array(xs, dtype=np.uint64)
-    total = int(_prod_last_axis(x[None, :])[0])
-    if len(xs) % 2 == 0:
-        total = (PRIME - total) % PRIME
-    return _mul(_mul(_barycentric(x), _inv(x)), np.uint64(total))
+    return _weights_at_zero_rows(np.array(xs, dtype=np.uint64))
 
 
 def _consistent(xs: np.ndarray, ys: np.ndarray, threshold: int) -> np.ndarray:
@@ -132,7 +145,9 @@ def share_to_bytes(y: int) -> bytes:
 
 def share_from_bytes(data: bytes) -> int:
     """Decode a share; the caller has checked the length. Raises on a word >= p."""
-    if len(data) != SHARE_BYTES or any(w >= PRIME for w in struct.unpack(_WORDS, data)):
+    # A word >= p = 0xFFFFFFFB starts with bytes FF FF FF, so a share without that run is
+    # valid and skips unpacking (a client decodes two shares per neighbour per session).
+    if len(data) != SHARE_BYTES or (b"\xff\xff\xff" in data and max(struct.unpack(_WORDS, data)) >= PRIME):
         raise ValueError("share is not a vector of field elements")
     return int.from_bytes(data, "big")
 
@@ -281,6 +296,12 @@ class Recovery:
     unattributed: bool  # some share was wrong but the liars could not be told apart from honest ones
 
 
+def _coefficients(seed: bytes, count: int) -> np.ndarray:
+    """The ``count`` Fiat-Shamir coefficients of ``_combine`` for ``seed``."""
+    stream = hashlib.shake_256(b"secagg/v2/shamir-combine|" + seed).digest(8 * count)
+    return np.frombuffer(stream, dtype="<u8") % _P
+
+
 def _combine(rows: np.ndarray, seed: bytes) -> np.ndarray:
     """Random linear combination over all axes but the first (Fiat-Shamir from ``seed``): shape (m,).
 
@@ -289,9 +310,18 @@ def _combine(rows: np.ndarray, seed: bytes) -> np.ndarray:
     responder can choose its error to cancel.
     """
     flat = rows.reshape(rows.shape[0], -1)
-    stream = hashlib.shake_256(b"secagg/v2/shamir-combine|" + seed).digest(8 * flat.shape[1])
-    rho = np.frombuffer(stream, dtype="<u8") % _P
+    rho = _coefficients(seed, flat.shape[1])
     return _mul(flat, rho[None, :]).sum(axis=1) % _P  # fewer than 2**32 terms < 2**32: no overflow
+
+
+def _naming_seed(xs: Sequence[int], shares: np.ndarray) -> bytes:
+    """The Fiat-Shamir seed of a group's combinations: a hash of every x and share."""
+    return hashlib.sha256(np.array(xs, dtype=">u4").tobytes() + shares.astype(">u4").tobytes()).digest()
+
+
+def _range_seed(seed: bytes, lo: int, hi: int) -> bytes:
+    """The seed of the naming check's combination of secrets lo..hi-1."""
+    return seed + lo.to_bytes(4, "big") + hi.to_bytes(4, "big")
 
 
 def _first_inconsistent(points: np.ndarray, rows: np.ndarray, threshold: int, seed: bytes) -> int | None:
@@ -302,7 +332,7 @@ def _first_inconsistent(points: np.ndarray, rows: np.ndarray, threshold: int, se
     """
 
     def clean(lo: int, hi: int) -> bool:
-        combined = _combine(np.moveaxis(rows[lo:hi], 1, 0), seed + lo.to_bytes(4, "big") + hi.to_bytes(4, "big"))
+        combined = _combine(np.moveaxis(rows[lo:hi], 1, 0), _range_seed(seed, lo, hi))
         return bool(_consistent(points, combined[:, None], threshold)[0])
 
     lo, hi = 0, rows.shape[0]
@@ -365,7 +395,7 @@ def recover_group(
     count = shares.shape[0]
     out: list[bytes | None] = [None] * count
     suspects = frozenset(suspects)
-    seed = hashlib.sha256(np.array(x_all, dtype=">u4").tobytes() + shares.astype(">u4").tobytes()).digest()
+    seed = _naming_seed(x_all, shares)
     everyone = np.arange(len(x_all))
 
     def trusted() -> np.ndarray:
@@ -442,3 +472,91 @@ def recover_group(
     elif not consistent:
         unattributed = True
     return Recovery(secrets=out, liars=frozenset(liars), suspects=suspects, unattributed=unattributed)
+
+
+# ---- many groups at once ------------------------------------------------------------
+
+
+def _consistent_rows(points: np.ndarray, weights: np.ndarray, values: np.ndarray, threshold: int) -> np.ndarray:
+    """``_consistent`` for one column per row: points, their barycentric weights and values of shape
+    (groups, m); bool (groups,)."""
+    m = points.shape[1]
+    term = _mul(weights, values)
+    ok = np.ones(points.shape[0], dtype=bool)
+    for _ in range(max(m - threshold, 0)):
+        ok &= (term.sum(axis=1) % _P) == 0
+        term = _mul(term, points)
+    return ok
+
+
+def _settled_at_once(
+    groups: Sequence[tuple[Sequence[int], np.ndarray, Sequence[Callable[[bytes], bool]]]], threshold: int
+) -> list[list[bytes] | None]:
+    """Per group, its secrets if recover_group (given no suspect among its holders) would return them
+    with nobody suspected, else None.
+
+    That is the honest case: every secret interpolated from the t lowest holders verifies, and the
+    first naming check (the same Fiat-Shamir combination of the same points) passes.  Groups with
+    as many holders and secrets are computed together, as arrays of shape (groups, ...): on a
+    sparse graph every client's holders differ, and one group at a time cost each group more
+    numpy calls than it has holders.
+    """
+    settled: list[list[bytes] | None] = [None] * len(groups)
+    shapes: dict[tuple[int, ...], list[int]] = {}
+    for g, (xs, shares, _) in enumerate(groups):
+        if len(xs) >= threshold:
+            shapes.setdefault(shares.shape, []).append(g)
+    for (count, m, chunks_per_share), members in shapes.items():
+        x = np.array([list(groups[g][0]) for g in members], dtype=np.uint64)  # (G, m)
+        shares = np.stack([groups[g][1] for g in members])  # (G, secrets, m, CHUNKS)
+        base = x[:, :threshold]
+        points = np.concatenate([np.zeros((len(members), 1), dtype=np.uint64), x], axis=1)
+        # One inversion for the weights at 0 (_weights_at_zero_rows) and the check's barycentric weights.
+        inverses = _inv(np.concatenate([_mul(_denominators(base), base), _denominators(points)], axis=1))
+        weights = _mul(inverses[:, :threshold], _signed_product(base)[:, None])  # (G, t)
+        chunks = _mul(weights[:, None, :, None], shares[:, :, :threshold, :]).sum(axis=2) % _P  # (G, secrets, CHUNKS)
+        # recover_group's first naming check: points 0 (the secrets) and the holders, combined over
+        # secrets and chunks with the coefficients of _combine for that group's seed.
+        rows = np.concatenate([chunks[:, :, None, :], shares], axis=2)  # (G, secrets, m + 1, CHUNKS)
+        flat = np.moveaxis(rows, 2, 1).reshape(len(members), m + 1, count * chunks_per_share)
+        rho = np.stack([
+            _coefficients(_range_seed(_naming_seed(groups[g][0], groups[g][1]), 0, count), count * chunks_per_share)
+            for g in members
+        ])
+        combined = _mul(flat, rho[:, None, :]).sum(axis=2) % _P  # (G, m + 1)
+        ok = _consistent_rows(points, inverses[:, threshold:], combined, threshold)
+        for row, g in enumerate(members):
+            if not ok[row]:
+                continue
+            secrets = [_chunks_secret(c) for c in chunks[row]]
+            if all(s is not None and check(s) for s, check in zip(secrets, groups[g][2])):
+                settled[g] = secrets  # type: ignore[assignment]
+    return settled
+
+
+def recover_groups(
+    groups: Sequence[tuple[Sequence[int], np.ndarray, Sequence[Callable[[bytes], bool]]]],
+    threshold: int,
+    *,
+    suspects: frozenset[int] = frozenset(),
+    max_liars: int,
+) -> list[Recovery]:
+    """``recover_group`` on each (xs, shares, verify) group in turn, the suspects of each carried to
+    the next; stops after a group with a secret that cannot be decoded (the caller aborts there).
+
+    Exactly the results of those calls: a group settled by ``_settled_at_once`` whose holders
+    include no suspect gets the Recovery recover_group would return; any other group takes
+    recover_group itself.
+    """
+    settled = _settled_at_once(groups, threshold)
+    out: list[Recovery] = []
+    for (xs, shares, verify), secrets in zip(groups, settled):
+        if secrets is not None and suspects.isdisjoint(xs):
+            got = Recovery(secrets=list(secrets), liars=frozenset(), suspects=suspects, unattributed=False)
+        else:
+            got = recover_group(xs, shares, threshold, verify, suspects=suspects, max_liars=max_liars)
+        out.append(got)
+        suspects = got.suspects
+        if any(s is None for s in got.secrets):
+            break
+    return out

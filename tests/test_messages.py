@@ -563,3 +563,14 @@ def test_server_abort_notice_with_any_reason_decodes(make_session, n, reason):
     assert s.clients[1].receive(notices[0]) == []
     assert s.clients[1].state.value == "aborted"
     assert reason[:100] in s.clients[1].abort_reason
+
+
+@pytest.mark.parametrize("dtype", ["<u1", "<u2", "<u4", "<u8"])
+def test_masked_input_packs_the_array_bytes_as_tobytes_would(dtype):
+    """MaskedInput.body hands msgpack the array's buffer (no copy): the bytes must be tobytes()'s,
+    for a contiguous array and for a strided view alike."""
+    values = np.arange(40, dtype=dtype) * 3
+    for masked in (values, values[::2]):
+        msg = MaskedInput(b"s" * 32, 1, 0, masked=masked)
+        envelope = [PROTOCOL_VERSION, msg.session_id, msg.round.value, msg.KIND, 1, 0, [masked.tobytes()]]
+        assert msg.encode() == msgpack.packb(envelope, use_bin_type=True)

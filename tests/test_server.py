@@ -344,7 +344,7 @@ def test_tcp_server_closes_the_unmasking_round_off_the_event_loop():
     from secagg.tcp import run_local_session
 
     seen = {}
-    real = shamir.recover_group
+    real = shamir.recover_groups
 
     def spy(*a, **k):
         seen["thread"] = threading.current_thread() is threading.main_thread()
@@ -353,10 +353,10 @@ def test_tcp_server_closes_the_unmasking_round_off_the_event_loop():
     inputs = {u: __import__("numpy").arange(3, dtype="uint64") + u for u in range(1, 5)}
     params, machines = setup_session(inputs, threshold=3, modulus=2**16, seed=1)
     try:
-        shamir.recover_group = spy
+        shamir.recover_groups = spy
         run = trio.run(lambda: run_local_session(params, machines, round_timeout=5.0))
     finally:
-        shamir.recover_group = real
+        shamir.recover_groups = real
     assert run.server.abort is None and seen == {"thread": False}
 
 

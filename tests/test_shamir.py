@@ -250,3 +250,82 @@ def test_split_refuses_secrets_of_the_wrong_length_and_x_zero():
         split(b"short", [1, 2, 3], 2, SeededRandom(0))
     with pytest.raises(ValueError):
         split(bytes(32), [0, 1, 2], 2, SeededRandom(0))
+
+
+def sequential_recoveries(groups, t, *, suspects, max_liars):
+    """The straightforward path recover_groups must match: recover_group per group, suspects carried."""
+    out = []
+    for xs, shares, verify in groups:
+        got = shamir.recover_group(xs, shares, t, verify, suspects=suspects, max_liars=max_liars)
+        out.append(got)
+        suspects = got.suspects
+        if any(s is None for s in got.secrets):
+            break
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    t=st.integers(2, 6),
+    extra=st.lists(st.integers(0, 5), min_size=1, max_size=6),  # holders beyond t, per group
+    members=st.integers(1, 3),
+    liars=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 12), st.integers(0, CHUNKS)), max_size=4),
+    suspect=st.sets(st.integers(1, 14), max_size=2),
+    max_liars=st.integers(0, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_recover_groups_gives_the_results_of_recover_group_one_group_at_a_time(
+    t, extra, members, liars, suspect, max_liars, seed
+):
+    """Groups of several sizes (so several batches), honest or with lying holders (a chunk or every
+    chunk off), earlier suspects: the batched path must not change a single field of any Recovery."""
+    rng = SeededRandom(seed)
+    pick = np.random.default_rng(seed)
+    groups, truth = [], []
+    for g, more in enumerate(extra):
+        xs = sorted(int(x) for x in pick.choice(np.arange(1, 15), size=t + more, replace=False))
+        secrets = [rng.bytes(32) for _ in range(members)]
+        tables = [split(s, xs, t, rng) for s in secrets]
+        for group, holder, chunk in liars:
+            if group == g and holder < len(xs):
+                for table in tables:
+                    table[xs[holder]] = shifted(table[xs[holder]], 1 + holder, None if chunk == CHUNKS else chunk)
+        shares = np.stack([shamir.share_array([table[x] for x in xs]) for table in tables])
+        groups.append((xs, shares, [lambda z, s=s: z == s for s in secrets]))
+        truth.append(secrets)
+    suspects = frozenset(suspect)
+    want = sequential_recoveries(groups, t, suspects=suspects, max_liars=max_liars)
+    got = shamir.recover_groups(groups, t, suspects=suspects, max_liars=max_liars)
+    assert got == want
+    if not liars and not suspects:  # the honest case is the batched one: every secret back
+        assert [r.secrets for r in got] == truth
+
+
+def test_recover_groups_settles_honest_groups_without_recover_group(monkeypatch):
+    """The batched path is the one taken when nobody lies (so the property test above exercises it)."""
+    rng = SeededRandom(5)
+    groups, secrets = [], []
+    for xs in ([1, 2, 3, 4, 5], [2, 3, 4, 6, 7], [1, 3, 5, 7, 8, 9], [4, 5, 6]):
+        s = rng.bytes(32)
+        table = split(s, xs, 3, rng)
+        groups.append((xs, shamir.share_array([table[x] for x in xs])[None], [lambda z, s=s: z == s]))
+        secrets.append([s])
+    monkeypatch.setattr(shamir, "recover_group", lambda *a, **k: pytest.fail("took the one-group path"))
+    got = shamir.recover_groups(groups, 3, suspects=frozenset({10}), max_liars=1)
+    assert [r.secrets for r in got] == secrets
+    assert all(r.liars == frozenset() and r.suspects == {10} and not r.unattributed for r in got)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.integers(0, 2**32 - 1), st.integers(PRIME - 3, 2**32 - 1),
+                          st.sampled_from([0xFFFFFF00, 0x00FFFFFF, 0xFFFF0000, 0x0000FFFF])),
+                min_size=CHUNKS, max_size=CHUNKS))
+def test_share_decoding_accepts_exactly_the_vectors_of_field_elements(ws):
+    """share_from_bytes skips unpacking when no FF FF FF run occurs; it must still accept a share iff
+    every word is below p (runs of FF across a word boundary included)."""
+    data = b"".join(w.to_bytes(4, "big") for w in ws)
+    if all(w < PRIME for w in ws):
+        assert shamir.share_from_bytes(data) == int.from_bytes(data, "big")
+    else:
+        with pytest.raises(ValueError):
+            shamir.share_from_bytes(data)
