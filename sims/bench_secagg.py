@@ -6,7 +6,18 @@
     python3 -m sims.bench_secagg --transport both --quick   # n in {10, 50}, d in {1e3, 1e4}, dropout in {0, .1}
     python3 -m sims.bench_secagg --transport tcp --n 200 --d 1e5 --dropout 0.1
     python3 -m sims.bench_secagg --graph sparse --n 100 1000 10000 --d 1e3 --dropout 0.1   # SecAgg+
+    python3 -m sims.bench_secagg --graph sparse --malicious --n 100 1000 --d 1e4 --dropout 0.1   # malicious server
     python3 -m sims.bench_secagg --liar --n 50 100 200     # unmasking: honest vs one lying responder
+    python3 -m sims.bench_secagg --breakdown [--graph sparse]   # the masked_input round, per component
+
+``--malicious`` (memory transport) runs malicious-server mode: signed keys and
+the consistency round, and on a sparse graph the global quorum and signed
+partner sets of protocol_spec.md 14.5, with k sized for MIN_GROUP honest
+inputs per learnable sum.  ``--breakdown`` profiles every client's real
+masked_input step (cProfile) at n = 100, d = 10^5 (or --n, --d) and groups
+its internal time by component (keystream, X25519, HKDF, cipher setup, share
+decryption, numpy additions, message coding, other) as fractions of the
+client floor: the explanation of the ratio, measured.
 
 ``--graph sparse`` runs SecAgg+ sessions on the Harary graph sized by
 ``secagg.graph.sparse_parameters`` for ``--tolerated-dropout`` (default 0.1)
@@ -680,6 +691,66 @@ def reconstruction_table(ns: list[int], d: int, seed: int) -> tuple[Table, bool]
     return table, ok
 
 
+# ---- where the clients' masked_input round goes ------------------------------------------
+
+# (component, predicate on a cProfile entry's (file, line, function)): the first match wins.
+_COMPONENTS: tuple[tuple[str, Callable[[tuple[str, int, str]], bool]], ...] = (
+    ("AES-CTR keystream (the floor's work)", lambda f: "update_into" in f[2]),
+    ("X25519 agreements", lambda f: "exchange" in f[2] and "x25519" in f[2].lower()),
+    ("HKDF key derivation", lambda f: "hkdf" in f[0].lower() or "HKDF" in f[2]),
+    ("AES cipher setup", lambda f: "ciphers" in f[0] or "create_encryption_ctx" in f[2]),
+    ("share decryption and decoding", lambda f: f[0].endswith(("sharecrypt.py", "shamir.py")) or "ChaCha20" in f[2]),
+    ("numpy additions (add_masks)", lambda f: f[0].endswith("masking.py") and f[2] == "add_masks"),
+    ("message decoding and encoding", lambda f: f[0].endswith("messages.py") or "msgpack" in f[0] or "Packer" in f[2]),
+)
+
+
+def masked_input_breakdown(cfg: Config, seed: int) -> tuple[dict[str, float], float, float]:
+    """cProfile of every client's real masked_input step (decode, shares, masks, encode): its
+    internal time grouped by component, their sum, and the AES-CTR client floor."""
+    import cProfile
+    import pstats
+
+    inputs = random_inputs(cfg, seed)
+    params, clients = setup_session(inputs, threshold=cfg.threshold, modulus=1 << cfg.modulus_bits, seed=seed,
+                                    **cfg.session_kwargs())
+    server = Server(params)
+    adverts = [m.encode() for c in clients.values() for m in c.start()]
+    rosters = [m for data in adverts for m in server.receive(data)]
+    shares = [r.encode() for m in rosters for r in clients[m.recipient].receive(m.encode())]
+    forwarded = [(m.recipient, m.encode()) for data in shares for m in server.receive(data)]
+    assert server.round is Round.MASKED_INPUT and len(forwarded) == cfg.n
+    profile = cProfile.Profile()
+    profile.enable()
+    for u, data in forwarded:
+        [m.encode() for m in clients[u].receive(data)]
+    profile.disable()
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    parts = {name: 0.0 for name, _ in _COMPONENTS} | {"other (Python)": 0.0}
+    for func, (_, _, internal, _, _) in stats.items():
+        name = next((n for n, match in _COMPONENTS if match(func)), "other (Python)")
+        parts[name] += internal
+    u2 = frozenset(params.client_ids)
+    floor = min(measure_floor(cfg, params, u2, u2)[0] for _ in range(2))
+    return parts, sum(parts.values()), floor
+
+
+def breakdown_table(cfg: Config, seed: int) -> Table:
+    parts, total, floor = masked_input_breakdown(cfg, seed)
+    table = Table(
+        title=f"all clients' masked_input round, {cfg.graph} graph, n = {cfg.n}, d = {fmt_d(cfg.d)}, k = {cfg.degree}, "
+        "no dropouts: internal time per component (cProfile)",
+        caption=f"client floor (AES-256-CTR, fresh key per stream) {floor:.3f} s; the profiler adds a little "
+        "to every Python-level call, so 'other' is an upper bound",
+    )
+    for name in ("component", "seconds", "of the floor"):
+        table.add_column(name, justify="right" if name != "component" else "left")
+    for name, seconds in parts.items():
+        table.add_row(name, f"{seconds:.3f}", f"{seconds / floor:.2f}")
+    table.add_row("total", f"{total:.3f}", f"{total / floor:.2f}")
+    return table
+
+
 # ---- bytes per client in the paper's setting: an extrapolation ----------------------
 
 
@@ -1006,6 +1077,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "k is sized for MIN_GROUP honest inputs per sum and every client checks a quorum of n/2 + signatures",
     )
     ap.add_argument(
+        "--breakdown", action="store_true",
+        help="instead: where all clients' masked_input round goes, per component, against the floor (--n, --d, --graph)",
+    )
+    ap.add_argument(
         "--liar", action="store_true",
         help="instead: time the server's unmasking round honest vs with one lying responder (--n, one --d)",
     )
@@ -1060,6 +1135,14 @@ def grid(args) -> tuple[list[Config], list[Config]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.breakdown:
+        console = Console() if sys.stdout.isatty() else Console(width=240)
+        for n in args.n or [GOAL_N]:
+            for d in args.d or [GOAL_D]:
+                cfg = Config(n, d, 0.0, args.modulus_bits, graph=args.graph, tolerated_dropout=args.tolerated_dropout,
+                             tolerated_corrupt=args.tolerated_corrupt)
+                console.print(breakdown_table(cfg, args.seed))
+        return 0
     if args.liar:
         table, ok = reconstruction_table(args.n or [50, 100, 200], (args.d or [1000])[0], args.seed)
         (Console() if sys.stdout.isatty() else Console(width=240)).print(table)
