@@ -36,8 +36,7 @@ from .errors import AbortError, ParameterError, SecAggError
 from .framing import loopback_host, parse_address
 from .keydir import generate_keys, load_private_key, load_public_keys
 from .messages import decode, rounds_for
-from .graph import sparse_parameters
-from .params import MAX_DIM, MIN_GROUP, PublicParams
+from .params import MAX_DIM, PublicParams, sparse_choice
 from .rng import SeededRandom, SystemRandom
 from .simulation import setup_session, simulate
 from .tcp import TcpServer, TcpServerResult, leave_at, run_client, run_local_session
@@ -96,7 +95,7 @@ def _demo_session(args: argparse.Namespace) -> tuple[dict[int, np.ndarray], dict
 def _session_line(args: argparse.Namespace, plan: dict[str, list[int]], what: str) -> str:
     mode = "malicious-server" if args.malicious else "honest-but-curious"
     dropped = sum(map(len, plan.values()))
-    graph = "" if args.graph == "complete" else f", sparse graph (k={_degree(args)})"
+    graph = "" if args.graph == "complete" else f", sparse graph (k={args.degree})"
     return (
         f"{what}, {mode} mode{graph}: n={args.clients}, t={args.threshold}, d={args.dim}, "
         f"M=2^{args.modulus_bits}, {dropped} of {args.clients} clients drop"
@@ -138,7 +137,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                     "modulus_bits": args.modulus_bits,
                     "malicious": args.malicious,
                     "graph": args.graph,
-                    "degree": _degree(args),
+                    "degree": args.degree,
                     "included": list(result.included),
                     "dropouts": plan,
                     "counts": result.counts,
@@ -196,14 +195,6 @@ def _setup_logging(level: int) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(_not_an_outcome)
-
-
-def _degree(args: argparse.Namespace) -> int:
-    """Neighbours per client of the session's graph (n - 1 on the complete graph)."""
-    if args.graph == "complete":
-        return args.clients - 1
-    return sparse_parameters(args.clients, dropout=args.tolerated_dropout, corrupt=args.tolerated_corrupt,
-                             min_group=MIN_GROUP if args.malicious else None).degree
 
 
 def _address(host: str, port: int) -> str:
@@ -656,12 +647,14 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """The checks that involve more than one flag, named by their flags."""
     if not hasattr(args, "threshold"):
         return
+    args.degree = args.clients - 1  # neighbours per client, reported by simulate
     if args.graph == "sparse":
         try:  # the graph PublicParams.create will build; its t unless one is given
-            choice = sparse_parameters(args.clients, dropout=args.tolerated_dropout, corrupt=args.tolerated_corrupt,
-                                       min_group=MIN_GROUP if args.malicious else None)
+            choice = sparse_choice(args.clients, dropout=args.tolerated_dropout, corrupt=args.tolerated_corrupt,
+                                   malicious=args.malicious)
         except SecAggError as exc:
             parser.error(f"argument --graph: {exc}")
+        args.degree = choice.degree
         if args.threshold is None:
             args.threshold = choice.threshold
     elif args.threshold is None:

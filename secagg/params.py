@@ -19,7 +19,15 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from .errors import InsecureParameters, ParameterError
-from .graph import CompleteGraph, HararyGraph, NeighbourGraph, min_honest_group, sparse_bounds, sparse_parameters
+from .graph import (
+    CompleteGraph,
+    HararyGraph,
+    NeighbourGraph,
+    SparseChoice,
+    min_honest_group,
+    sparse_bounds,
+    sparse_parameters,
+)
 from .keys import is_valid_identity_key
 from .rng import RandomSource, SystemRandom
 
@@ -179,19 +187,16 @@ class PublicParams:
         if graph == "sparse":
             if dropout is None or corrupt is None:
                 raise ParameterError("a sparse graph needs the tolerated dropout and corrupt fractions")
-            if not malicious and min_group is not None:
-                raise ParameterError("min_group bounds what a malicious server learns: it needs malicious=True")
-            if malicious and min_group is None:
-                min_group = MIN_GROUP
-            choice = sparse_parameters(len(ids), dropout=dropout, corrupt=corrupt, min_group=min_group,
-                                       security_bits=SECURITY_BITS, correctness_bits=CORRECTNESS_BITS)
+            choice = sparse_choice(len(ids), dropout=dropout, corrupt=corrupt, malicious=malicious, min_group=min_group)
             if threshold is None:
                 threshold = choice.threshold
-            elif malicious and min_honest_group(len(ids), choice.degree, threshold, corrupt, SECURITY_BITS) < min_group:
-                raise InsecureParameters(
-                    f"threshold {threshold} on k={choice.degree} lets a malicious server learn sums of fewer than "
-                    f"{min_group} honest inputs; leave the threshold to sparse_parameters"
-                )
+            elif malicious:
+                wanted = MIN_GROUP if min_group is None else min_group
+                if min_honest_group(len(ids), choice.degree, threshold, corrupt, SECURITY_BITS) < wanted:
+                    raise InsecureParameters(
+                        f"threshold {threshold} on k={choice.degree} lets a malicious server learn sums of fewer than "
+                        f"{wanted} honest inputs; leave the threshold to sparse_parameters"
+                    )
             neighbour_graph = HararyGraph(ids, choice.degree, sid, dropout=dropout, corrupt=corrupt)
         elif graph != "complete":
             raise ParameterError(f"graph must be 'complete' or 'sparse', got {graph!r}")
@@ -299,6 +304,23 @@ class PublicParams:
     def neighbours(self, u: int) -> frozenset[int]:
         assert self.graph is not None
         return self.graph.neighbours(u)
+
+
+def sparse_choice(
+    n: int, *, dropout: float, corrupt: float, malicious: bool = False, min_group: int | None = None
+) -> SparseChoice:
+    """The SecAgg+ graph ``PublicParams.create(graph="sparse")`` builds for n clients.
+
+    ``sparse_parameters`` at this module's security and correctness bits; in
+    malicious-server mode every learnable sum must also cover ``min_group``
+    honest inputs (default ``MIN_GROUP``, protocol_spec.md 14.5).
+    """
+    if not malicious and min_group is not None:
+        raise ParameterError("min_group bounds what a malicious server learns: it needs malicious=True")
+    if malicious and min_group is None:
+        min_group = MIN_GROUP
+    return sparse_parameters(n, dropout=dropout, corrupt=corrupt, min_group=min_group,
+                             security_bits=SECURITY_BITS, correctness_bits=CORRECTNESS_BITS)
 
 
 def modulus_bits_of(modulus: int) -> int:

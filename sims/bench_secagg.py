@@ -137,10 +137,10 @@ from rich.table import Table
 import secagg
 from secagg.bootstrap import encode_hello, params_from_wire, params_to_wire
 from secagg.framing import HEADER_BYTES, encode_frame
-from secagg.graph import SparseChoice, sparse_parameters
+from secagg.graph import SparseChoice
 from secagg import shamir
 from secagg.messages import AdvertiseKeys, EncryptedShares, MaskedInput, Round, UnmaskingShares, max_message_bytes
-from secagg.params import MIN_GROUP, SESSION_ID_BYTES, PublicParams, element_bytes
+from secagg.params import SESSION_ID_BYTES, PublicParams, element_bytes, sparse_choice
 from secagg.sharecrypt import CIPHERTEXT_BYTES
 from secagg.server import Server
 from secagg.simulation import setup_session
@@ -219,7 +219,7 @@ class Config:
 @functools.lru_cache(maxsize=None)
 def sized(n: int, dropout: float, corrupt: float, malicious: bool = False) -> SparseChoice:
     """The graph PublicParams.create builds (malicious mode also asks for MIN_GROUP honest inputs per sum)."""
-    return sparse_parameters(n, dropout=dropout, corrupt=corrupt, min_group=MIN_GROUP if malicious else None)
+    return sparse_choice(n, dropout=dropout, corrupt=corrupt, malicious=malicious)
 
 
 # ---- the PRG floor ------------------------------------------------------------
