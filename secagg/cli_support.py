@@ -124,6 +124,11 @@ def run_main(prog: str, main: Callable[[Sequence[str] | None], int], argv: Seque
         leaves = _leaves(exc)
         if any(isinstance(e, KeyboardInterrupt) for e in leaves):
             print(f"\n{prog}: interrupted", file=sys.stderr)
+            # CPython 3.11 marks a KeyboardInterrupt that leaves any exec() of a string (dataclasses
+            # and numpy run some while a lazy import is under way) as unhandled, and `python -m`
+            # then ends by killing itself with SIGINT (exit -2) instead of this code.  Every exec()
+            # clears that mark first, so a harmless one restores the documented exit.
+            exec("pass")  # noqa: S102 - a constant, to clear the interpreter's flag
             return INTERRUPTED
         if any(isinstance(e, BrokenPipeError) for e in leaves):
             _silence_stdout()

@@ -120,6 +120,20 @@ def test_ctrl_c_ends_with_one_line_and_code_130(tmp_path):
         assert err.count("interrupted") == 1
 
 
+def test_an_interrupt_inside_exec_still_exits_130_under_python_m(tmp_path):
+    """CPython marks a KeyboardInterrupt leaving exec() as unhandled and `python -m` would end with
+    SIGINT (-2): the race the Ctrl-C test above hit when the signal landed in a lazy import."""
+    (tmp_path / "interrupted_in_exec.py").write_text(
+        "from secagg.cli_support import run_main\n"
+        "def main(argv):\n"
+        "    exec('raise KeyboardInterrupt')\n"
+        "raise SystemExit(run_main('demo', main))\n"
+    )
+    proc = start(["interrupted_in_exec"], tmp_path)  # -m finds it in the working directory
+    err = check_one_line(proc, cli_support.INTERRUPTED, "interrupted")
+    assert err.count("interrupted") == 1
+
+
 def test_a_closed_pipe_is_silent_with_code_141(tmp_path):
     from secagg.cli import main as secagg_main
     from secagg.transcript import TranscriptWriter
