@@ -14,6 +14,18 @@
 * each later message is fed to that client state machine, whose replies go
   back.
 
+Before a step starts the node also checks, with nothing sent yet: that the
+setup names this node for its secagg id; its own policy on the secagg
+parameters (``secagg.ClientPolicy`` from its node config, or given to the
+mod); that it has not taken part in a session with that id before; and the
+survivor pin.  **Pin:** the first step that reveals a sum containing this
+node's update fixes the set of nodes it was revealed over; every later step
+on the same update (the same vector and weight, whatever round the server
+says it is) must be over exactly that set of nodes, or the node refuses to
+start it, and its secagg client refuses to unmask any other survivor list.
+Two sums over sets that differ by one node would reveal that node's update
+(protocol_spec.md, RFA section "Across calls").
+
 Flower may run every message in a fresh process, so the state machine is not
 kept in memory: the node keeps a 32-byte seed from the OS and the server
 messages of the session in ``context.state`` and rebuilds the client by
@@ -25,27 +37,38 @@ server a dropout.
 
 from __future__ import annotations
 
+import hashlib
+
+import msgpack
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from flwr.clientapp.typing import ClientAppCallable
 
 from rfa.weiszfeld import weiszfeld_weights
-from secagg import Client, SeededRandom, SystemRandom
+from secagg import Client, ClientPolicy, SeededRandom, SystemRandom
 
 from .arrays import Layout
-from .protocol import SecurePolicy, Setup, SetupError, content, secagg_record
+from .protocol import SecurePolicy, Setup, SetupError, client_policy, content, secagg_record
 
 UPDATE = "rfa-update"  # context.state: the local update (ArrayRecord)
 LOCAL = "rfa-local"  # context.state: alpha_i and the open session (ConfigRecord)
+# context.state: what outlives one update: the pins (update digest -> node ids) and the session ids
+# this node has taken part in, as msgpack bytes (Flower node ids are unsigned 64-bit integers).
+MEMORY = "rfa-memory"
 SEED_BYTES = 32
 
 
 class SecureRFAMod:
     """``ClientApp(mods=[SecureRFAMod(policy)])`` or ``@app.train(mods=[...])``."""
 
-    def __init__(self, policy: SecurePolicy, *, weighted_by_key: str = "num-examples"):
+    def __init__(
+        self, policy: SecurePolicy, *, weighted_by_key: str = "num-examples", client_policy: ClientPolicy | None = None
+    ):
+        """``client_policy``: the node's floor on the secagg parameters; None reads it from the
+        node config when a setup arrives (keys ``protocol.POLICY_KEYS``)."""
         self.policy = policy
         self.weighted_by_key = weighted_by_key
+        self.client_policy = client_policy
 
     def __call__(self, message: Message, context: Context, call_next: ClientAppCallable) -> Message:
         record = secagg_record(message)
@@ -83,7 +106,9 @@ class SecureRFAMod:
             raise SetupError(f"the train function reported no positive '{self.weighted_by_key}'")
         alpha = float(np.clip(alpha, self.policy.alpha_min, self.policy.alpha_max))
         context.state[UPDATE] = ArrayRecord([update])
-        context.state[LOCAL] = ConfigRecord({"alpha": alpha, "seed": b"", "setup": b"", "inbox": []})
+        context.state[LOCAL] = ConfigRecord({
+            "alpha": alpha, "seed": b"", "setup": b"", "inbox": [], "digest": _digest(update, alpha),
+        })
         return Message(content("ready"), reply_to=message)
 
     # ---- secure aggregation steps --------------------------------------------
@@ -93,7 +118,7 @@ class SecureRFAMod:
             raise SetupError("no local update: this node did not train in this round")
         return context.state.config_records[LOCAL]
 
-    def _client(self, setup: Setup, local: ConfigRecord, update: np.ndarray, seed: bytes) -> Client:
+    def _client(self, setup: Setup, local: ConfigRecord, update: np.ndarray, seed: bytes, pin: set[int] | None) -> Client:
         """The secagg client of this step, its input the encoding of (beta_i w_i, beta_i)."""
         alpha = np.array([float(local["alpha"])])  # type: ignore[arg-type]
         if setup.kind == "mean":
@@ -101,17 +126,37 @@ class SecureRFAMod:
         else:
             beta = float(weiszfeld_weights(update[None, :], setup.v, alpha, self.policy.nu)[0])
         encoded = self.policy.encoding.encode(update, beta)
-        return Client(setup.params, setup.client_id, encoded.vector, rng=SeededRandom(seed))
+        pinned = None if pin is None else [u for u, node in setup.nodes.items() if node in pin]
+        return Client(setup.params, setup.client_id, encoded.vector, rng=SeededRandom(seed), pinned=pinned)
 
     def _setup(self, message: Message, context: Context, record: ConfigRecord) -> Message:
         local = self._local(context)
         update = context.state.array_records[UPDATE].to_numpy_ndarrays()[0]
-        setup = Setup.decode(record["setup"])  # type: ignore[arg-type]
-        if setup.params.dim != update.size + 1:
-            raise SetupError(f"the session is for {setup.params.dim - 1} parameters, the update has {update.size}")
-        self.policy.check_step(setup.kind, setup.params, setup.v, f"client {setup.client_id}")
+        policy = self.client_policy or client_policy(context.node_config)
+        setup = Setup.decode(record["setup"], policy)  # type: ignore[arg-type]
+        params = setup.params
+        if setup.nodes[setup.client_id] != context.node_id:
+            raise SetupError(f"the setup gives secagg id {setup.client_id} to node {setup.nodes[setup.client_id]}, "
+                             f"not to this node {context.node_id}")
+        if params.malicious:
+            raise SetupError("malicious-server mode needs identity keys, which a Flower node does not have here")
+        if params.dim != update.size + 1:
+            raise SetupError(f"the session is for {params.dim - 1} parameters, the update has {update.size}")
+        policy.check(params)
+        self.policy.check_step(setup.kind, params, setup.v, f"client {setup.client_id}")
+        pins, sessions = _memory(context)
+        if params.session_id in sessions:
+            raise SetupError(f"session id {params.session_id.hex()[:16]}... was used before: refused")
+        pin = pins.get(local["digest"])  # type: ignore[arg-type]
+        if pin is not None and set(setup.nodes.values()) != pin:
+            raise SetupError(
+                f"the survivor set pinned by this update's first sum has {len(pin)} nodes; this step asks "
+                f"{len(setup.nodes)}, {len(pin ^ set(setup.nodes.values()))} of them different: two sums over "
+                "different sets would reveal the difference"
+            )
         seed = SystemRandom().bytes(SEED_BYTES)
-        replies = self._client(setup, local, update, seed).start()
+        replies = self._client(setup, local, update, seed, pin).start()
+        _remember(context, pins, sessions | {params.session_id})
         local["seed"], local["setup"], local["inbox"] = seed, record["setup"], []
         context.state[LOCAL] = local
         return Message(content("reply", data=[m.encode() for m in replies]), reply_to=message)
@@ -121,15 +166,42 @@ class SecureRFAMod:
         if not local["setup"]:
             raise SetupError("a secure aggregation round before its setup")
         update = context.state.array_records[UPDATE].to_numpy_ndarrays()[0]
-        client = self._client(Setup.decode(local["setup"]), local, update, local["seed"])  # type: ignore[arg-type]
+        setup = Setup.decode(local["setup"])  # type: ignore[arg-type]
+        pins, sessions = _memory(context)
+        digest: str = local["digest"]  # type: ignore[assignment]
+        client = self._client(setup, local, update, local["seed"], pins.get(digest))  # type: ignore[arg-type]
         client.start()
         inbox = list(local["inbox"])  # type: ignore[arg-type]
         for data in inbox:  # replay: rebuilds exactly the state the last message left
             client.receive(data)
         replies = []
         for data in record["data"]:  # type: ignore[union-attr]
-            replies += client.receive(data)
+            replies += client.receive(data)  # with a pin, a different survivor list raises: nothing revealed
             inbox.append(data)
+        if client.unmasked_over is not None and digest not in pins:
+            # This update's first revealed sum: every later one must be over the same nodes.
+            pins[digest] = {setup.nodes[u] for u in client.unmasked_over}
+            _remember(context, pins, sessions)
         local["inbox"] = inbox
         context.state[LOCAL] = local
         return Message(content("reply", data=[m.encode() for m in replies]), reply_to=message)
+
+
+def _digest(update: np.ndarray, alpha: float) -> str:
+    """Names the vector a sum contains: pins are per (update, weight), not per server round."""
+    data = np.asarray(update, dtype="<f8").tobytes() + np.float64(alpha).tobytes()
+    return hashlib.sha256(b"rfa-flower/pin|" + data).hexdigest()
+
+
+def _memory(context: Context) -> tuple[dict[str, set[int]], set[bytes]]:
+    """The node's pins and the session ids it took part in (empty on a fresh node)."""
+    record = context.state.config_records.get(MEMORY)
+    if record is None:
+        return {}, set()
+    obj = msgpack.unpackb(record["memory"], raw=False)  # type: ignore[arg-type]
+    return {k: set(v) for k, v in obj["pins"].items()}, set(obj["sessions"])
+
+
+def _remember(context: Context, pins: dict[str, set[int]], sessions: set[bytes]) -> None:
+    data = {"pins": {k: sorted(v) for k, v in pins.items()}, "sessions": sorted(sessions)}
+    context.state[MEMORY] = ConfigRecord({"memory": msgpack.packb(data, use_bin_type=True)})

@@ -5,8 +5,9 @@ holds one ``ConfigRecord`` under ``RECORD``:
 
 * server -> client, ``op="setup"``: ``setup`` = msgpack of the step
   (the secagg public parameters via ``secagg.bootstrap.params_to_wire``, the
-  client's secagg id, the step kind, the broadcast v as float64 bytes);
-  the client answers with its ``advertise_keys``;
+  client's secagg id, which Flower node plays each secagg id, the step kind,
+  the broadcast v as float64 bytes); the client answers with its
+  ``advertise_keys``;
 * server -> client, ``op="round"``: ``data`` = the list of secagg messages
   (``secagg.messages``, msgpack bytes) the server state machine addressed to
   this client; the client answers with the messages its state machine returns;
@@ -15,14 +16,16 @@ holds one ``ConfigRecord`` under ``RECORD``:
 
 A client reply holds nothing but secagg wire messages: no ``num-examples``,
 no metrics, no model.  The public privacy parameters (``SecurePolicy``) are
-agreed before the run (Flower's run config), never taken from the server.
+agreed before the run (Flower's run config), never taken from the server; the
+node's own floor on the secagg parameters (``secagg.ClientPolicy``) comes from
+its node config (``client_policy``).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import msgpack
 import numpy as np
@@ -30,7 +33,7 @@ from flwr.app import ConfigRecord, Message, RecordDict
 
 from rfa.errors import RFAError
 from rfa.privacy import PrivacyPolicy
-from secagg import FixedPointEncoding, MalformedMessage, PublicParams
+from secagg import ClientPolicy, FixedPointEncoding, MalformedMessage, ParameterError, PublicParams, WeakParameters
 from secagg.bootstrap import params_from_wire, params_to_wire
 
 RECORD = "rfa-secagg"
@@ -102,8 +105,30 @@ class SecurePolicy:
             raise SetupError(f"threshold t={params.threshold} is below the agreed {self.threshold:.3g} of n={params.n}")
         if kind == "mean":
             return self.privacy.check_mean(params.threshold, party)
-        self.privacy.client_check(v, params.threshold, party)
-        return self.privacy.certificate(params.threshold)
+        return self.privacy.client_check(v, params.threshold, party)  # certified with this v's reach, as in memory
+
+
+# Node config keys of a node's own policy on the secagg parameters (secagg.ClientPolicy), and their fields.
+POLICY_KEYS = {
+    "secagg-min-group": "min_group",
+    "secagg-tolerated-corrupt": "corrupt",
+    "secagg-tolerated-dropout": "dropout",
+    "secagg-min-threshold": "min_threshold",
+    "secagg-max-clients": "max_clients",
+}
+
+
+def client_policy(node_config: Mapping[str, Any]) -> ClientPolicy:
+    """The node's ``ClientPolicy`` from its node config (keys ``POLICY_KEYS``; absent keys keep the defaults)."""
+    fields: dict[str, Any] = {}
+    for key, name in POLICY_KEYS.items():
+        if key in node_config:
+            value = node_config[key]
+            fields[name] = int(value) if name in ("min_group", "max_clients") else float(value)  # type: ignore[arg-type]
+    try:
+        return ClientPolicy(**fields)
+    except ParameterError as exc:
+        raise SetupError(f"node config: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -112,6 +137,7 @@ class Setup:
     client_id: int  # the recipient's secagg id
     kind: Kind
     v: np.ndarray  # the broadcast (zeros for a mean step)
+    nodes: Mapping[int, int]  # secagg id -> the Flower node that plays it (public: pins are kept per node)
 
     def encode(self) -> bytes:
         return msgpack.packb(
@@ -120,20 +146,43 @@ class Setup:
                 "id": self.client_id,
                 "kind": self.kind,
                 "v": np.asarray(self.v, dtype="<f8").tobytes(),
+                "nodes": dict(self.nodes),
             },
             use_bin_type=True,
         )
 
     @classmethod
-    def decode(cls, data: bytes) -> "Setup":
+    def decode(cls, data: bytes, policy: ClientPolicy | None = None) -> "Setup":
+        """Parse a setup; with the node's ``policy``, refuse a session below it before rebuilding anything."""
+        # With a policy, no array or map may list more ids than it accepts: msgpack refuses such a
+        # setup from the length header, before building it.
+        limit = policy.max_clients + 16 if policy is not None else len(data)
         try:
-            obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
-            params = params_from_wire(obj["params"])
-            client_id, kind, v = obj["id"], obj["kind"], obj["v"]
+            obj = msgpack.unpackb(data, raw=False, strict_map_key=False, max_array_len=limit, max_map_len=limit)
+        except ValueError as exc:
+            if policy is not None and "exceeds max" in str(exc):
+                raise WeakParameters(
+                    "max-clients", f"the setup holds a list or map of more entries than the {policy.max_clients} "
+                    "clients this node accepts"
+                ) from None
+            raise SetupError(f"malformed setup: {exc}") from None
+        except msgpack.UnpackException as exc:
+            raise SetupError(f"malformed setup: {exc}") from None
+        try:
+            wire = obj["params"]
+            if policy is not None and type(wire) is dict:
+                policy.screen_wire(wire)
+            params = params_from_wire(wire)
+            client_id, kind, v, nodes = obj["id"], obj["kind"], obj["v"], obj["nodes"]
+        except WeakParameters:
+            raise  # the node's own policy refuses the session: say so, not "malformed"
         except (MalformedMessage, AttributeError, KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
             raise SetupError(f"malformed setup: {exc}") from None
         if type(client_id) is not int or client_id not in params.client_ids:
             raise SetupError("setup names a client id outside the session")
+        if (type(nodes) is not dict or set(nodes) != params.id_set
+                or any(type(x) is not int for x in nodes.values()) or len(set(nodes.values())) != len(nodes)):
+            raise SetupError("setup must name one distinct node for every secagg id")
         if kind not in ("mean", "weiszfeld"):
             raise SetupError(f"unknown step kind {kind!r:.20}")
         if type(v) is not bytes or len(v) != 8 * (params.dim - 1):
@@ -141,7 +190,7 @@ class Setup:
         vector = np.frombuffer(v, dtype="<f8").astype(np.float64)
         if not np.all(np.isfinite(vector)):
             raise SetupError("the broadcast v is not finite")
-        return cls(params, client_id, kind, vector)
+        return cls(params, client_id, kind, vector, nodes)
 
 
 def content(op: str, **fields: Any) -> RecordDict:

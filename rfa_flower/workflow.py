@@ -14,11 +14,19 @@ federated training (Algorithm 1 of the RFA paper) on a Flower ``Grid``:
 ``SecureAverage`` drives ``secagg.Server`` through ``grid.send_and_receive``:
 a setup message per node, then one Flower round trip per secagg round.  A
 reply that does not arrive within the timeout, an error reply and a reply
-that breaks the protocol all mean the same: that node dropped out, and the
-server state machine closes the round without it.  Before each step the
-server checks the privacy-weight certificate (``rfa.privacy``); each client
-checks it again with its own policy.  The server learns v, sum beta_i w_i and
-sum beta_i of each step, nothing else.
+that breaks the protocol (including one with more than one message) all mean
+the same: that node dropped out, and the server state machine closes the
+round without it, once every reply of the round trip has been read.  Before
+each step the server checks the privacy-weight certificate
+(``rfa.privacy``); each client checks it again with its own policy.  The
+server learns v, sum beta_i w_i and sum beta_i of each step, nothing else.
+
+The first step of an aggregation pins its survivor set: later steps are sent
+to those nodes only, and a step whose survivors differ aborts before anything
+is unmasked (each node also refuses it on its own, ``client_mod``).  The
+median then ends with the last completed iterate, as ``rfa.secure`` does in
+memory.  A first step that aborts leaves the global model unchanged for that
+round, and training goes on.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from flwr.serverapp import Grid
 
 from rfa.aggregators import Aggregator, GeometricMedianRule, Mean, OneStepRule
 from rfa.errors import PlaintextOnly
-from secagg import MalformedMessage, ProtocolViolation, PublicParams, Server, SystemRandom, decode
+from secagg import AbortError, MalformedMessage, ProtocolViolation, PublicParams, Server, SystemRandom, decode
 from secagg.rng import RandomSource
 
 from .arrays import Layout
@@ -62,8 +70,9 @@ class StepRecord:
 class RoundRecord:
     round: int
     trained: tuple[int, ...]  # nodes that answered "ready"
-    steps: tuple[StepRecord, ...]
+    steps: tuple[StepRecord, ...]  # the completed steps (none if the first one aborted)
     metrics: MetricRecord | None  # of evaluate_fn, if given
+    stopped: str | None = None  # why the aggregation ended before its planned steps, if it did
 
 
 @dataclass
@@ -86,7 +95,9 @@ class SecureAverage:
         self.timeout = timeout
         self.rng = rng or SystemRandom()
 
-    def __call__(self, nodes: Sequence[int], kind: Kind, v: np.ndarray) -> StepRecord:
+    def __call__(self, nodes: Sequence[int], kind: Kind, v: np.ndarray, *, pinned: bool = False) -> StepRecord:
+        """One step; raises ``AbortError`` when it reveals nothing.  ``pinned``: ``nodes`` are the survivor
+        set of the aggregation's first step, and this step reveals a sum over all of them or aborts."""
         start = time.perf_counter()
         nodes = tuple(sorted(nodes))
         secagg_id = {node: k + 1 for k, node in enumerate(nodes)}
@@ -101,9 +112,14 @@ class SecureAverage:
             rng=self.rng,
         )
         certificate = self.policy.check_step(kind, params, v, "server")
-        server = Server(params)
+        # auto_close=False: a round closes once every reply of the round trip has been read, never in
+        # the middle of one node's reply (so no node can answer a round it has not yet been sent).
+        server = Server(params, auto_close=False, pinned=params.client_ids if pinned else None)
         outgoing = [
-            Message(content("setup", setup=Setup(params, secagg_id[n], kind, v).encode()), dst_node_id=n, message_type="train")
+            Message(
+                content("setup", setup=Setup(params, secagg_id[n], kind, v, node_of).encode()),
+                dst_node_id=n, message_type="train",
+            )
             for n in nodes
         ]
         received = 0
@@ -111,7 +127,7 @@ class SecureAverage:
         while server.result is None:
             asked = {m.metadata.dst_node_id for m in outgoing}
             replies = self.grid.send_and_receive(outgoing, timeout=self.timeout)
-            index, answers = server.round, []
+            index = server.round
             for reply in replies:
                 node = reply.metadata.src_node_id
                 record = None if reply.has_error() else secagg_record(reply)
@@ -120,21 +136,17 @@ class SecureAverage:
                 asked.discard(node)  # one reply per node and round
                 try:
                     items = wire_items(record)
-                except MalformedMessage as exc:
+                    received += sum(map(len, items))
+                    if len(items) != 1:  # every client round is answered by exactly one message
+                        raise ProtocolViolation(secagg_id[node], "one-message", f"{len(items)} messages in one reply")
+                    if decode(items[0], params).sender != secagg_id[node]:
+                        raise ProtocolViolation(secagg_id[node], "impersonation", "sent as another client")
+                    server.receive(items[0])
+                except (MalformedMessage, ProtocolViolation) as exc:
                     violations.append((node, str(exc)))
-                    continue
-                for data in items:
-                    received += len(data)
-                    try:
-                        if decode(data, params).sender != secagg_id[node]:
-                            raise ProtocolViolation(secagg_id[node], "impersonation", "sent as another client")
-                        answers += server.receive(data)
-                    except (MalformedMessage, ProtocolViolation) as exc:
-                        violations.append((node, str(exc)))
-                        log.warning("node %d broke the protocol: %s", node, exc)
-                        break
-            if server.result is None and server.round is index:
-                answers = server.close_round()  # the rest dropped; AbortError below t
+                    log.warning("node %d broke the protocol: %s", node, exc)
+            assert server.round is index
+            answers = server.close_round()  # whoever did not answer dropped; AbortError below t
             per_node: dict[int, list[bytes]] = {}
             for msg in answers:
                 per_node.setdefault(node_of[msg.recipient], []).append(msg.encode())
@@ -176,19 +188,31 @@ class SecureRFAWorkflow:
         self.timeout = timeout
         self.min_nodes = min_nodes
 
-    def aggregate(self, grid: Grid, nodes: Iterable[int], dim: int) -> tuple[np.ndarray, tuple[StepRecord, ...]]:
-        """The rule's aggregate of the updates the nodes hold, by secure averages only."""
+    def aggregate(
+        self, grid: Grid, nodes: Iterable[int], dim: int
+    ) -> tuple[np.ndarray, tuple[StepRecord, ...], str | None]:
+        """The rule's aggregate of the updates the nodes hold, by secure averages only.
+
+        Returns the aggregate, the completed steps and why the median stopped early (None if
+        it did not).  The first step pins its survivors; a later step that loses one of them
+        aborts, and the aggregate is the last completed iterate.  ``AbortError`` from the first
+        step propagates: nothing was revealed, so there is no aggregate.
+        """
         average = SecureAverage(grid, self.policy, timeout=self.timeout)
         nodes = tuple(sorted(nodes))
         zero = np.zeros(dim)
-        if isinstance(self.rule, OneStepRule):
-            steps = [average(nodes, "weiszfeld", zero)]
-        else:
-            steps = [average(nodes, "mean", zero)]
-            if isinstance(self.rule, GeometricMedianRule):
-                for _ in range(self.rule.rounds):
-                    steps.append(average(nodes, "weiszfeld", steps[-1].output))
-        return steps[-1].output, tuple(steps)
+        steps = [average(nodes, "weiszfeld" if isinstance(self.rule, OneStepRule) else "mean", zero)]
+        stopped = None
+        if isinstance(self.rule, GeometricMedianRule):
+            for _ in range(self.rule.rounds):
+                try:
+                    steps.append(average(steps[0].included, "weiszfeld", steps[-1].output, pinned=True))
+                except AbortError as exc:
+                    stopped = str(exc)
+                    log.warning("the median stopped after %d of %d steps (last completed iterate kept): %s",
+                                len(steps), self.rule.rounds + 1, exc)
+                    break
+        return steps[-1].output, tuple(steps), stopped
 
     def run(
         self,
@@ -225,10 +249,14 @@ class SecureRFAWorkflow:
                     if not m.has_error() and (r := secagg_record(m)) is not None and r.get("op") == "ready"
                 )
             )
-            aggregate, steps = self.aggregate(grid, ready, w.size)
+            try:
+                aggregate, steps, stopped = self.aggregate(grid, ready, w.size)
+            except AbortError as exc:  # nothing revealed: this round leaves the model as it was
+                log.warning("round %d: secure aggregation aborted, global model unchanged: %s", server_round, exc)
+                aggregate, steps, stopped = np.zeros_like(w), (), f"aborted: {exc}"
             w = w + aggregate
             history.arrays = layout.unflatten(w)
             metrics = evaluate_fn(server_round, history.arrays) if evaluate_fn else None
-            history.rounds.append(RoundRecord(server_round, ready, steps, metrics))
+            history.rounds.append(RoundRecord(server_round, ready, steps, metrics, stopped))
         return history
 

@@ -17,6 +17,7 @@ from .errors import (
     ParameterError,
     ProtocolViolation,
     SecAggError,
+    WeakParameters,
 )
 from .messages import Round, decode
 from .params import InsecureParametersWarning, PublicParams, max_colluding
@@ -44,12 +45,18 @@ __all__ = [
     "ServerResult",
     "SimulationResult",
     "SystemRandom",
+    "WeakParameters",
     "decode",
     "max_colluding",
     "simulate",
 ]
 
 from .encoding import FixedPointEncoding  # noqa: E402
+from .ledger import FileLedger, MemoryLedger, SessionLedger  # noqa: E402
+from .policy import ClientPolicy  # noqa: E402
 from .oracle import AverageResult, SecureAverageOracle  # noqa: E402
 
-__all__ += ["AverageResult", "FixedPointEncoding", "SecureAverageOracle"]
+__all__ += [
+    "AverageResult", "ClientPolicy", "FileLedger", "FixedPointEncoding", "MemoryLedger", "SecureAverageOracle",
+    "SessionLedger",
+]

@@ -1,6 +1,6 @@
 """Session bootstrapping over TCP: the hello frame and the parameters frame.
 
-1. The client connects and sends ``{"type": "hello", "version": 1, "id": I}``.
+1. The client connects and sends ``{"type": "hello", "version": 3, "id": I}``.
 2. The server binds the connection to ``I`` (refusing an id that is unknown,
    already bound, or arrives after ``advertise_keys`` closed) and answers
    ``{"type": "params", "version", "session_id", "client_ids", "threshold",
@@ -9,9 +9,11 @@
    "detail"}`` before closing.
 3. The client rebuilds ``PublicParams`` (which validates them, identity keys
    included: canonical Ed25519 keys of prime order), refuses
-   insecure thresholds, and in malicious-server mode refuses identity keys
-   that differ from the ones it trusts independently of the server (a local
-   key directory playing the PKI).  It then sends ``advertise_keys``.
+   insecure thresholds and parameters below its own policy (``policy.py``;
+   it then answers with a refusal frame and closes), and in malicious-server
+   mode refuses identity keys that differ from the ones it trusts
+   independently of the server (a local key directory playing the PKI).  It
+   then sends ``advertise_keys``.
 
 Both frames are plain msgpack maps with strictly typed fields.
 """
@@ -19,7 +21,7 @@ Both frames are plain msgpack maps with strictly typed fields.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import msgpack
 
@@ -65,7 +67,7 @@ def _unpack(data: bytes, field: str, party: int | None = None) -> dict[str, Any]
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise MalformedMessage(f"not a msgpack object ({exc.__class__.__name__})", party=party, field=field)
     if type(obj) is not dict or type(obj.get("version")) is not int or obj["version"] != PROTOCOL_VERSION or type(obj.get("type")) is not str:
-        raise MalformedMessage("expected a map with 'type' and 'version' 1", party=party, field=field)
+        raise MalformedMessage(f"expected a map with 'type' and 'version' {PROTOCOL_VERSION}", party=party, field=field)
     return obj
 
 
@@ -113,9 +115,9 @@ def params_from_wire(obj: Mapping[str, Any], field: str = "params", *, allow_ins
     """
     ids = obj.get("client_ids")
     keys = obj.get("identity_keys")
-    if type(ids) is not list or any(type(u) is not int for u in ids):
+    if type(ids) is not list or not set(map(type, ids)) <= {int}:
         raise MalformedMessage("client_ids must be a list of integers", field=f"{field}.client_ids")
-    if type(keys) is not dict or any(type(k) is not int or type(v) is not bytes for k, v in keys.items()):
+    if type(keys) is not dict or not set(map(type, keys)) <= {int} or not set(map(type, keys.values())) <= {bytes}:
         raise MalformedMessage("identity_keys must map integers to bytes", field=f"{field}.identity_keys")
     if type(obj.get("malicious")) is not bool or type(obj.get("session_id")) is not bytes:
         raise MalformedMessage("malicious must be a bool and session_id bytes", field=field)
@@ -154,14 +156,33 @@ def encode_params(params: PublicParams, *, round_timeout: float, join_seconds: f
 
 
 def encode_refusal(rule: str, detail: str) -> bytes:
+    """A refusal frame: the server's answer to a hello it refuses, or a client's answer to parameters it refuses."""
     return msgpack.packb({"type": "refused", "version": PROTOCOL_VERSION, "rule": rule, "detail": detail[:1024]})
 
 
-def decode_bootstrap_reply(data: bytes, *, allow_insecure: bool = False) -> SessionInfo:
+def decode_refusal(data: bytes) -> tuple[str, str] | None:
+    """(rule, detail) if ``data`` is a well-formed refusal frame, else None; never raises."""
+    if len(data) > 4096:
+        return None
+    try:
+        obj = _unpack(data, "refused")
+    except MalformedMessage:
+        return None
+    rule, detail = obj.get("rule"), obj.get("detail")
+    if obj["type"] != "refused" or type(rule) is not str or type(detail) is not str or len(rule) > 64:
+        return None
+    return rule, detail
+
+
+def decode_bootstrap_reply(
+    data: bytes, *, allow_insecure: bool = False, screen: Callable[[Mapping[str, Any]], None] | None = None
+) -> SessionInfo:
     """The server's answer to hello; raises ``Refused`` or ``MalformedMessage``.
 
     ``allow_insecure`` is the client's own choice: whether it accepts a
     threshold that gives no guarantee (the server cannot make it for it).
+    ``screen`` sees the decoded frame before any parameter is rebuilt and may
+    raise to refuse it cheaply (the client's policy, its trusted keys).
     """
     obj = _unpack(data, "params", party=0)
     if obj["type"] == "refused":
@@ -174,4 +195,6 @@ def decode_bootstrap_reply(data: bytes, *, allow_insecure: bool = False) -> Sess
     timeouts = obj.get("round_timeout"), obj.get("join_seconds")
     if any(type(x) is not float or not 0 <= x < 1e7 for x in timeouts):
         raise MalformedMessage("round_timeout and join_seconds must be non-negative floats", party=0, field="params")
+    if screen is not None:
+        screen(obj)
     return SessionInfo(params_from_wire(obj, allow_insecure=allow_insecure), *timeouts)

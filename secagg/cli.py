@@ -35,8 +35,10 @@ from .cli_support import ABORTED, FAILED, OK, USAGE, Console, HelpFormatter, des
 from .errors import AbortError, ParameterError, SecAggError
 from .framing import loopback_host, parse_address
 from .keydir import generate_keys, load_private_key, load_public_keys
+from .ledger import FileLedger
 from .messages import decode, rounds_for
 from .params import MAX_DIM, PublicParams, sparse_choice
+from .policy import ClientPolicy
 from .rng import SeededRandom, SystemRandom
 from .simulation import setup_session, simulate
 from .tcp import TcpServer, TcpServerResult, leave_at, run_client, run_local_session
@@ -347,16 +349,22 @@ def cmd_client(args: argparse.Namespace) -> int:
     host, port = args.server
     try:
         value = _load_input(args.input) if args.input else None
-        identity = trusted = None
+        identity = trusted = ledger = None
         if args.identity_dir:
             trusted = load_public_keys(args.identity_dir)
             identity = load_private_key(args.identity_dir, args.id)
+            ledger = FileLedger.beside_key(args.identity_dir, args.id)  # session ids signed in, beside the key
+        policy = ClientPolicy(
+            min_group=args.min_group, corrupt=args.tolerated_corrupt, dropout=args.tolerated_dropout,
+            min_threshold=args.min_threshold, max_clients=args.max_clients,
+        )
     except SecAggError as exc:
         print(f"secagg client: {exc}", file=sys.stderr)
         return USAGE
     outcome = trio.run(
         lambda: run_client(
-            host, port, args.id, value, identity_key=identity, trusted_keys=trusted, timeout=args.timeout
+            host, port, args.id, value, identity_key=identity, trusted_keys=trusted, timeout=args.timeout,
+            policy=policy, ledger=ledger,
         )
     )
     if args.json:
@@ -623,6 +631,22 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_argument("--identity-dir", default=None, help="malicious-server mode: the trusted key directory")
     cli.add_argument("--timeout", type=_SECONDS, default=None,
                      help="seconds to wait for each server frame (default: the server's deadlines plus 30 s)")
+    defaults = ClientPolicy()
+    policy = cli.add_argument_group(
+        "this client's policy", "the session's parameters must meet these, or the client declines before it "
+        "sends anything but its refusal (exit code 1; protocol_spec.md 13.3)")
+    policy.add_argument("--min-group", type=_POSITIVE, default=defaults.min_group,
+                        help="fewest honest inputs in any sum the server can learn (default: 10 on a sparse graph "
+                             "in malicious-server mode, the library's own sizing, else 2)")
+    policy.add_argument("--tolerated-corrupt", type=float_in(0, 1, high_open=True), default=defaults.corrupt,
+                        help="fraction of clients assumed to collude with the server; the threshold, or a sparse "
+                             f"graph's sizing, must cover it (default {defaults.corrupt})")
+    policy.add_argument("--tolerated-dropout", type=float_in(0, 1, high_open=True), default=defaults.dropout,
+                        help=f"a sparse graph must be sized for at least this dropout fraction (default {defaults.dropout})")
+    policy.add_argument("--min-threshold", type=float_in(0, 1, low_open=True), default=defaults.min_threshold,
+                        help=f"complete graph: t at least this fraction of n (default {defaults.min_threshold})")
+    policy.add_argument("--max-clients", type=_CLIENTS, default=defaults.max_clients,
+                        help=f"largest session to join (default {defaults.max_clients:,})")
     _output_flags(cli, "print this client's outcome as JSON on stdout", "log warnings only")
 
     demo = command("demo", "server and N clients in one process over loopback TCP", cmd_demo)

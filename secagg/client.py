@@ -9,13 +9,17 @@ Every check a client makes on the server lives here (Bonawitz et al. 2017,
 Fig. 4, the "assert" lines): the roster, the forwarded ciphertexts, the
 survivor list, the consistency signatures and, above all, the rule that no
 peer ever gets both its self-mask share and its mask-key share revealed.
-A ``receive`` that raises leaves the client exactly as it was.
+In malicious-server mode every signature after round 1 binds the digest of
+this session's roster (roster.py), and an injected ledger refuses a session
+id signed in before (ledger.py); a pinned survivor set restricts which list
+the client will unmask (one aggregation, one set).  A ``receive`` that
+raises leaves the client exactly as it was.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -51,8 +55,10 @@ from .messages import (
     UnmaskRequest,
     decode,
 )
+from .ledger import SessionLedger
 from .params import PublicParams
 from .rng import RandomSource, SystemRandom
+from .roster import leaf_hash, roster_root, verify_inclusion
 from .sharecrypt import channel_keys, decrypt_shares, encrypt_shares
 
 
@@ -75,7 +81,14 @@ class Client:
         *,
         rng: RandomSource | None = None,
         identity_key: Ed25519PrivateKey | None = None,
+        ledger: SessionLedger | None = None,
+        pinned: Iterable[int] | None = None,
     ):
+        """``ledger``: where a client with a long-term identity records the session ids it
+        signs in; ``start()`` refuses one recorded before (malicious mode, ledger.py).
+        ``pinned``: the survivor set of the earlier calls of the same aggregation; the
+        client signs and unmasks only a survivor list equal to it (protocol_spec.md, RFA
+        section "Across calls")."""
         if client_id not in params.id_set:
             raise ParameterError(f"client id {client_id} is not in this session")
         value = np.asarray(value)
@@ -94,6 +107,8 @@ class Client:
         self._value = value.astype(params.dtype)
         self._rng = rng or SystemRandom()
         self._identity = identity_key
+        self._ledger = ledger
+        self._pinned = None if pinned is None else frozenset(pinned)
         self._c_sk = X25519PrivateKey.from_private_bytes(self._rng.bytes(32))
         self._s_sk = X25519PrivateKey.from_private_bytes(self._rng.bytes(32))
         self._roster: dict[int, tuple[bytes, bytes, bytes | None]] = {}
@@ -103,6 +118,8 @@ class Client:
         self._own_shares: tuple[int, int] = (0, 0)
         self._held: dict[int, tuple[int, int]] = {}  # peer -> (b share, s share) held for it
         self._survivors: frozenset[int] | None = None  # the list signed (malicious mode)
+        self.roster_digest = b""  # malicious mode: root of the roster tree, bound into every later signature
+        self.unmasked_over: frozenset[int] | None = None  # the survivor list this client revealed shares for
         self._revealed_b: frozenset[int] = frozenset()
         self._revealed_s: frozenset[int] = frozenset()
         self.abort_reason: str | None = None
@@ -122,6 +139,10 @@ class Client:
         """Round advertise_keys: publish the two X25519 public keys."""
         if self.state is not ClientState.START:
             raise ProtocolViolation(self.id, "out-of-order", "start() called twice")
+        if self.params.malicious and self._ledger is not None and not self._ledger.claim(self.params.session_id):
+            raise ProtocolViolation(
+                SERVER, "session-reused", f"client {self.id} has already signed in session {self.params.session_id.hex()[:16]}..."
+            )
         c_pk, s_pk = raw_public(self._c_sk), raw_public(self._s_sk)
         signature = None
         if self.params.malicious:
@@ -168,16 +189,20 @@ class Client:
         all_keys = [x25519_point(k) for c_pk, s_pk, _ in roster.values() for k in (c_pk, s_pk)]  # as points
         if len(set(all_keys)) != len(all_keys):
             raise ProtocolViolation(SERVER, "roster-duplicate-key", "two advertised public keys are equal")
+        digest = b""
         if p.malicious:
             for v, (c_pk, s_pk, sig) in roster.items():
                 if not verify_signature(p.identity_keys[v], sig, keys_payload(p.session_id, v, c_pk, s_pk)):
                     raise ProtocolViolation(SERVER, "roster-signature", f"keys of client {v} are not signed by it")
+            digest = self._digest_of(msg, roster)
         peers = sorted(p.neighbours(u) & roster.keys())
+        # The agreements first: a small-order key raises here, before any randomness is drawn,
+        # so a refused roster leaves even the injected RNG where it was.
+        channels = {v: channel_keys(agree(self._c_sk, roster[v][0], v), p.session_id, u, v) for v in peers}
+        mask_keys = {v: X25519PublicKey.from_public_bytes(roster[v][1]) for v in peers}
         seed = self._rng.bytes(shamir.SECRET_BYTES)
         holders = peers + [u]
         b_shares, s_shares = shamir.split_many([seed, raw_private(self._s_sk)], holders, p.threshold, self._rng)
-        channels = {v: channel_keys(agree(self._c_sk, roster[v][0], v), p.session_id, u, v) for v in peers}
-        mask_keys = {v: X25519PublicKey.from_public_bytes(roster[v][1]) for v in peers}
         ciphertexts = {
             v: encrypt_shares(channels[v][0], p.session_id, u, v, b_shares[v], s_shares[v], self._rng) for v in peers
         }
@@ -185,9 +210,24 @@ class Client:
             p.session_id, u, SERVER, commitment=seed_commitment(p.session_id, u, seed), ciphertexts=ciphertexts
         )
         self._roster, self._channels, self._mask_keys, self._seed = roster, channels, mask_keys, seed
+        self.roster_digest = digest
         self._own_shares = (b_shares[u], s_shares[u])
         self.state = ClientState.SHARED
         return [reply]
+
+    def _digest_of(self, msg: KeyRoster, roster: Mapping[int, tuple[bytes, bytes, bytes | None]]) -> bytes:
+        """The roster digest this client signs under from now on (roster.py).
+
+        Complete graph: the root of the roster it received, which is all of U1.
+        Sparse graph: the root the server sent, once the proof shows it holds
+        this client's own fresh keys, so no root of another session can.
+        """
+        if msg.proof is None:
+            return roster_root(roster)
+        c_pk, s_pk, _ = roster[self.id]
+        if msg.proof.size < len(roster) or not verify_inclusion(leaf_hash(self.id, c_pk, s_pk), msg.proof):
+            raise ProtocolViolation(SERVER, "roster-proof", "the roster digest does not hold this client's keys")
+        return msg.proof.root
 
     def _on_forwarded(self, msg: ForwardedShares) -> list[Message]:
         """Round masked_input: decrypt the shares held for peers, mask the input (Fig. 4, round 2)."""
@@ -216,7 +256,7 @@ class Client:
         signature = None
         if p.malicious and p.sparse:  # 14.5: my holders check whom I masked against, without me
             assert self._identity is not None
-            signature = self._identity.sign(partners_payload(p.session_id, u, tuple(sorted(senders))))
+            signature = self._identity.sign(partners_payload(p.session_id, self.roster_digest, u, tuple(sorted(senders))))
         reply = MaskedInput(p.session_id, u, SERVER, masked=acc.wire(), signature=signature)
         self._held = held
         self.state = ClientState.MASKED
@@ -242,13 +282,22 @@ class Client:
             raise AbortError(round_.value, len(local), p.threshold, "survivor list too short")
         if p.malicious and len(listed) < p.consistency_quorum:
             raise AbortError(round_.value, len(listed), p.consistency_quorum, "fewer survivors than the signature quorum")
+        if self._pinned is not None:
+            # On a sparse graph in honest-but-curious mode the list is this client's neighbourhood part.
+            pinned = self._pinned if not p.sparse or p.malicious else self._pinned & (p.neighbours(self.id) | {self.id})
+            if listed != pinned:
+                raise ProtocolViolation(
+                    SERVER, "survivors-pinned",
+                    f"survivors differ from the set pinned by this aggregation's first call "
+                    f"(missing {sorted(pinned - listed)[:5]}, extra {sorted(listed - pinned)[:5]})",
+                )
         return listed
 
     def _on_survivors(self, msg: SurvivorList) -> list[Message]:
         """Round consistency_check (malicious mode): sign the survivor set."""
         listed = self._check_survivors(msg.survivors, Round.CONSISTENCY_CHECK)
         assert self._identity is not None
-        signature = self._identity.sign(consistency_payload(self.params.session_id, msg.survivors))
+        signature = self._identity.sign(consistency_payload(self.params.session_id, self.roster_digest, msg.survivors))
         self._survivors = listed
         self.state = ClientState.SIGNED
         return [ConsistencySignature(self.params.session_id, self.id, SERVER, signature=signature)]
@@ -266,7 +315,7 @@ class Client:
             if v not in partners:
                 raise AbortError(Round.UNMASKING.value, 0, p.threshold - 1, f"no partner set of listed client {v}")
             ids, sig = partners[v]
-            if not verify_signature(p.identity_keys[v], sig, partners_payload(p.session_id, v, ids)):
+            if not verify_signature(p.identity_keys[v], sig, partners_payload(p.session_id, self.roster_digest, v, ids)):
                 raise ProtocolViolation(SERVER, "partner-signature", f"partner set of client {v} is not signed by it")
             if len(set(ids)) != len(ids) or not set(ids) <= p.neighbours(v):
                 raise ProtocolViolation(v, "partner-set", f"client {v} signed partners that are not its neighbours")
@@ -290,7 +339,7 @@ class Client:
                 raise AbortError(
                     Round.UNMASKING.value, len(signatures), p.consistency_quorum, "too few consistency signatures"
                 )
-            payload = consistency_payload(p.session_id, msg.survivors)
+            payload = consistency_payload(p.session_id, self.roster_digest, msg.survivors)
             for v, sig in signatures.items():
                 if not verify_signature(p.identity_keys[v], sig, payload):
                     raise ProtocolViolation(SERVER, "consistency-signature", f"signature of client {v} does not verify")
@@ -313,5 +362,6 @@ class Client:
         )
         self._revealed_b |= reveal_b
         self._revealed_s |= reveal_s
+        self.unmasked_over = listed
         self.state = ClientState.DONE
         return [reply]

@@ -24,6 +24,20 @@ class InsecureParameters(ParameterError):
     """The chosen threshold gives no security guarantee for the chosen mode."""
 
 
+class WeakParameters(InsecureParameters):
+    """The server's parameters are below this client's own policy (``secagg.policy``).
+
+    ``item`` names the policy item (``min-group``, ``corrupt``, ``dropout``,
+    ``min-threshold``, ``max-clients``); the client refuses the session before
+    it sends anything but its refusal.
+    """
+
+    def __init__(self, item: str, detail: str):
+        self.item = item
+        self.detail = detail
+        super().__init__(f"the session's parameters are below this client's policy [{item}]: {detail}")
+
+
 class EncodingOverflow(ParameterError):
     """The sum of the encoded inputs could wrap around the modulus."""
 

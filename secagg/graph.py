@@ -25,8 +25,11 @@ at least m honest inputs (protocol_spec.md section 14.5).
 
 The corrupted and dropped sets are fixed before the graph is drawn (static
 corruption, non-adaptive dropouts), as in the semi-honest analysis of Bell et
-al.; the bounds are exact hypergeometric tails (integer arithmetic) with a union
-bound over clients.
+al.; the bounds are hypergeometric tails with a union bound over clients.  The
+tails are computed in floating point from pmf ratios (relative error below
+1e-9 against exact integer arithmetic), O(k) numpy work, because a peer's
+parameters frame can announce k in the hundreds of thousands and must be
+judged in milliseconds.
 """
 
 from __future__ import annotations
@@ -34,8 +37,10 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Iterable, Protocol
+
+import numpy as np
 
 from .errors import InsecureParameters, ParameterError
 
@@ -72,20 +77,65 @@ class SparseBounds:
         return self.corrupt_holders + self.disconnected
 
 
-@lru_cache(maxsize=4096)
-def _tails(population: int, marked: int, draws: int) -> tuple[float, ...]:
-    """P[X >= j] for j = 0 .. draws + 1, X ~ Hypergeometric(population, marked, draws), exactly.
+# Sizing and validation read the same two tails (corrupted, dropped) several times
+# per degree, so they are cached; a handful of entries is enough for that, and a
+# small cache bounds the memory hostile frames can pin (an entry holds k + 2 floats).
+@lru_cache(maxsize=16)
+def _tails(population: int, marked: int, draws: int) -> np.ndarray:
+    """P[X >= j] for j = 0 .. draws + 1, X ~ Hypergeometric(population, marked, draws) (read-only).
 
-    Sums of products of binomials in Python integers, one division per tail: no
-    floating-point cancellation in the far tail the 2**-40 bounds live in.
+    Log-pmf by the ratio recurrence pmf(i + 1) / pmf(i) summed outwards from the
+    mode, so no large log-factorials cancel and no term above the mode overflows;
+    then a reverse cumulative sum of the scaled pmf, normalised by its total:
+    every sum is of positive terms, so the far tail carries no cancellation.
+    Relative error below 1e-9 wherever the tail is above 1e-300 (tests/test_graph.py
+    checks it against exact integer arithmetic); further out it underflows to 0.
     """
-    terms = [math.comb(marked, j) * math.comb(population - marked, draws - j) for j in range(draws + 1)]
-    total = math.comb(population, draws)
-    tails, running = [0.0] * (draws + 2), 0
-    for j in range(draws, -1, -1):
-        running += terms[j]
-        tails[j] = running / total
-    return tuple(tails)
+    if not 0 <= marked <= population or not 0 <= draws <= population:
+        raise ValueError(f"no hypergeometric law draws {draws} of {population} with {marked} marked")
+    low, high = max(0, draws - (population - marked)), min(draws, marked)  # the support of X
+    mode = min(max((draws + 1) * (marked + 1) // (population + 2), low), high)
+    i = np.arange(low, high, dtype=np.float64)
+    # Both products are exact integers in float64 (below 2**53 for population < 9e7);
+    # log1p of their relative difference keeps ratios near 1 accurate to the last bit.
+    up, down = (marked - i) * (draws - i), (i + 1) * (population - marked - draws + i + 1)
+    log_ratio = np.log1p((up - down) / down)
+    m = mode - low
+    log_pmf = np.zeros(high - low + 1)  # relative to the mode: at most 0 (up to rounding)
+    np.cumsum(log_ratio[m:], out=log_pmf[m + 1 :])
+    log_pmf[:m] = -np.cumsum(log_ratio[:m][::-1])[::-1]
+    upper = np.cumsum(np.exp(log_pmf)[::-1])[::-1]
+    tails = np.zeros(draws + 2)
+    tails[:low] = 1.0
+    tails[low : high + 1] = upper / upper[0]
+    tails.flags.writeable = False
+    return tails
+
+
+@lru_cache(maxsize=256)
+def _run_removed(n: int, removed: int, run: int) -> float:
+    """P[a fixed run of ``run`` ring positions is all removed] = prod_i (removed - i) / (n - i)."""
+    if run > removed:
+        return 0.0  # the factor at i = removed is 0
+    i = np.arange(run, dtype=np.float64)
+    return float(np.prod((removed - i) / (n - i)))
+
+
+# The two threshold-dependent bounds of sparse_bounds, for an array of thresholds at
+# once: sparse_parameters scans every t of every k it tries.
+def _corrupt_holder_bounds(n: int, degree: int, corrupted: int, thresholds: np.ndarray) -> np.ndarray:
+    """n P[>= t of k neighbours corrupted], at most 1, per threshold t."""
+    if not corrupted:
+        return np.zeros(len(thresholds))
+    return np.minimum(n * _tails(n - 1, corrupted, degree)[np.minimum(thresholds, degree + 1)], 1.0)
+
+
+def _too_few_holder_bounds(n: int, degree: int, dropped: int, thresholds: np.ndarray) -> np.ndarray:
+    """n P[> k - t of k neighbours dropped], at most 1, per threshold t."""
+    if not dropped:
+        return np.zeros(len(thresholds))
+    # at most k - t dropped neighbours keeps t surviving holders
+    return np.minimum(n * _tails(n - 1, dropped, degree)[degree - thresholds + 1], 1.0)
 
 
 def sparse_bounds(n: int, degree: int, threshold: int, dropout: float, corrupt: float) -> SparseBounds:
@@ -104,14 +154,12 @@ def sparse_bounds(n: int, degree: int, threshold: int, dropout: float, corrupt: 
     corrupted = math.floor(corrupt * n)
     dropped = math.floor(dropout * n)
     removed = min(n, corrupted + dropped)
-    p_corrupt = n * _tails(n - 1, corrupted, degree)[min(threshold, degree + 1)] if corrupted else 0.0
-    run = degree // 2
-    p_run = 1.0
-    for i in range(run):
-        p_run *= max(removed - i, 0) / (n - i)
-    # at most k - t dropped neighbours keeps t surviving holders
-    p_drop = n * _tails(n - 1, dropped, degree)[degree - threshold + 1] if dropped else 0.0
-    return SparseBounds(min(p_corrupt, 1.0), min(n * p_run, 1.0), min(p_drop, 1.0))
+    t = np.array([threshold])
+    return SparseBounds(
+        float(_corrupt_holder_bounds(n, degree, corrupted, t)[0]),
+        min(n * _run_removed(n, removed, degree // 2), 1.0),
+        float(_too_few_holder_bounds(n, degree, dropped, t)[0]),
+    )
 
 
 def max_corrupt_neighbours(n: int, degree: int, corrupt: float, security_bits: int = 40) -> int:
@@ -123,8 +171,9 @@ def max_corrupt_neighbours(n: int, degree: int, corrupt: float, security_bits: i
     corrupted = math.floor(corrupt * n)
     if not corrupted:
         return 0
-    tails = _tails(n - 1, corrupted, degree)
-    return next(c for c in range(degree + 1) if n * tails[c + 1] <= 2.0**-security_bits)
+    # tails[degree + 1] = 0, so some c passes; argmax finds the first
+    passes = n * _tails(n - 1, corrupted, degree)[1:] <= 2.0**-security_bits
+    return int(np.argmax(passes))
 
 
 def min_honest_group(n: int, degree: int, threshold: int, corrupt: float, security_bits: int = 40) -> int:
@@ -176,16 +225,22 @@ def sparse_parameters(
     if n < 4:
         raise InsecureParameters(f"n={n} is too small for a sparse graph; use the complete graph")
     secure, correct = 2.0**-security_bits, 2.0**-correctness_bits
+    corrupted, dropped = math.floor(corrupt * n), math.floor(dropout * n)
     for k in range(2, n - 1, 2):
         if sparse_bounds(n, k, 1, dropout, corrupt).disconnected > secure:
             continue
-        # corrupted-holder bound falls with t, dropped-holder bound rises: bisect each edge.
-        lo = next((t for t in range(1, k + 1) if sparse_bounds(n, k, t, 0.0, corrupt).corrupt_holders <= secure), None)
-        if lo is None:
+        # corrupted-holder bound falls with t, dropped-holder bound rises: the smallest t
+        # meeting the first, then the largest t >= it meeting the second (all t at once).
+        rising = np.arange(1, k + 1)
+        passes = _corrupt_holder_bounds(n, k, corrupted, rising) <= secure
+        if not passes.any():
             continue
-        hi = next((t for t in range(k, lo - 1, -1) if sparse_bounds(n, k, t, dropout, 0.0).too_few_holders <= correct), None)
-        if hi is None:
+        lo = int(rising[np.argmax(passes)])
+        falling = np.arange(k, lo - 1, -1)
+        passes = _too_few_holder_bounds(n, k, dropped, falling) <= correct
+        if not passes.any():
             continue
+        hi = int(falling[np.argmax(passes)])
         group = min_honest_group(n, k, hi, corrupt, security_bits)
         if min_group is not None and group < min_group:
             continue
@@ -198,27 +253,43 @@ def sparse_parameters(
 
 
 class HararyGraph:
-    """SecAgg+ graph: H(k, n) on a ring ordered by SHA-256(seed, id) (a public random permutation)."""
+    """SecAgg+ graph: H(k, n) on a ring ordered by SHA-256(seed, id) (a public random permutation).
+
+    Only the parameters are validated on construction: the ring (n hashes) and
+    each client's neighbour set are derived on first use, so judging a peer's
+    parameters frame costs nothing O(n k).
+    """
 
     name = "harary"
 
     def __init__(self, client_ids: Iterable[int], degree: int, seed: bytes, *, dropout: float, corrupt: float):
-        ids = sorted(set(client_ids))
+        ids = frozenset(client_ids)
         if not isinstance(degree, int) or isinstance(degree, bool) or degree < 2 or degree % 2 or degree >= len(ids) - 1:
             raise ParameterError(f"sparse degree must be even and in [2, n - 2] for n={len(ids)}, got {degree!r}")
         _check_fractions(dropout, corrupt)
-        self.ids = frozenset(ids)
+        self.ids = ids
         self.degree = degree
         self.seed = seed
         self.dropout = float(dropout)
         self.corrupt = float(corrupt)
-        ring = sorted(ids, key=lambda u: hashlib.sha256(b"secagg/v2/graph|" + seed + u.to_bytes(4, "big")).digest())
-        self.ring = tuple(ring)  # public: the order every party derives from the seed
-        position = {u: i for i, u in enumerate(ring)}
-        n, half = len(ring), degree // 2
-        self._neighbours = {
-            u: frozenset(ring[(position[u] + d) % n] for d in range(-half, half + 1) if d) for u in ring
-        }
+        self._neighbours: dict[int, frozenset[int]] = {}  # filled by neighbours() on demand
+
+    @cached_property
+    def ring(self) -> tuple[int, ...]:
+        """Public: the order every party derives from the seed."""
+        prefix = b"secagg/v2/graph|" + self.seed
+        # the keys are distinct digests, so the order depends on the id set alone, not on set iteration order
+        return tuple(sorted(self.ids, key=lambda u: hashlib.sha256(prefix + u.to_bytes(4, "big")).digest()))
+
+    @cached_property
+    def _position(self) -> dict[int, int]:
+        return {u: i for i, u in enumerate(self.ring)}
 
     def neighbours(self, u: int) -> frozenset[int]:
-        return self._neighbours[u]
+        found = self._neighbours.get(u)
+        if found is None:
+            ring, at, half = self.ring, self._position[u], self.degree // 2  # KeyError for a stranger, as before
+            n = len(ring)
+            found = frozenset(ring[(at + d) % n] for d in range(-half, half + 1) if d)
+            self._neighbours[u] = found
+        return found

@@ -9,7 +9,8 @@ canonical one.  An Ed25519 identity key must be the canonical encoding of a
 point of prime order (``is_valid_identity_key``): with a small-order key such
 as the identity point, OpenSSL verifies the signature (R = identity, S = 0) on
 every message (libsodium, which ``verify_signature`` uses, refuses it too).  The signed payloads and the seed commitment are domain separated
-and bind the session id.
+and bind the session id; the signatures made after round 1 also bind the roster
+digest (roster.py), which makes them unique to one session.
 """
 
 from __future__ import annotations
@@ -87,15 +88,20 @@ def keys_payload(session_id: bytes, u: int, c_pk: bytes, s_pk: bytes) -> bytes:
     return b"secagg/v1/advertise|" + session_id + u.to_bytes(4, "big") + c_pk + s_pk
 
 
-def consistency_payload(session_id: bytes, survivors: tuple[int, ...]) -> bytes:
-    """What a client signs in consistency_check: the session and the survivor set."""
-    return b"secagg/v1/consistency|" + session_id + msgpack.packb(sorted(survivors))
+def consistency_payload(session_id: bytes, roster: bytes, survivors: tuple[int, ...]) -> bytes:
+    """What a client signs in consistency_check: the session, the roster digest and the survivor set.
+
+    ``roster`` is the root of the tree over this session's advertised keys
+    (roster.py), which holds the signer's own fresh keys: no signature from
+    another session verifies on it, even under the same session id (4.2)."""
+    return b"secagg/v3/consistency|" + session_id + roster + msgpack.packb(sorted(survivors))
 
 
-def partners_payload(session_id: bytes, u: int, partners: tuple[int, ...]) -> bytes:
+def partners_payload(session_id: bytes, roster: bytes, u: int, partners: tuple[int, ...]) -> bytes:
     """What a client signs with its masked input on a sparse graph in malicious mode: the
-    neighbours it masked against, so that its share holders can check them (14.5)."""
-    return b"secagg/v2/partners|" + session_id + u.to_bytes(4, "big") + msgpack.packb(sorted(partners))
+    neighbours it masked against, so that its share holders can check them (14.5).  Bound
+    to the roster digest like the consistency signature."""
+    return b"secagg/v3/partners|" + session_id + roster + u.to_bytes(4, "big") + msgpack.packb(sorted(partners))
 
 
 def seed_commitment(session_id: bytes, u: int, seed: bytes) -> bytes:

@@ -21,10 +21,11 @@ import numpy as np
 
 from .errors import MalformedMessage, ProtocolViolation
 from .params import PublicParams
+from .roster import DIGEST_BYTES, MAX_PATH, RosterProof
 from .shamir import SHARE_BYTES, share_from_bytes, share_to_bytes
 from .sharecrypt import CIPHERTEXT_BYTES
 
-PROTOCOL_VERSION = 2  # 2: chunked Shamir shares of 36 bytes over GF(2**32 - 5)
+PROTOCOL_VERSION = 3  # 2: chunked Shamir shares over GF(2**32 - 5); 3: signatures bind the roster digest
 SERVER = 0
 KEY_BYTES = 32
 SIGNATURE_BYTES = 64
@@ -165,9 +166,15 @@ class KeyRoster(Message):
     ROUND = Round.SHARE_KEYS
     FROM_SERVER = True
     keys: Mapping[int, tuple[bytes, bytes, bytes | None]] = field(default_factory=dict)
+    # malicious mode, sparse graph: the roster digest and the path to the recipient's own entry
+    proof: RosterProof | None = None
 
     def body(self) -> list[Any]:
-        return [{k: list(v) for k, v in self.keys.items()}]
+        body: list[Any] = [{k: list(v) for k, v in self.keys.items()}]
+        if self.proof is not None:
+            pr = self.proof
+            body.append([pr.root, pr.index, pr.size, list(pr.path)])
+        return body
 
 
 @dataclass(frozen=True)
@@ -252,7 +259,7 @@ def max_message_bytes(params: PublicParams) -> int:
     partners = 0
     if params.malicious and params.sparse:  # unmask_request: k partner lists of k ids (5 bytes each at most)
         k = params.graph.degree  # type: ignore[union-attr]
-        partners = k * (16 + SIGNATURE_BYTES + 5 * k)
+        partners = k * (16 + SIGNATURE_BYTES + 5 * k) + 16 + (MAX_PATH + 1) * (DIGEST_BYTES + 2)  # + roster proof
     return 512 + MAX_TEXT + max(params.dim * params.element_bytes + SIGNATURE_BYTES, params.n * per_client + partners)
 
 
@@ -417,13 +424,27 @@ def _decode_body(cls: type[Message], header: dict, round_: Round, body: Any, r: 
         b, s = r.array(body, "body", 2)
         return UnmaskingShares(**header, b_shares=r.share_map(b, "b_shares"), s_shares=r.share_map(s, "s_shares"))
     if cls is KeyRoster:
-        (entries,) = r.array(body, "body", 1)
+        with_proof = p.malicious and p.sparse
+        entries, *rest = r.array(body, "body", 2 if with_proof else 1)
         keys = {}
         for cid, entry in r.id_map(entries, "keys").items():
             c_pk, s_pk, sig = r.array(entry, f"keys[{cid}]", 3)
             sig = None if sig is None else r.signature(sig, f"keys[{cid}].signature")
             keys[cid] = (r.bin(c_pk, f"keys[{cid}].c_pk", KEY_BYTES), r.bin(s_pk, f"keys[{cid}].s_pk", KEY_BYTES), sig)
-        return KeyRoster(**header, keys=keys)
+        proof = None
+        if with_proof:
+            root, index, size, path = r.array(rest[0], "proof", 4)
+            size = r.int(size, "proof.size", 1, p.n)
+            hashes = r.array(path, "proof.path")
+            if len(hashes) > MAX_PATH:
+                raise r.fail("proof.path", f"{len(hashes)} hashes, more than a tree of {p.n} leaves has")
+            proof = RosterProof(
+                root=r.bin(root, "proof.root", DIGEST_BYTES),
+                index=r.int(index, "proof.index", 0, size - 1),
+                size=size,
+                path=tuple(r.bin(h, "proof.path", DIGEST_BYTES) for h in hashes),
+            )
+        return KeyRoster(**header, keys=keys, proof=proof)
     if cls is ForwardedShares:
         (cts,) = r.array(body, "body", 1)
         return ForwardedShares(**header, ciphertexts=r.bin_map(cts, "ciphertexts", CIPHERTEXT_BYTES))

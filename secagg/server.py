@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -56,6 +56,7 @@ from .messages import (
     rounds_for,
 )
 from .params import PublicParams
+from .roster import roster_proofs, roster_root
 
 
 _EMPTY = np.zeros(0, dtype=np.uint64)
@@ -80,10 +81,15 @@ class Server:
     """``auto_close=False``: the last answer of a round does not close it; the transport
     calls ``close_round()`` itself (tcp.py does, to run unmasking in a worker thread).
     ``max_liars``: the most responders assumed to lie about one secret's shares, the
-    bound under which naming a cheater is sound (default ``params.max_liars``)."""
+    bound under which naming a cheater is sound (default ``params.max_liars``).
+    ``pinned``: the survivor set of the aggregation's first call; see ``_close_masked_input``."""
 
-    def __init__(self, params: PublicParams, *, auto_close: bool = True, max_liars: int | None = None):
+    def __init__(
+        self, params: PublicParams, *, auto_close: bool = True, max_liars: int | None = None,
+        pinned: Iterable[int] | None = None,
+    ):
         self.params = params
+        self.pinned = None if pinned is None else tuple(sorted(pinned))
         self.state = ServerState.COLLECTING
         self._rounds = rounds_for(params.malicious)
         self._index = 0
@@ -93,6 +99,7 @@ class Server:
         self.result: ServerResult | None = None
         # Per-round facts, filled as rounds close.
         self._keys: dict[int, tuple[bytes, bytes, bytes | None]] = {}
+        self.roster_digest = b""  # malicious mode: root of the tree over U1's keys (roster.py)
         self._ciphertexts: dict[int, dict[int, bytes]] = {}
         self._commitments: dict[int, bytes] = {}
         self._u2: frozenset[int] = frozenset()
@@ -218,7 +225,8 @@ class Server:
             if set(msg.ciphertexts) != want:
                 raise ProtocolViolation(u, "share-recipients", "one ciphertext per neighbour in U1 is required")
         elif isinstance(msg, ConsistencySignature):
-            if not verify_signature(p.identity_keys[u], msg.signature, consistency_payload(p.session_id, self._u3)):
+            payload = consistency_payload(p.session_id, self.roster_digest, self._u3)
+            if not verify_signature(p.identity_keys[u], msg.signature, payload):
                 raise ProtocolViolation(u, "consistency-signature", "signature over the survivor list is invalid")
         elif isinstance(msg, UnmaskingShares):
             held = (p.neighbours(u) & self._u2) | {u}
@@ -229,7 +237,7 @@ class Server:
         else:
             assert isinstance(msg, MaskedInput)
             if p.malicious and p.sparse and not verify_signature(
-                p.identity_keys[u], msg.signature, partners_payload(p.session_id, u, self._partners_of(u))
+                p.identity_keys[u], msg.signature, partners_payload(p.session_id, self.roster_digest, u, self._partners_of(u))
             ):
                 raise ProtocolViolation(u, "partner-signature", "masked input without a signature on its partners")
 
@@ -239,8 +247,18 @@ class Server:
         p = self.params
         self._keys = {u: (m.c_pk, m.s_pk, m.signature) for u, m in self._received.items()}  # type: ignore[attr-defined]
         u1 = frozenset(self._keys)
+        proofs = {}
+        if p.malicious:
+            if p.sparse:  # a client sees only its neighbours: it gets the root and a path to its own entry
+                proofs = roster_proofs(self._keys)
+                self.roster_digest = next(iter(proofs.values())).root
+            else:
+                self.roster_digest = roster_root(self._keys)
         out: list[Message] = [
-            KeyRoster(p.session_id, SERVER, u, keys={v: self._keys[v] for v in sorted((p.neighbours(u) & u1) | {u})})
+            KeyRoster(
+                p.session_id, SERVER, u, keys={v: self._keys[v] for v in sorted((p.neighbours(u) & u1) | {u})},
+                proof=proofs.get(u),
+            )
             for u in sorted(u1)
         ]
         return out, u1
@@ -276,6 +294,16 @@ class Server:
 
     def _close_masked_input(self) -> tuple[list[Message], frozenset[int]]:
         p = self.params
+        # A later call of one aggregation over another survivor set would let its sum be subtracted
+        # from the first call's: stop before anything is unmasked (the clients would refuse anyway).
+        if self.pinned is not None and tuple(sorted(self._received)) != self.pinned:
+            lost = sorted(set(self.pinned) - self._received.keys())
+            raise AbortError(
+                Round.MASKED_INPUT.value, len(self._received), p.threshold,
+                f"the survivors differ from the pinned set (lost {lost[:5]}, extra "
+                f"{sorted(self._received.keys() - set(self.pinned))[:5]}): two sums over different sets reveal "
+                "their difference",
+            )
         self._u3 = tuple(sorted(self._received))
         self._u3_set = frozenset(self._u3)
         if p.malicious and p.sparse:  # validated on arrival (14.5)

@@ -33,6 +33,7 @@ server's abort notice and the run ends with ``TcpServerResult.abort`` set.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
@@ -47,16 +48,19 @@ from .bootstrap import (
     Refused,
     decode_bootstrap_reply,
     decode_hello,
+    decode_refusal,
     encode_hello,
     encode_params,
     encode_refusal,
     params_to_wire,
 )
 from .client import Client, ClientState
-from .errors import AbortError, MalformedMessage, ParameterError, ProtocolViolation, SecAggError
+from .errors import AbortError, MalformedMessage, ParameterError, ProtocolViolation, SecAggError, WeakParameters
 from .framing import FrameError, FrameReader, encode_frame, loopback_host
 from .messages import Message, Round, decode, max_message_bytes, rounds_for
+from .ledger import SessionLedger
 from .params import PublicParams
+from .policy import ClientPolicy
 from .rng import RandomSource, SystemRandom
 from .server import Server, ServerResult, ServerState
 from .simulation import SimulationResult, check_dropouts, setup_session
@@ -345,6 +349,13 @@ class TcpServer:
         if self._finished or self._closing:
             return  # the session is over, or its last round is closing: nothing a client says matters any more
         round_ = self.server.round
+        if round_ is Round.ADVERTISE_KEYS and u not in self._answered and (refusal := decode_refusal(frame)):
+            # The client declined the parameters (its own policy, its trusted keys): a dropout, not a violation.
+            rule, detail = refusal
+            self._writer.add(u, "message", frame, f"client-refused:{rule}")
+            log.warning("client %d declined the session [%s]: %s", u, rule, detail[:200])
+            self._drop(conn, f"client-refused:{rule}", detail)
+            return
         try:
             msg = decode(frame, self.params)
             if msg.sender != u:
@@ -512,7 +523,7 @@ class TcpServer:
 @dataclass
 class ClientOutcome:
     client_id: int
-    status: str  # done | aborted | left | dropped | refused | error
+    status: str  # done | aborted | left | dropped | refused (by the server) | declined (by this client's policy) | error
     detail: str = ""
     params: PublicParams | None = None
     sent_rounds: list[str] = field(default_factory=list)
@@ -539,13 +550,21 @@ async def run_client(
     before_send: BeforeSend | None = None,
     timeout: float | None = None,
     allow_insecure: bool = False,
+    policy: ClientPolicy | None = ClientPolicy(),
+    ledger: SessionLedger | None = None,
 ) -> ClientOutcome:
     """Run one client over TCP until the session ends for it; never raises for protocol events.
 
     Either ``value`` (the input; random if ``None``) or a prepared ``client``
     state machine, whose parameters must then equal the server's.  In
     malicious-server mode ``trusted_keys`` are the identity public keys from
-    the local PKI; the server's copy must match them exactly.
+    the local PKI; the server's copy must match them exactly.  ``policy`` is
+    this client's floor on the announced parameters (``policy.py``; ``None``
+    accepts whatever ``PublicParams`` accepts, for sessions this process
+    built itself); a session below it is declined with a refusal frame
+    before anything else is sent (``allow_insecure`` waives it, except for
+    ``max_clients``).  ``ledger`` records the session ids this
+    client signs in (malicious mode, ``ledger.py``).
     ``before_send(msg)`` may delay a message or return ``False`` to leave
     the session instead of sending it (dropout injection).  ``timeout``
     overrides the wait for each server frame.
@@ -577,16 +596,25 @@ async def run_client(
         machine: Client | None = client
         try:
             await send(encode_hello(client_id))
-            reply = await receive(BOOTSTRAP_MAX_BYTES, CLIENT_GRACE_SECONDS)
+            reply = await receive(policy.frame_limit if policy else BOOTSTRAP_MAX_BYTES, CLIENT_GRACE_SECONDS)
             if reply is None:
                 raise _Stop("dropped", "the server closed the connection before sending the parameters")
-            info = decode_bootstrap_reply(reply, allow_insecure=allow_insecure)
-            params = outcome.params = info.params
-            _check_params(params, client_id, client, trusted_keys, allow_insecure)
+            try:
+                info = decode_bootstrap_reply(
+                    reply, allow_insecure=allow_insecure,
+                    screen=lambda obj: _screen(obj, policy, trusted_keys, allow_insecure),
+                )
+                params = outcome.params = info.params
+                _check_params(params, client_id, client, allow_insecure, policy)
+            except (WeakParameters, MalformedMessage, ProtocolViolation, ParameterError) as exc:
+                # Tell the server why, so its operator sees it; then nothing else is sent.
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    await send(encode_refusal(_refusal_rule(exc), str(exc)))
+                raise
             if machine is None:
                 if value is None:
                     value = _random_input(params, rng or SystemRandom())
-                machine = Client(params, client_id, value, rng=rng, identity_key=identity_key)
+                machine = Client(params, client_id, value, rng=rng, identity_key=identity_key, ledger=ledger)
             replies = machine.start()
             wait = info.join_seconds + info.round_timeout + CLIENT_GRACE_SECONDS
             limit = max_message_bytes(params)
@@ -610,6 +638,8 @@ async def run_client(
             outcome.status, outcome.detail = stop.status, stop.detail
         except Refused as exc:
             outcome.status, outcome.detail = "refused", str(exc)
+        except WeakParameters as exc:
+            outcome.status, outcome.detail = "declined", str(exc)
         except AbortError as exc:
             outcome.status, outcome.detail = "aborted", str(exc)
         except (SecAggError, FrameError) as exc:
@@ -622,27 +652,52 @@ async def run_client(
     return outcome
 
 
+def _screen(
+    obj: Mapping[str, Any], policy: ClientPolicy | None, trusted_keys: Mapping[int, bytes] | None, allow_insecure: bool
+) -> None:
+    """What a client checks on the raw parameters frame, before rebuilding anything from it:
+    the session's size, the mode and the identity keys (so that a frame of keys this client
+    does not trust costs no key validation)."""
+    if policy is not None:
+        policy.screen_wire(obj, size_only=allow_insecure)
+    malicious = obj.get("malicious")
+    if trusted_keys is not None and malicious is False:
+        # A client that holds a PKI expects signatures; accepting an honest-but-curious
+        # session would let the server substitute keys and unmask every input.
+        raise ProtocolViolation(0, "mode-downgrade", "this client requires malicious-server mode")
+    if malicious is True:
+        if trusted_keys is None:
+            raise ParameterError("malicious-server mode: this client has no trusted identity keys (a key directory)")
+        ids, keys = obj.get("client_ids"), obj.get("identity_keys")
+        if type(ids) is list and type(keys) is dict:
+            unknown = [u for u in ids if type(u) is not int or trusted_keys.get(u) != keys.get(u)]
+            if unknown:
+                raise ProtocolViolation(0, "identity-keys", f"identity keys of {unknown[:5]} differ from the trusted ones")
+
+
+def _refusal_rule(exc: SecAggError) -> str:
+    if isinstance(exc, WeakParameters):
+        return f"policy:{exc.item}"
+    if isinstance(exc, ProtocolViolation):
+        return exc.rule
+    if isinstance(exc, MalformedMessage):
+        return f"malformed:{exc.field or 'params'}"
+    return "parameters"
+
+
 def _check_params(
     params: PublicParams,
     client_id: int,
     client: Client | None,
-    trusted_keys: Mapping[int, bytes] | None,
     allow_insecure: bool,
+    policy: ClientPolicy | None,
 ) -> None:
-    """What a client checks before it takes part: its id, the threshold, the identity keys."""
+    """What a client checks on the rebuilt parameters: its id, the threshold, its own policy."""
     if client_id not in params.client_ids:
         raise ProtocolViolation(0, "params-id", f"client {client_id} is not in the server's session")
     params.check_threshold(allow_insecure=allow_insecure)
-    if trusted_keys is not None and not params.malicious:
-        # A client that holds a PKI expects signatures; accepting an honest-but-curious
-        # session would let the server substitute keys and unmask every input.
-        raise ProtocolViolation(0, "mode-downgrade", "this client requires malicious-server mode")
-    if params.malicious:
-        if trusted_keys is None:
-            raise ParameterError("malicious-server mode: this client has no trusted identity keys (a key directory)")
-        unknown = [u for u in params.client_ids if trusted_keys.get(u) != params.identity_keys[u]]
-        if unknown:
-            raise ProtocolViolation(0, "identity-keys", f"identity keys of {unknown[:5]} differ from the trusted ones")
+    if policy is not None and not allow_insecure:  # allow_insecure waives every guarantee, this client's own too
+        policy.check(params)
     if client is not None and params_to_wire(client.params) != params_to_wire(params):
         raise ProtocolViolation(0, "params-mismatch", "the server's parameters differ from this client's")
 
@@ -687,8 +742,8 @@ async def run_local_session(
     result: list[TcpServerResult] = []
 
     async def one(u: int, port: int) -> None:
-        outcomes[u] = await run_client(
-            host, port, u, client=machines[u], trusted_keys=trusted_keys, before_send=hooks.get(u)
+        outcomes[u] = await run_client(  # this process built the session: no policy of a client's own
+            host, port, u, client=machines[u], trusted_keys=trusted_keys, before_send=hooks.get(u), policy=None
         )
 
     async def serve(task_status=trio.TASK_STATUS_IGNORED) -> None:

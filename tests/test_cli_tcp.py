@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import trio
 
+from secagg import ClientPolicy
 from secagg.cli import main
 from secagg.messages import Round
 from secagg.tcp import leave_at, run_client
@@ -239,8 +240,9 @@ def test_inspect_fails_when_the_transcript_does_not_replay(tmp_path):
     assert main(["inspect", str(path), "--json"]) == 1
 
 
-def test_client_sent_threshold_1_warns_once_in_one_line(tmp_path):
-    """The session CLIs refuse t = 1; a client sent it by another server takes part and says so once."""
+def test_client_sent_threshold_1_declines_by_default_and_with_min_group_1_warns_once_in_one_line(tmp_path):
+    """The session CLIs refuse t = 1.  A client sent it by another server declines it under its default
+    policy (a sum of one honest input), in one line; told --min-group 1, it takes part and says so once."""
     import threading
     import warnings
 
@@ -258,7 +260,9 @@ def test_client_sent_threshold_1_warns_once_in_one_line(tmp_path):
         async with trio.open_nursery() as nursery:
             box["port"] = await nursery.start(server.run)
             ready.set()
-            box["other"] = await run_client("127.0.0.1", box["port"], 2, np.zeros(3, np.uint64))
+            box["declined"] = await run_client("127.0.0.1", box["port"], 2, np.zeros(3, np.uint64))
+            box["other"] = await run_client("127.0.0.1", box["port"], 2, np.zeros(3, np.uint64),
+                                            policy=ClientPolicy(min_group=1))
 
     def in_thread():
         with warnings.catch_warnings():
@@ -268,10 +272,14 @@ def test_client_sent_threshold_1_warns_once_in_one_line(tmp_path):
     thread = threading.Thread(target=in_thread)
     thread.start()
     assert ready.wait(60)
-    proc = subprocess.run(SECAGG + ["client", "--server", f"127.0.0.1:{box['port']}", "--id", "1", "--quiet"],
-                          capture_output=True, text=True, timeout=120)
+    declined = subprocess.run(SECAGG + ["client", "--server", f"127.0.0.1:{box['port']}", "--id", "1", "--quiet"],
+                              capture_output=True, text=True, timeout=120)
+    assert declined.returncode == 1
+    assert declined.stderr.count("\n") == 1 and "declined" in declined.stderr and "[min-group]" in declined.stderr
+    proc = subprocess.run(SECAGG + ["client", "--server", f"127.0.0.1:{box['port']}", "--id", "1", "--quiet",
+                                    "--min-group", "1"], capture_output=True, text=True, timeout=120)
     thread.join(60)
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if "warning" in line.lower()]
     assert len(lines) == 1 and lines[0].startswith("secagg client: warning:") and "t=1" in lines[0], proc.stderr
-    assert box["other"].status == "done"
+    assert box["other"].status == "done" and box["declined"].status == "declined"

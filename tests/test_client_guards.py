@@ -197,7 +197,7 @@ def test_survivor_list_changed_after_signing_is_refused(mal_unmasking):
     refuse(s, unmask_request(s, (1, 2, 3, 4), sigs), ProtocolViolation, "survivors-changed")
     # Even with t valid signatures over the new list, the client only answers the list it signed.
     keys = identities(s)
-    other = {u: keys[u].sign(consistency_payload(s.params.session_id, (1, 2, 3, 4))) for u in (1, 2, 3, 4)}
+    other = {u: keys[u].sign(consistency_payload(s.params.session_id, s.server.roster_digest, (1, 2, 3, 4))) for u in (1, 2, 3, 4)}
     refuse(s, unmask_request(s, (1, 2, 3, 4), other), ProtocolViolation, "survivors-changed")
     assert_exact(s, s.finish())
 
@@ -222,7 +222,7 @@ def test_wrong_consistency_signature_is_refused(mal_unmasking):
     refuse(s, unmask_request(s, U3, swapped), ProtocolViolation, "consistency-signature")
     # A genuine signature of client 2, but over another survivor list.
     keys = identities(s)
-    forged = {**sigs, 2: keys[2].sign(consistency_payload(s.params.session_id, (1, 2, 3, 4)))}
+    forged = {**sigs, 2: keys[2].sign(consistency_payload(s.params.session_id, s.server.roster_digest, (1, 2, 3, 4)))}
     refuse(s, unmask_request(s, U3, forged), ProtocolViolation, "consistency-signature")
     assert_exact(s, s.finish())
 
@@ -231,7 +231,7 @@ def test_consistency_signature_from_a_non_survivor_is_refused(mal_unmasking):
     s = mal_unmasking
     sigs = dict(s.outbox[1].signatures)
     keys = identities(s)
-    extra = {**sigs, 6: keys[6].sign(consistency_payload(s.params.session_id, U3))}
+    extra = {**sigs, 6: keys[6].sign(consistency_payload(s.params.session_id, s.server.roster_digest, U3))}
     refuse(s, unmask_request(s, U3, extra), ProtocolViolation, "consistency-signer")
     assert_exact(s, s.finish())
 
@@ -343,6 +343,15 @@ def test_roster_with_a_small_order_encryption_key_gives_a_typed_error(make_sessi
     s.run_until("share_keys")
     exc = refuse(s, small_order_roster(s, 0), ProtocolViolation, "small-order-key")
     assert exc.party == 4
+    # Refused before any randomness was drawn: the client answers the genuine roster exactly as a
+    # twin that never saw the bad one (found by sims/fuzz_secagg.py: the RNG had moved).
+    twin = make_session(n=4, t=3, seed=SEED)
+    twin.run_until("share_keys")
+    (mine,) = s.clients[1].receive(s.outbox[1])
+    (theirs,) = twin.clients[1].receive(twin.outbox[1])
+    assert mine.encode() == theirs.encode()
+    s.outbox.pop(1)
+    s.server_collect({1: [mine], **{u: c.receive(s.outbox[u]) for u, c in s.clients.items() if u != 1}})
     assert_exact(s, s.finish())
 
 
@@ -483,7 +492,7 @@ def survivor_list(session, survivors, to=1):
 
 def signed(session, survivors, signers):
     keys = identities(session)
-    return {u: keys[u].sign(consistency_payload(session.params.session_id, tuple(survivors))) for u in signers}
+    return {u: keys[u].sign(consistency_payload(session.params.session_id, session.server.roster_digest, tuple(survivors))) for u in signers}
 
 
 def test_malicious_sparse_list_is_global_and_a_request_needs_the_quorum_not_t(mal_sparse):
@@ -542,7 +551,7 @@ def test_malicious_sparse_holder_checks_each_listed_neighbours_signed_partner_se
     keys = identities(s)
     stranger = min(set(s.u3) - p.neighbours(v) - {v})
     foreign = tuple(sorted(ids + (stranger,)))
-    bad = {**request.partners, v: (foreign, keys[v].sign(partners_payload(p.session_id, v, foreign)))}
+    bad = {**request.partners, v: (foreign, keys[v].sign(partners_payload(p.session_id, s.server.roster_digest, v, foreign)))}
     exc = refuse(s, with_partners(request, bad), ProtocolViolation, "partner-set")
     assert exc.party == v
     (reply,) = s.clients[1].receive(request)
@@ -622,3 +631,270 @@ def test_malicious_sparse_split_view_attack_gets_no_share(mal_sparse):
         mixed = {**sigs[without], **{w: sg for w, sg in sigs[with_v].items() if w in without}}
         request = with_partners(unmask_request(s, without, mixed, to=u), {})
         refuse(s, request, ProtocolViolation, "consistency-signature", to=u)
+
+
+# ---- boundaries of every counted guard (issue 24, item 6) ------------------------------------
+#
+# Each counted guard is tested on both sides of its boundary: one below, the message is refused
+# with the right error, no reply and no visible change; exactly at it, the message is accepted
+# and the session completes with the exact sum.  The sessions are built so that the honest
+# server's own message sits exactly at the boundary (drops chosen for it), and the message one
+# below is the honest one minus one entry.
+
+
+def play(session, drops, until):
+    """Step with ``{round: ids}`` dropouts until the server collects ``until``."""
+    while session.server.round.value != until:
+        session.step(drops.get(session.server.round.value, ()))
+    return session
+
+
+def ring_offset(params, v, offset):
+    ring = params.graph.ring
+    return ring[(ring.index(v) + offset) % len(ring)]
+
+
+def far_neighbours(params, v, m):
+    """m neighbours of v at the largest ring distances, alternating sides (-h, +h, -(h-1), ...).
+
+    Nobody but v has both ends (-h and +h) as neighbours, so dropping these costs v exactly m
+    neighbours and every other client at most m - 1."""
+    h = params.graph.degree // 2
+    offsets = [o for d in range(h, 0, -1) for o in (-d, d)][:m]
+    return tuple(ring_offset(params, v, o) for o in offsets)
+
+
+def finishes_exactly(session, included, drops=None):
+    result = session.finish(drops)
+    assert result.included == tuple(sorted(included))
+    assert_exact(session, result)
+    return result
+
+
+def test_boundary_roster_of_t_minus_1_entries_aborts_and_of_exactly_t_is_accepted(make_session):
+    s = make_session(n=7, t=4, seed=SEED)
+    t = s.params.threshold
+    play(s, {"advertise_keys": (5, 6, 7)}, until="share_keys")  # U1 = {1, 2, 3, 4}: exactly t
+    roster = s.outbox[1]
+    assert len(roster.keys) == t
+    short = KeyRoster(s.params.session_id, 0, 1, keys={u: e for u, e in roster.keys.items() if u != 4})
+    exc = refuse(s, short, AbortError)
+    assert (exc.round, exc.count, exc.threshold) == ("share_keys", t - 1, t)
+    assert s.clients[1].state is ClientState.ADVERTISED
+    finishes_exactly(s, (1, 2, 3, 4))  # the roster of exactly t is accepted by every client
+    assert s.clients[1].state is ClientState.DONE
+
+
+def test_boundary_shares_forwarded_from_t_minus_2_peers_abort_and_from_t_minus_1_are_accepted(make_session):
+    s = make_session(n=7, t=4, seed=SEED)
+    t = s.params.threshold
+    play(s, {"share_keys": (5, 6, 7)}, until="masked_input")  # U2 = {1, 2, 3, 4}
+    cts = dict(s.outbox[1].ciphertexts)
+    assert set(cts) == {2, 3, 4}  # t - 1 senders
+    exc = refuse(s, forward(s, {v: c for v, c in cts.items() if v != 4}), AbortError)
+    assert (exc.round, exc.count, exc.threshold) == ("masked_input", t - 1, t)
+    assert s.clients[1].state is ClientState.SHARED
+    finishes_exactly(s, (1, 2, 3, 4))
+
+
+def test_boundary_honest_survivor_list_of_t_minus_1_aborts_and_of_exactly_t_is_answered(make_session):
+    s = make_session(n=7, t=4, seed=SEED)
+    t = s.params.threshold
+    play(s, {"masked_input": (5, 6, 7)}, until="unmasking")  # U3 = {1, 2, 3, 4}
+    assert s.outbox[1].survivors == (1, 2, 3, 4)
+    exc = refuse(s, unmask_request(s, (1, 2, 3)), AbortError)
+    assert (exc.round, exc.count, exc.threshold) == ("unmasking", t - 1, t)
+    assert s.clients[1].state is ClientState.MASKED
+    replies = s.client_replies()
+    (reply,) = replies[1]
+    assert set(reply.b_shares) == {1, 2, 3, 4} and set(reply.s_shares) == {5, 6, 7}
+    s.server_collect(replies)
+    assert s.server.result.included == (1, 2, 3, 4)
+    assert_exact(s, s.server.result)
+
+
+@pytest.fixture
+def mal_at_t(make_session):
+    """Complete graph, malicious: n = 7, t = q = 4, and U3 = {1, 2, 3, 4} has exactly t members."""
+    s = make_session(n=7, t=4, malicious=True, seed=SEED)
+    assert s.params.consistency_quorum == s.params.threshold == 4
+    return play(s, {"masked_input": (5, 6, 7)}, until="consistency_check")
+
+
+def test_boundary_malicious_survivor_list_of_t_minus_1_gets_no_signature_and_of_exactly_t_is_signed(mal_at_t):
+    s, t = mal_at_t, mal_at_t.params.threshold
+    assert s.outbox[1].survivors == (1, 2, 3, 4)
+    exc = refuse(s, survivor_list(s, (1, 2, 3)), AbortError)
+    assert (exc.round, exc.count, exc.threshold) == ("consistency_check", t - 1, t)
+    assert s.clients[1].state is ClientState.MASKED
+    s.step()
+    assert s.clients[1].state is ClientState.SIGNED
+    finishes_exactly(s, (1, 2, 3, 4))
+
+
+def test_boundary_malicious_request_with_q_minus_1_signatures_aborts_and_with_exactly_q_is_answered(mal_at_t):
+    s, q = mal_at_t, mal_at_t.params.consistency_quorum
+    s.step()
+    request = s.outbox[1]
+    assert len(request.signatures) == q
+    few = dict(list(request.signatures.items())[: q - 1])
+    exc = refuse(s, unmask_request(s, request.survivors, few), AbortError)
+    assert (exc.round, exc.count, exc.threshold) == ("unmasking", q - 1, q)
+    assert s.clients[1].state is ClientState.SIGNED
+    finishes_exactly(s, (1, 2, 3, 4))
+    assert s.clients[1].state is ClientState.DONE
+
+
+def test_boundary_sparse_local_list_of_t_minus_1_aborts_and_of_exactly_t_is_answered(make_session):
+    s = make_session(n=40, t=None, seed=SEED, **SPARSE)  # k = 14, t = 10
+    p, v = s.params, 1
+    t = p.threshold
+    gone = far_neighbours(p, v, p.graph.degree + 1 - t)  # leaves v exactly t - 1 neighbours
+    play(s, {"share_keys": gone}, until="unmasking")
+    listed = s.outbox[v].survivors
+    assert len(listed) == t and set(listed) == (p.neighbours(v) | {v}) - set(gone)
+    short = tuple(u for u in listed if u != max(set(listed) - {v}))
+    exc = refuse(s, unmask_request(s, short, to=v), AbortError, to=v)
+    assert (exc.round, exc.count, exc.threshold) == ("unmasking", t - 1, t)
+    finishes_exactly(s, set(p.client_ids) - set(gone))
+
+
+@pytest.fixture
+def mal_sparse_edge(make_session):
+    """Malicious, sparse (n = 40, k = 16, t = 12, q = 22): the k + 1 - t = 5 farthest neighbours of
+    client 1 drop in share_keys, so client 1 has exactly t members in its part of the list and a
+    signed partner set of exactly t - 1; every other client keeps more.  The masked inputs (with
+    their partner signatures) are kept as the server received them."""
+    s = make_session(n=40, t=None, seed=SEED, malicious=True, **SPARSE)
+    p = s.params
+    s.v = 1
+    s.gone_early = far_neighbours(p, s.v, p.graph.degree + 1 - p.threshold)
+    play(s, {"share_keys": s.gone_early}, until="masked_input")
+    replies = s.client_replies()
+    s.partner_sigs = {u: m.signature for u, (m,) in replies.items()}
+    s.server_collect(replies)
+    s.u3 = tuple(u for u in p.client_ids if u not in s.gone_early)
+    return s
+
+
+def partner_set(session, u):
+    return tuple(sorted(session.clients[u].completed_share_keys - {u}))
+
+
+def test_boundary_malicious_sparse_local_part_of_t_minus_1_gets_no_signature_and_of_exactly_t_is_signed(mal_sparse_edge):
+    s, p, v = mal_sparse_edge, mal_sparse_edge.params, mal_sparse_edge.v
+    t = p.threshold
+    assert s.outbox[v].survivors == s.u3
+    local_part = (p.neighbours(v) | {v}) & set(s.u3)
+    assert len(local_part) == t
+    dropped_neighbour = max(local_part - {v})
+    listed = tuple(u for u in s.u3 if u != dropped_neighbour)
+    assert len(listed) >= p.consistency_quorum  # only the neighbourhood part is short
+    exc = refuse(s, survivor_list(s, listed, to=v), AbortError, to=v)
+    assert (exc.round, exc.count, exc.threshold) == ("consistency_check", t - 1, t)
+    assert s.clients[v].state is ClientState.MASKED
+    finishes_exactly(s, s.u3)
+    assert s.clients[v].state is ClientState.DONE
+
+
+def test_boundary_malicious_sparse_partner_set_keeping_exactly_t_minus_1_on_the_list_is_accepted(mal_sparse_edge):
+    s, p, v = mal_sparse_edge, mal_sparse_edge.params, mal_sparse_edge.v
+    t = p.threshold
+    assert len(partner_set(s, v)) == t - 1 and all(len(partner_set(s, u)) >= t for u in s.u3 if u != v)
+    s.step()  # consistency_check: every survivor signs the list
+    holders = sorted(p.neighbours(v) & set(s.u3))
+    for w in holders:
+        ids, _ = s.outbox[w].partners[v]
+        assert ids == partner_set(s, v) and len(set(ids) & set(s.outbox[w].survivors)) == t - 1
+    replies = s.client_replies()
+    assert all(v in replies[w][0].b_shares for w in holders)  # every holder accepts v's t - 1 partners
+    s.server_collect(replies)
+    assert s.server.result.included == s.u3
+    assert_exact(s, s.server.result)
+
+
+def test_boundary_malicious_sparse_partner_set_keeping_t_minus_2_on_the_list_is_refused(mal_sparse_edge):
+    """The list leaves out one of v's t - 1 genuine partners: v's signed set then keeps t - 2 on it.
+    A holder w of v that signed that list refuses, naming v; every other listed neighbour of w
+    keeps at least t - 1 partners on it, so v is the reason.  (v has exactly t holders, w among
+    them, so this session cannot finish once w signed the hostile list: nothing to check there.)"""
+    s, p, v = mal_sparse_edge, mal_sparse_edge.params, mal_sparse_edge.v
+    t, q = p.threshold, p.consistency_quorum
+
+    def fits(w, partner):
+        listed = set(s.u3) - {partner}
+        if len((p.neighbours(w) | {w}) & listed) < t:
+            return False  # w would not sign the list
+        others = (p.neighbours(w) & listed) - {v}
+        return all(len(set(partner_set(s, x)) & listed) >= t - 1 for x in others)
+
+    w, partner = next(
+        (w, x) for w in sorted(p.neighbours(v) & set(s.u3)) for x in partner_set(s, v) if x != w and fits(w, x)
+    )
+    listed = tuple(u for u in s.u3 if u != partner)
+    assert len(set(partner_set(s, v)) & set(listed)) == t - 2
+    (signature,) = s.clients[w].receive(survivor_list(s, listed, to=w))
+    signatures = signed(s, listed, listed[:q])
+    assert signatures.get(w, signature.signature) == signature.signature
+    entries = {x: (partner_set(s, x), s.partner_sigs[x]) for x in p.neighbours(w) & set(listed)}
+    request = with_partners(unmask_request(s, listed, signatures, to=w), entries)
+    exc = refuse(s, request, AbortError, to=w)
+    assert (exc.round, exc.count, exc.threshold) == ("unmasking", t - 2, t - 1)
+    assert f"client {v}" in str(exc)
+    assert s.clients[w].state is ClientState.SIGNED and s.clients[w].unmasked_over is None
+
+
+@pytest.fixture
+def mal_sparse_quorum(make_session):
+    """Malicious, sparse (n = 60, k = 20, t = 10, q = 32): a run of 28 ring positions never
+    advertises keys, so U3 has exactly q members; every survivor keeps at least k/2 + 1 >= t
+    of its neighbourhood and k/2 >= t - 1 partners."""
+    s = make_session(n=60, t=10, seed=SEED, malicious=True, min_group=5, **SPARSE)
+    p = s.params
+    q = p.consistency_quorum
+    assert q == 32 and p.graph.degree // 2 >= p.threshold - 1
+    ring = p.graph.ring
+    run = ring[: p.n - q]
+    play(s, {"advertise_keys": run}, until="consistency_check")
+    s.u3 = tuple(sorted(ring[p.n - q:]))
+    s.middle = ring[p.n - q + len(s.u3) // 2]  # all of its neighbours survive
+    assert p.neighbours(s.middle) <= set(s.u3)
+    return s
+
+
+def test_boundary_malicious_sparse_list_of_q_minus_1_gets_no_signature_and_of_exactly_q_is_signed(mal_sparse_quorum):
+    s, p, u = mal_sparse_quorum, mal_sparse_quorum.params, mal_sparse_quorum.middle
+    q = p.consistency_quorum
+    assert s.outbox[u].survivors == s.u3 and len(s.u3) == q
+    stranger = max(set(s.u3) - p.neighbours(u) - {u})
+    listed = tuple(x for x in s.u3 if x != stranger)
+    exc = refuse(s, survivor_list(s, listed, to=u), AbortError, to=u)
+    assert (exc.round, exc.count, exc.threshold) == ("consistency_check", q - 1, q)
+    assert s.clients[u].state is ClientState.MASKED
+    finishes_exactly(s, s.u3)
+
+
+def test_boundary_malicious_sparse_request_with_q_minus_1_signatures_aborts_and_with_exactly_q_is_answered(mal_sparse_quorum):
+    s, p, u = mal_sparse_quorum, mal_sparse_quorum.params, mal_sparse_quorum.middle
+    q = p.consistency_quorum
+    s.step()
+    request = s.outbox[u]
+    assert len(request.signatures) == q
+    few = dict(list(request.signatures.items())[: q - 1])
+    exc = refuse(s, with_partners(unmask_request(s, request.survivors, few, to=u), request.partners), AbortError, to=u)
+    assert (exc.round, exc.count, exc.threshold) == ("unmasking", q - 1, q)
+    assert s.clients[u].state is ClientState.SIGNED
+    finishes_exactly(s, s.u3)
+    assert s.clients[u].state is ClientState.DONE
+
+
+def test_boundary_pinned_client_answers_only_the_pinned_set(make_session):
+    """Not counted, but a set boundary: the pinned set itself is answered, a set differing by one
+    client (one survivor less, or one dropped client more) is refused (rule survivors-pinned)."""
+    s = make_session(n=7, t=4, seed=SEED)
+    s.clients[1] = Client(s.params, 1, s.inputs[1], pinned=U3)
+    advance_to(s, "unmasking")
+    refuse(s, unmask_request(s, (1, 2, 3, 4)), ProtocolViolation, "survivors-pinned")
+    refuse(s, unmask_request(s, (1, 2, 3, 4, 5, 6)), ProtocolViolation, "survivors-pinned")
+    assert_exact(s, s.finish())
+    assert s.clients[1].unmasked_over == frozenset(U3)

@@ -27,9 +27,14 @@ from secagg.messages import AdvertiseKeys, EncryptedShares, MaskedInput, Unmaski
 
 N, D = 6, 8
 COUNTS = np.array([30.0, 40.0, 50.0, 60.0, 70.0, 80.0])  # num-examples of partition 0..5
-DROPPED = 3  # partition that crashes before sending its masked input in the first Weiszfeld step
+DROPPED = 3  # partition that crashes before sending its masked input in a chosen session of a scenario
 GARBLER = 4  # partition that answers the setup of the session with threshold STRICT_T with garbage
+DOUBLER = 2  # partition that answers a setup with its advertise_keys and a bogus encrypted_shares at once
 STRICT_T = 5  # ceil(0.8 * 6): a stricter threshold than the clients' 2/3, which they accept
+# Each scenario trains on its own updates (update_of(p) + offset): a node pins the survivor set of
+# the first sum revealed over an update, so scenarios on the same update would constrain each other.
+OFFSETS = {"secure": 0.0, "early": 0.01, "garbled": 0.03, "repeat": 0.04, "dropat": 0.05, "double": 0.06,
+           "abort": 0.07}
 RULE_PARAMS = {
     "trimmed_mean": {"beta": 0.2},
     # f = 2: with f = 1 every point is a best 1-point cluster (cost 0), and the tie goes to the
@@ -43,9 +48,9 @@ RULE_PARAMS = {
 }
 
 
-def update_of(partition: int) -> np.ndarray:
+def update_of(partition: int, offset: float = 0.0) -> np.ndarray:
     """Client updates: five around one point, partition 5 an outlier far outside the norm ball."""
-    u = np.random.default_rng([7, partition]).normal(0.0, 0.3, D) + 1.0
+    u = np.random.default_rng([7, partition]).normal(0.0, 0.3, D) + 1.0 + offset
     return u * 40.0 if partition == 5 else u
 
 
@@ -67,8 +72,10 @@ def policy():
 class RecordingGrid:
     """Delegates to Flower's grid; keeps every message sent and every reply received."""
 
-    def __init__(self, grid):
+    def __init__(self, grid, silence: int | None = None):
         self.grid = grid
+        self.silence = silence  # a node the server stops talking to after the setup round trip
+        self.trips = 0
         self.sent: list = []
         self.replies: list = []
 
@@ -76,7 +83,8 @@ class RecordingGrid:
         return self.grid.get_node_ids()
 
     def send_and_receive(self, messages, *, timeout=None):
-        messages = list(messages)
+        messages = [m for m in messages if self.trips == 0 or m.metadata.dst_node_id != self.silence]
+        self.trips += 1
         self.sent += messages
         replies = list(self.grid.send_and_receive(messages, timeout=timeout))
         self.replies += replies
@@ -84,11 +92,12 @@ class RecordingGrid:
 
 
 def client_app():
-    from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+    from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
 
     from rfa_flower.client_mod import SecureRFAMod
-    from rfa_flower.protocol import secagg_record
+    from rfa_flower.protocol import RECORD, Setup, content, secagg_record
+    from secagg.messages import EncryptedShares
 
     secure = SecureRFAMod(policy())
 
@@ -100,45 +109,81 @@ def client_app():
             return call_next(message, context)
         return secure(message, context, call_next)
 
-    def dropout(message, context, call_next):
-        """Partition DROPPED dies when asked for its masked input (second round) in the second session."""
+    def behave(message, context, call_next):
+        """What the scenario's train config asks of this node: drop at the masked input of a given
+        session, answer a setup with two messages, or refuse every step of a given round."""
         record = secagg_record(message)
-        if record is not None and int(context.node_config["partition-id"]) == DROPPED:
-            seen = context.state.config_records.get("test-drop")
-            sessions, rounds = (seen["sessions"], seen["rounds"]) if seen else (0, 0)
-            if record["op"] == "setup":
-                sessions, rounds = sessions + 1, 0
-            else:
-                rounds += 1
-            from flwr.app import ConfigRecord
-
-            context.state["test-drop"] = ConfigRecord({"sessions": sessions, "rounds": rounds})
-            if sessions == 2 and rounds == 2:
-                raise ConnectionError("test dropout")
-        return call_next(message, context)
+        p = int(context.node_config["partition-id"])
+        config = message.content.config_records.get("config")
+        if record is None:
+            if config is not None and config.get("secure"):
+                context.state["test"] = ConfigRecord({
+                    "drop": int(config.get("drop-session", 0)) if p == DROPPED else 0,
+                    "double": int(config.get("double", -1)) == p,
+                    "refuse": int(config.get("refuse-round", 0)) == int(config.get("server-round", -1)),
+                    "sessions": 0, "rounds": 0,
+                })
+            return call_next(message, context)
+        test = context.state.config_records.get("test")
+        if test is None:
+            return call_next(message, context)
+        if record["op"] == "setup":
+            test["sessions"], test["rounds"] = int(test["sessions"]) + 1, 0
+            if test["refuse"]:
+                raise ConnectionError("test: this node takes no step in this round")
+        else:
+            test["rounds"] = int(test["rounds"]) + 1
+        context.state["test"] = test
+        if test["drop"] and test["sessions"] == test["drop"] and test["rounds"] == 2:
+            raise ConnectionError("test dropout")  # asked for its masked input
+        reply = call_next(message, context)
+        if test["double"] and record["op"] == "setup" and not reply.has_error():
+            setup = Setup.decode(record["setup"])
+            others = [u for u in setup.params.client_ids if u != setup.client_id]
+            bogus = EncryptedShares(setup.params.session_id, setup.client_id, 0, commitment=bytes(32),
+                                    ciphertexts={u: bytes(100) for u in others})
+            data = list(reply.content.config_records[RECORD]["data"]) + [bogus.encode()]
+            return Message(content("reply", data=data), reply_to=message)
+        return reply
 
     def garble(message, context, call_next):
         """Partition GARBLER answers the setup of the one session with t = 5 with bytes that are no message."""
         record = secagg_record(message)
         if record is not None and record["op"] == "setup" and int(context.node_config["partition-id"]) == GARBLER:
-            from rfa_flower.protocol import Setup, content
-
             if Setup.decode(record["setup"]).params.threshold == STRICT_T:
                 return Message(content("reply", data=[b"\x93\x01garbage"]), reply_to=message)
         return call_next(message, context)
 
     app = ClientApp()
 
-    @app.train(mods=[garble, dropout, route])
+    @app.train(mods=[garble, behave, route])
     def train(message, context):
         w = message.content["arrays"].to_numpy_ndarrays()[0]
         p = int(context.node_config["partition-id"])
+        config = message.content.config_records.get("config")
+        offset = float(config.get("offset", 0.0)) if config else 0.0
         reply = RecordDict(
-            {"arrays": ArrayRecord([w + update_of(p)]), "metrics": MetricRecord({"num-examples": int(COUNTS[p])})}
+            {"arrays": ArrayRecord([w + update_of(p, offset)]),
+             "metrics": MetricRecord({"num-examples": int(COUNTS[p])})}
         )
         return Message(reply, reply_to=message)
 
     return app
+
+
+def train_all(grid, scenario: str, **flags) -> tuple[int, ...]:
+    """One training round of every node on the scenario's updates; the nodes that are ready."""
+    from flwr.app import ConfigRecord, Message, RecordDict
+
+    from rfa_flower.arrays import to_record
+    from rfa_flower.protocol import secagg_record
+
+    config = ConfigRecord({"secure": True, "offset": OFFSETS[scenario], **flags})
+    messages = [Message(RecordDict({"arrays": to_record(initial()), "config": config}), dst_node_id=n,
+                        message_type="train") for n in sorted(grid.get_node_ids())]
+    replies = grid.send_and_receive(messages, timeout=60)
+    return tuple(sorted(r.metadata.src_node_id for r in replies
+                        if not r.has_error() and secagg_record(r) is not None))
 
 
 def server_app(results: dict):
@@ -152,6 +197,11 @@ def server_app(results: dict):
 
     app = ServerApp()
 
+    def median_run(grid, scenario, rounds=1, steps=2, **flags):
+        workflow = SecureRFAWorkflow(policy(), GeometricMedianRule(rounds=steps, nu=policy().nu), timeout=60)
+        config = ConfigRecord({"secure": True, "offset": OFFSETS[scenario], **flags})
+        return workflow.run(grid, to_record(initial()), rounds, train_config=config)
+
     @app.main()
     def main(grid, context):
         try:
@@ -163,18 +213,43 @@ def server_app(results: dict):
                 )
                 out = strategy.start(grid, to_record(initial()), num_rounds=1)
                 results[name] = out.arrays.to_numpy_ndarrays()[0]
+            # The median with a dropout in its last step, and one with a dropout in its first Weiszfeld step.
             recording = RecordingGrid(grid)
-            workflow = SecureRFAWorkflow(policy(), GeometricMedianRule(rounds=2, nu=policy().nu), timeout=60)
-            history = workflow.run(recording, to_record(initial()), 1, train_config=ConfigRecord({"secure": True}))
-            results["secure"] = history
+            results["secure"] = median_run(recording, "secure", **{"drop-session": 3})
             results["recording"] = recording
+            results["early"] = median_run(grid, "early", **{"drop-session": 2})
             lax = SecurePolicy(**{**policy().__dict__, "threshold": 0.34})  # below the clients' 2/3
             try:
                 SecureAverage(grid, lax, timeout=60)(sorted(grid.get_node_ids()), "mean", np.zeros(D))
             except AbortError as exc:
                 results["refused"] = exc
+            train_all(grid, "garbled")
             strict = SecurePolicy(**{**policy().__dict__, "threshold": 0.8})
             results["garbled"] = SecureAverage(grid, strict, timeout=60)(sorted(grid.get_node_ids()), "mean", np.zeros(D))
+            # A hostile server repeats the mean step without one node (issue 24, item 2).
+            nodes = train_all(grid, "repeat")
+            average = SecureAverage(RecordingGrid(grid), policy(), timeout=60)
+            results["repeat-first"] = average(nodes, "mean", np.zeros(D))
+            try:
+                average(nodes[1:], "mean", np.zeros(D))
+            except AbortError as exc:
+                results["repeat-refused"] = exc
+            results["repeat-grid"] = average.grid
+            # A hostile server keeps every node in the next step's setup but stops talking to one
+            # after it, and skips its own pin: the others must refuse to unmask.
+            nodes = train_all(grid, "dropat")
+            first = SecureAverage(grid, policy(), timeout=60)(nodes, "mean", np.zeros(D))
+            silent = RecordingGrid(grid, silence=nodes[0])
+            try:
+                SecureAverage(silent, policy(), timeout=60)(nodes, "weiszfeld", first.output)
+            except AbortError as exc:
+                results["dropat-refused"] = exc
+            results["dropat-grid"] = silent
+            # Two messages in one reply (issue 24, item 5).
+            nodes = train_all(grid, "double", double=DOUBLER)
+            results["double"] = SecureAverage(grid, policy(), timeout=60)(nodes, "mean", np.zeros(D))
+            # Every node refuses the steps of round 1: that round aborts, training goes on.
+            results["abort"] = median_run(grid, "abort", rounds=2, steps=1, **{"refuse-round": 1})
         except Exception as exc:  # surfaced by the tests, not lost in Flower's log
             results["error"] = exc
 
@@ -193,8 +268,14 @@ def run():
     return results
 
 
-def expected_points():
-    return {p + 1: update_of(p) for p in range(N)}, {p + 1: COUNTS[p] for p in range(N)}
+def expected_points(offset: float = 0.0):
+    return {p + 1: update_of(p, offset) for p in range(N)}, {p + 1: COUNTS[p] for p in range(N)}
+
+
+def in_memory_oracle(threshold=None):
+    p = policy()
+    return SecureAverageOracle(p.threshold if threshold is None else threshold, value_bound=p.norm_bound,
+                               weight_bound=p.privacy.beta_max, max_clients=p.max_clients)
 
 
 # ---- strategies ---------------------------------------------------------------------------------
@@ -226,26 +307,99 @@ def test_robust_strategies_resist_the_outlier_that_moves_fedavg(run):
 
 
 def test_secure_geometric_median_over_flower_equals_the_in_memory_secure_run_with_the_same_dropout(run):
+    """A node drops in the last Weiszfeld step: that step would reveal a sum over another set, so
+    it aborts and the median is the last completed iterate, as in memory (rfa.secure)."""
     history = run["secure"]
-    steps = history.rounds[0].steps
-    assert [s.kind for s in steps] == ["mean", "weiszfeld", "weiszfeld"]
-    sizes = [len(s.included) for s in steps]
-    assert sizes == [N, N - 1, N]  # the dropout only in the first Weiszfeld step
+    (round_,) = history.rounds
+    steps = round_.steps
+    assert [s.kind for s in steps] == ["mean", "weiszfeld"]
+    assert [len(s.included) for s in steps] == [N, N]  # the pinned set, both times
+    assert round_.stopped is not None and "pinned" in round_.stopped
     points, weights = expected_points()
     p = policy()
-    oracle = SecureAverageOracle(p.threshold, value_bound=p.norm_bound, weight_bound=p.privacy.beta_max,
-                                 max_clients=p.max_clients)
     memory = secure_geometric_median(
         points, weights, rounds=2, nu=p.nu, max_weight=p.max_weight, norm_bound=p.norm_bound,
-        alpha_range=(p.alpha_min, p.alpha_max), oracle=oracle,
-        dropouts=[None, {"masked_input": [DROPPED + 1]}, None],
+        alpha_range=(p.alpha_min, p.alpha_max), oracle=in_memory_oracle(),
+        dropouts=[None, None, {"masked_input": [DROPPED + 1]}],
     )
+    assert memory.stopped is not None and len(memory.rounds) == 2
     flower = history.arrays.to_numpy_ndarrays()[0] - initial()
     bound = sum(s.error_bound for s in steps)
     assert np.max(np.abs(flower - memory.median)) <= bound
     for ours, theirs in zip(steps, memory.rounds):
         assert ours.certified_weight == pytest.approx(theirs.certified_weight)
         assert np.max(np.abs(ours.output - theirs.output)) <= ours.error_bound
+
+
+def test_a_dropout_between_the_mean_and_the_first_weiszfeld_step_reveals_no_second_sum(run):
+    """Issue 24, item 2: a natural dropout after the mean step used to let the server subtract the
+    mean step's sum from the next one (over one node fewer) and recover that node's update.  Now
+    the next step aborts before anything is unmasked; the server holds one sum, and the model
+    moves by the certified mean."""
+    (round_,) = run["early"].rounds
+    assert [s.kind for s in round_.steps] == ["mean"] and len(round_.steps[0].included) == N
+    assert round_.stopped is not None and "pinned" in round_.stopped
+    moved = run["early"].arrays.to_numpy_ndarrays()[0] - initial()
+    np.testing.assert_allclose(moved, round_.steps[0].output, rtol=0, atol=1e-12)
+
+
+def test_a_server_that_repeats_the_mean_step_without_one_node_gets_no_second_sum(run):
+    """Every node refuses, before it sends anything, a step on an update whose first sum was
+    revealed over another set of nodes (issue 24, item 2)."""
+    first = run["repeat-first"]
+    assert len(first.included) == N
+    assert isinstance(run["repeat-refused"], AbortError) and run["repeat-refused"].count == 0
+    grid = run["repeat-grid"]
+    second = [r for r in grid.replies[-(N - 1):]]
+    assert len(second) == N - 1 and all(r.has_error() for r in second)
+    assert all("pinned" in r.error.reason for r in second)
+
+
+def test_nodes_refuse_to_unmask_a_survivor_list_other_than_the_pinned_one(run):
+    """The server keeps every node in the setup, stops talking to one after it, and does not
+    check its own pin: the others refuse the unmask request (rule survivors-pinned)."""
+    from rfa_flower.protocol import secagg_record
+
+    assert isinstance(run["dropat-refused"], AbortError) and run["dropat-refused"].round == "unmasking"
+    grid = run["dropat-grid"]
+    last = grid.replies[-(N - 1):]  # the unmasking round trip, to the N - 1 nodes still talked to
+    assert all(r.has_error() and "survivors-pinned" in r.error.reason for r in last)
+    for reply in grid.replies:
+        record = None if reply.has_error() else secagg_record(reply)
+        for data in (record.get("data", []) if record is not None else []):
+            assert decode_any(data).__class__.__name__ != "UnmaskingShares"
+
+
+def decode_any(data: bytes):
+    import msgpack
+
+    from secagg.messages import KINDS
+
+    return KINDS[msgpack.unpackb(data, raw=False, strict_map_key=False)[3]]
+
+
+def test_a_reply_with_two_messages_is_a_violation_and_the_step_goes_on_without_that_node(run):
+    """Issue 24, item 5: a node answered its setup with its advertise_keys and a bogus
+    encrypted_shares; if it answered last, the round closed in between and the bogus shares were
+    forwarded, and the honest nodes aborted.  Now one reply carries one message."""
+    step = run["double"]
+    assert len(step.violations) == 1 and "one-message" in step.violations[0][1]
+    doubler = step.violations[0][0]
+    assert doubler not in step.included and len(step.included) == N - 1
+    points, weights = expected_points(OFFSETS["double"])
+    p = policy()
+    memory = secure_mean(points, weights, norm_bound=p.norm_bound, alpha_range=(p.alpha_min, p.alpha_max),
+                         oracle=in_memory_oracle(), dropouts={"advertise_keys": [DOUBLER + 1]})
+    assert np.max(np.abs(step.output - memory.median)) <= step.error_bound
+
+
+def test_a_round_whose_aggregation_aborts_leaves_the_model_unchanged_and_training_goes_on(run):
+    history = run["abort"]
+    first, second = history.rounds
+    assert first.steps == () and first.stopped is not None and first.stopped.startswith("aborted")
+    assert [s.kind for s in second.steps] == ["mean", "weiszfeld"] and second.stopped is None
+    moved = history.arrays.to_numpy_ndarrays()[0] - initial()
+    np.testing.assert_allclose(moved, second.steps[-1].output, rtol=0, atol=1e-12)  # round 1 added nothing
 
 
 def test_replies_to_the_secure_server_hold_only_secagg_client_messages(run):
@@ -258,7 +412,7 @@ def test_replies_to_the_secure_server_hold_only_secagg_client_messages(run):
         if record is not None and record["op"] == "setup":
             setup = Setup.decode(record["setup"])
             params_of[setup.params.session_id] = setup.params
-    assert len(params_of) == 3
+    assert len(params_of) == 3  # mean, first and (aborted) second Weiszfeld step
     kinds = set()
     for reply in recording.replies:
         if reply.has_error():
@@ -305,12 +459,10 @@ def test_a_garbled_reply_is_named_and_left_out_and_the_others_still_get_their_me
     step = run["garbled"]
     assert len(step.included) == N - 1 == STRICT_T and len(step.violations) == 1
     assert step.violations[0][0] not in step.included
-    points, weights = expected_points()
+    points, weights = expected_points(OFFSETS["garbled"])
     p = policy()
-    oracle = SecureAverageOracle(0.8, value_bound=p.norm_bound, weight_bound=p.privacy.beta_max,
-                                 max_clients=p.max_clients)
     memory = secure_mean(points, weights, norm_bound=p.norm_bound, alpha_range=(p.alpha_min, p.alpha_max),
-                         oracle=oracle, dropouts={"advertise_keys": [GARBLER + 1]})
+                         oracle=in_memory_oracle(0.8), dropouts={"advertise_keys": [GARBLER + 1]})
     assert np.max(np.abs(step.output - memory.median)) <= step.error_bound
 
 
@@ -323,14 +475,17 @@ def test_setup_round_trips_and_rejects_a_broadcast_of_the_wrong_dimension():
     from rfa_flower.protocol import Setup, SetupError
 
     params = PublicParams.create([1, 2, 3], threshold=2, modulus=2**64, dim=D + 1, rng=SeededRandom(1))
-    setup = Setup(params, 2, "weiszfeld", np.arange(D, dtype=float))
+    setup = Setup(params, 2, "weiszfeld", np.arange(D, dtype=float), {1: 11, 2: 12, 3: 13})
     back = Setup.decode(setup.encode())
     assert (back.params.session_id, back.params.client_ids, back.params.threshold, back.params.dim) == (
         params.session_id, params.client_ids, params.threshold, params.dim
     )
-    assert back.client_id == 2 and np.array_equal(back.v, setup.v)
+    assert back.client_id == 2 and np.array_equal(back.v, setup.v) and back.nodes == {1: 11, 2: 12, 3: 13}
     with pytest.raises(SetupError, match="dimension"):
-        Setup.decode(Setup(params, 2, "weiszfeld", np.arange(D - 1, dtype=float)).encode())
+        Setup.decode(Setup(params, 2, "weiszfeld", np.arange(D - 1, dtype=float), setup.nodes).encode())
+    for nodes in ({1: 11, 2: 12}, {1: 11, 2: 11, 3: 13}, {1: 11, 2: 12, 3: "13"}):
+        with pytest.raises(SetupError, match="one distinct node"):
+            Setup.decode(Setup(params, 2, "weiszfeld", setup.v, nodes).encode())
 
 
 @settings(max_examples=60, deadline=None)
@@ -406,3 +561,28 @@ def test_example_on_a_local_superlink_and_supernodes_matches_the_in_memory_run(t
     from rfa_flower.example.deploy import main
 
     assert main(["--clients", "2", "--rounds", "1", "--rule", "mean", "--out", str(tmp_path), "--timeout", "400"]) == 0
+
+
+def test_a_nodes_policy_comes_from_its_node_config_and_a_setup_below_it_is_refused_cheaply():
+    from secagg import ClientPolicy, PublicParams, SeededRandom, WeakParameters
+
+    from rfa_flower.protocol import Setup, SetupError, client_policy
+
+    config = {"secagg-min-group": 5, "secagg-tolerated-corrupt": 0.1, "secagg-tolerated-dropout": 0.2,
+              "secagg-min-threshold": 0.75, "secagg-max-clients": 50, "partition-id": 3}
+    assert client_policy(config) == ClientPolicy(min_group=5, corrupt=0.1, dropout=0.2, min_threshold=0.75,
+                                                 max_clients=50)
+    assert client_policy({}) == ClientPolicy()
+    with pytest.raises(SetupError, match="node config"):
+        client_policy({"secagg-min-threshold": 2.0})
+    params = PublicParams.create(range(1, 61), threshold=45, modulus=2**64, dim=D + 1, rng=SeededRandom(4))
+    data = Setup(params, 1, "mean", np.zeros(D), {u: 100 + u for u in params.client_ids}).encode()
+    with pytest.raises(WeakParameters) as info:  # 60 ids > 50: refused from msgpack's length header
+        Setup.decode(data, client_policy(config))
+    assert info.value.item == "max-clients"
+    setup = Setup.decode(data, ClientPolicy())
+    assert ClientPolicy(min_threshold=0.75).check(setup.params) >= 2
+    with pytest.raises(WeakParameters) as info:
+        ClientPolicy(min_threshold=0.75).check(
+            PublicParams.create(range(1, 61), threshold=44, modulus=2**64, dim=D + 1, rng=SeededRandom(4)))
+    assert info.value.item == "min-threshold"

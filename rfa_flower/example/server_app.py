@@ -35,7 +35,7 @@ def run(grid: Grid, cfg: ExampleConfig) -> dict[str, Any]:
             "params": history.arrays.to_numpy_ndarrays()[0].tolist(),
             "accuracy": [float(r.metrics["accuracy"]) for r in rounds],  # type: ignore[index]
             "oracle_calls": sum(len(r.steps) for r in rounds),
-            "error_bound": [max(s.error_bound for s in r.steps) for r in rounds],
+            "error_bound": [max((s.error_bound for s in r.steps), default=0.0) for r in rounds],
             "included": [[len(s.included) for s in r.steps] for r in rounds],
             "step_seconds": float(np.mean([s.seconds for r in rounds for s in r.steps])),
         }
