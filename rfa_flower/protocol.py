@@ -166,7 +166,7 @@ class Setup:
                     "clients this node accepts"
                 ) from None
             raise SetupError(f"malformed setup: {exc}") from None
-        except msgpack.UnpackException as exc:
+        except (msgpack.UnpackException, TypeError) as exc:  # TypeError: a map key msgpack cannot hash
             raise SetupError(f"malformed setup: {exc}") from None
         try:
             wire = obj["params"]

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("flwr", reason="Flower is not installed: pip install '.[flower]'")
 
-from hypothesis import given, settings  # noqa: E402
+from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from rfa.aggregators import GeometricMedianRule, TwoPhaseRule, make_aggregator, registry  # noqa: E402
@@ -490,13 +490,20 @@ def test_setup_round_trips_and_rejects_a_broadcast_of_the_wrong_dimension():
 
 @settings(max_examples=60, deadline=None)
 @given(st.binary(max_size=200))
+@example(b"\x81\x80\x00")  # a map keyed by a map: msgpack raises TypeError (found by CI)
+@example(b"\xdd\x00\x01\x00\x00")  # an array header longer than any policy allows
 def test_any_bytes_as_setup_either_decode_or_raise_setup_error(data):
+    from secagg import ClientPolicy, WeakParameters
+
     from rfa_flower.protocol import Setup, SetupError
 
-    try:
-        Setup.decode(data)
-    except SetupError:
-        pass
+    for policy in (None, ClientPolicy(max_clients=20)):
+        try:
+            Setup.decode(data, policy)
+        except SetupError:
+            pass
+        except WeakParameters:
+            assert policy is not None  # only a node's own policy refuses a session as too large
 
 
 def test_policy_refuses_a_step_with_a_threshold_below_the_agreed_fraction():
