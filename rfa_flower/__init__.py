@@ -3,11 +3,13 @@
 Flower is the engine and the transport; this package adds, through Flower's
 public Message API only:
 
-* ``strategy``: FedAvg subclasses that aggregate the updates w_i - w with any
-  rule of ``rfa.aggregators`` (plaintext, like Flower's own strategies);
-* ``client_mod`` and ``workflow``: the secure geometric median, each
-  Weiszfeld step one secure weighted average run by this project's sans-I/O
-  secagg state machines, their msgpack messages carried in Flower records;
+* ``strategy``: ``RobustFedAvg``, FedAvg with the updates w_i - w aggregated
+  by any rule of ``rfa.aggregators`` (plaintext, like Flower's own strategies);
+* ``workflow.SecureRFA`` (a strategy: ``start(grid=..., initial_arrays=...,
+  num_rounds=...)``) and ``client_mod.SecureRFAMod`` (a client mod): the
+  secure geometric median, each Weiszfeld step one secure weighted average run
+  by this project's sans-I/O secagg state machines, their msgpack messages
+  carried in Flower records;
 * ``example``: a server app and a client app on scikit-learn digits.
 
 The base packages ``secagg`` and ``rfa`` never import this one.
@@ -19,3 +21,10 @@ try:
     import flwr  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError('rfa_flower needs Flower: pip install ".[flower]"') from exc
+
+from .client_mod import SecureRFAMod  # noqa: E402
+from .protocol import SecurePolicy  # noqa: E402
+from .strategy import RobustFedAvg  # noqa: E402
+from .workflow import SecureRFA  # noqa: E402
+
+__all__ = ["RobustFedAvg", "SecurePolicy", "SecureRFA", "SecureRFAMod"]

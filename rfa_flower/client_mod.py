@@ -1,6 +1,6 @@
 """The client's side of secure aggregation over Flower: a Flower client mod.
 
-``SecureRFAMod(policy)`` wraps a ClientApp's ``train`` function:
+``SecureRFAMod()`` wraps a ClientApp's ``train`` function:
 
 * an ordinary train message runs the wrapped function; the mod keeps the
   update w_i - w (clipped to the public norm ball C) and the weight
@@ -59,16 +59,25 @@ SEED_BYTES = 32
 
 
 class SecureRFAMod:
-    """``ClientApp(mods=[SecureRFAMod(policy)])`` or ``@app.train(mods=[...])``."""
+    """``@app.train(mods=[SecureRFAMod()])``: needs no ``Context`` to build.
+
+    ``policy``: the public privacy parameters agreed for the run; None reads them
+    from the run config when a message arrives (``SecurePolicy.from_config``: keys
+    ``norm-bound``, ``alpha-min``, ``alpha-max``, ``nu``, ...).  ``client_policy``:
+    the node's floor on the secagg parameters; None reads it from the node config
+    when a setup arrives (keys ``protocol.POLICY_KEYS``).
+    """
 
     def __init__(
-        self, policy: SecurePolicy, *, weighted_by_key: str = "num-examples", client_policy: ClientPolicy | None = None
+        self, policy: SecurePolicy | None = None, *, weighted_by_key: str = "num-examples",
+        client_policy: ClientPolicy | None = None,
     ):
-        """``client_policy``: the node's floor on the secagg parameters; None reads it from the
-        node config when a setup arrives (keys ``protocol.POLICY_KEYS``)."""
         self.policy = policy
         self.weighted_by_key = weighted_by_key
         self.client_policy = client_policy
+
+    def _policy(self, context: Context) -> SecurePolicy:
+        return self.policy if self.policy is not None else SecurePolicy.from_config(context.run_config)
 
     def __call__(self, message: Message, context: Context, call_next: ClientAppCallable) -> Message:
         record = secagg_record(message)
@@ -96,15 +105,16 @@ class SecureRFAMod:
         norm = float(np.linalg.norm(update))
         if not np.isfinite(norm):
             raise SetupError("the local update is not finite")
-        if norm > self.policy.norm_bound:  # client-side clipping to the public ball
-            update *= self.policy.norm_bound / norm
+        policy = self._policy(context)
+        if norm > policy.norm_bound:  # client-side clipping to the public ball
+            update *= policy.norm_bound / norm
         alpha = None
         for metrics in reply.content.metric_records.values():
             if self.weighted_by_key in metrics:
                 alpha = float(metrics[self.weighted_by_key])  # type: ignore[arg-type]
         if alpha is None or not alpha > 0:
             raise SetupError(f"the train function reported no positive '{self.weighted_by_key}'")
-        alpha = float(np.clip(alpha, self.policy.alpha_min, self.policy.alpha_max))
+        alpha = float(np.clip(alpha, policy.alpha_min, policy.alpha_max))
         context.state[UPDATE] = ArrayRecord([update])
         context.state[LOCAL] = ConfigRecord({
             "alpha": alpha, "seed": b"", "setup": b"", "inbox": [], "digest": _digest(update, alpha),
@@ -118,14 +128,17 @@ class SecureRFAMod:
             raise SetupError("no local update: this node did not train in this round")
         return context.state.config_records[LOCAL]
 
-    def _client(self, setup: Setup, local: ConfigRecord, update: np.ndarray, seed: bytes, pin: set[int] | None) -> Client:
+    @staticmethod
+    def _client(
+        policy: SecurePolicy, setup: Setup, local: ConfigRecord, update: np.ndarray, seed: bytes, pin: set[int] | None
+    ) -> Client:
         """The secagg client of this step, its input the encoding of (beta_i w_i, beta_i)."""
         alpha = np.array([float(local["alpha"])])  # type: ignore[arg-type]
         if setup.kind == "mean":
             beta = float(alpha[0])
         else:
-            beta = float(weiszfeld_weights(update[None, :], setup.v, alpha, self.policy.nu)[0])
-        encoded = self.policy.encoding.encode(update, beta)
+            beta = float(weiszfeld_weights(update[None, :], setup.v, alpha, policy.nu)[0])
+        encoded = policy.encoding.encode(update, beta)
         pinned = None if pin is None else [u for u, node in setup.nodes.items() if node in pin]
         return Client(setup.params, setup.client_id, encoded.vector, rng=SeededRandom(seed), pinned=pinned)
 
@@ -143,7 +156,8 @@ class SecureRFAMod:
         if params.dim != update.size + 1:
             raise SetupError(f"the session is for {params.dim - 1} parameters, the update has {update.size}")
         policy.check(params)
-        self.policy.check_step(setup.kind, params, setup.v, f"client {setup.client_id}")
+        agreed = self._policy(context)
+        agreed.check_step(setup.kind, params, setup.v, f"client {setup.client_id}")
         pins, sessions = _memory(context)
         if params.session_id in sessions:
             raise SetupError(f"session id {params.session_id.hex()[:16]}... was used before: refused")
@@ -155,7 +169,7 @@ class SecureRFAMod:
                 "different sets would reveal the difference"
             )
         seed = SystemRandom().bytes(SEED_BYTES)
-        replies = self._client(setup, local, update, seed, pin).start()
+        replies = self._client(agreed, setup, local, update, seed, pin).start()
         _remember(context, pins, sessions | {params.session_id})
         local["seed"], local["setup"], local["inbox"] = seed, record["setup"], []
         context.state[LOCAL] = local
@@ -169,7 +183,7 @@ class SecureRFAMod:
         setup = Setup.decode(local["setup"])  # type: ignore[arg-type]
         pins, sessions = _memory(context)
         digest: str = local["digest"]  # type: ignore[assignment]
-        client = self._client(setup, local, update, local["seed"], pins.get(digest))  # type: ignore[arg-type]
+        client = self._client(self._policy(context), setup, local, update, local["seed"], pins.get(digest))  # type: ignore[arg-type]
         client.start()
         inbox = list(local["inbox"])  # type: ignore[arg-type]
         for data in inbox:  # replay: rebuilds exactly the state the last message left

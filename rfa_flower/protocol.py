@@ -71,18 +71,28 @@ class SecurePolicy:
         self.privacy  # validates C, nu, the weight range and s
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "SecurePolicy":
-        """From a Flower run config: keys norm-bound, alpha-min, alpha-max, nu, max-weight (<= 0: none), ..."""
-        s = float(config.get("max-weight", 0.0))
-        return cls(
-            norm_bound=float(config["norm-bound"]),
-            alpha_min=float(config["alpha-min"]),
-            alpha_max=float(config["alpha-max"]),
-            nu=float(config["nu"]),
-            max_weight=s if s > 0 else None,
-            threshold=float(config.get("threshold", 2 / 3)),
-            max_clients=int(config.get("max-clients", 64)),
-        )
+    def from_config(cls, config: Mapping[str, Any]) -> "SecurePolicy":
+        """From a Flower run config: keys ``norm-bound``, ``alpha-min``, ``alpha-max``, ``nu`` (required),
+        ``max-weight`` (<= 0: none), ``threshold`` (default 2/3), ``max-clients`` (default 64)."""
+        missing = [k for k in ("norm-bound", "alpha-min", "alpha-max", "nu") if k not in config]
+        if missing:
+            raise SetupError(f"the run config lacks the secure aggregation keys {missing} ([tool.flwr.app.config] "
+                             "of the app's pyproject.toml, or give the policy to SecureRFAMod and SecureRFA)")
+        try:
+            s = float(config.get("max-weight", 0.0))
+            return cls(
+                norm_bound=float(config["norm-bound"]),
+                alpha_min=float(config["alpha-min"]),
+                alpha_max=float(config["alpha-max"]),
+                nu=float(config["nu"]),
+                max_weight=s if s > 0 else None,
+                threshold=float(config.get("threshold", 2 / 3)),
+                max_clients=int(config.get("max-clients", 64)),
+            )
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, SetupError):
+                raise
+            raise SetupError(f"the run config's secure aggregation keys: {exc}") from None
 
     @property
     def privacy(self) -> PrivacyPolicy:

@@ -1,15 +1,16 @@
-"""The server's side of secure aggregation over Flower: the secure geometric median as a workflow.
+"""The server's side of secure aggregation over Flower: the secure geometric median as a strategy.
 
-``SecureRFAWorkflow(policy, rule).run(grid, initial_arrays, num_rounds)`` runs
-federated training (Algorithm 1 of the RFA paper) on a Flower ``Grid``:
+``SecureRFA(rule, policy=...).start(grid=..., initial_arrays=..., num_rounds=...)``
+runs federated training (Algorithm 1 of the RFA paper) on a Flower ``Grid``,
+with the signature and the ``Result`` of Flower's strategies:
 
-1. one train message per node; nodes wrapped in ``client_mod.SecureRFAMod``
-   train, keep the update and answer "ready";
+1. one train message per sampled node; nodes wrapped in
+   ``client_mod.SecureRFAMod`` train, keep the update and answer "ready";
 2. the aggregate of the updates is computed by secure weighted averages only
    (``SecureAverage``): one for the starting mean and one per smoothed
    Weiszfeld step (Algorithm 2) for the geometric median, one from v = 0 for
    one-step RFA (Algorithm 3), one for the mean;
-3. w <- w + aggregate.
+3. w <- w + aggregate, one log line per round.
 
 ``SecureAverage`` drives ``secagg.Server`` through ``grid.send_and_receive``:
 a setup message per node, then one Flower round trip per secagg round.  A
@@ -40,7 +41,10 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
-from rfa.aggregators import Aggregator, GeometricMedianRule, Mean, OneStepRule
+from flwr.serverapp.strategy import Result
+from flwr.serverapp.strategy.strategy_utils import sample_nodes
+
+from rfa.aggregators import Aggregator, GeometricMedianRule, Mean, OneStepRule, make_aggregator
 from rfa.errors import PlaintextOnly
 from secagg import AbortError, MalformedMessage, ProtocolViolation, PublicParams, Server, SystemRandom, decode
 from secagg.rng import RandomSource
@@ -48,7 +52,7 @@ from secagg.rng import RandomSource
 from .arrays import Layout
 from .protocol import Kind, SecurePolicy, Setup, SetupError, content, secagg_record, wire_items
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("flwr")  # Flower's logger: `flwr run --stream` and the simulation show these lines
 
 
 @dataclass(frozen=True)
@@ -74,11 +78,27 @@ class RoundRecord:
     metrics: MetricRecord | None  # of evaluate_fn, if given
     stopped: str | None = None  # why the aggregation ended before its planned steps, if it did
 
+    def summary(self, sampled: int) -> MetricRecord:
+        """The round's secure aggregation in numbers (``Result.train_metrics_clientapp``)."""
+        return MetricRecord({
+            "nodes-sampled": sampled,
+            "nodes-ready": len(self.trained),
+            "nodes-included": len(self.steps[0].included) if self.steps else 0,
+            "oracle-calls": len(self.steps),
+            "certified-weight": max((s.certified_weight for s in self.steps), default=0.0),
+            "stopped-early": int(self.stopped is not None),
+        })
 
-@dataclass
-class History:
-    arrays: ArrayRecord
-    rounds: list[RoundRecord] = field(default_factory=list)
+    def line(self, sampled: int) -> str:
+        """One log line, the way Flower's strategies report a round."""
+        s = self.summary(sampled)
+        text = (f"{sampled} nodes sampled, {s['nodes-ready']} trained, {s['nodes-included']} included in "
+                f"{s['oracle-calls']} secure averages, certified weight {s['certified-weight']:.3g}")
+        if self.stopped is not None:
+            text += f"; stopped: {self.stopped}"
+        if self.metrics is not None:
+            text += "; " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in self.metrics.items())
+        return text
 
 
 def _project(v: np.ndarray, radius: float) -> np.ndarray:
@@ -170,23 +190,65 @@ class SecureAverage:
         )
 
 
-class SecureRFAWorkflow:
-    """``SecureRFAWorkflow(policy, GeometricMedianRule(rounds=3, nu=policy.nu))``.
+class SecureRFA:
+    """The secure robust aggregation as a Flower strategy.
 
-    ``rule`` is one of the secure rules of ``rfa.aggregators`` (mean,
-    geometric median, one-step); its nu must be the policy's, which the
-    clients enforce.  Plaintext rules are refused: they need every update.
+    ``SecureRFA("geometric_median", policy=policy).start(grid=grid, initial_arrays=arrays, num_rounds=3)``
+
+    ``rule`` is a secure rule of ``rfa.aggregators`` (``"mean"``,
+    ``"geometric_median"``, ``"one_step"``, by name or as an object; its nu
+    must be the policy's, which the nodes enforce); plaintext rules are
+    refused, they need every update (use ``RobustFedAvg``).  Sampling follows
+    Flower's ``FedAvg``: ``fraction_train`` of the connected nodes, at least
+    ``min_train_nodes``, once at least ``min_available_nodes`` are connected.
+    ``timeout`` bounds each Flower round trip; ``start``'s ``timeout`` is
+    Flower's name for it and overrides it.
     """
 
-    def __init__(self, policy: SecurePolicy, rule: Aggregator, *, timeout: float = 60.0, min_nodes: int = 2):
+    def __init__(
+        self,
+        rule: Aggregator | str = "geometric_median",
+        *,
+        policy: SecurePolicy,
+        fraction_train: float = 1.0,
+        min_train_nodes: int = 2,
+        min_available_nodes: int = 2,
+        arrayrecord_key: str = "arrays",
+        configrecord_key: str = "config",
+        rule_params: dict | None = None,
+    ):
+        if isinstance(rule, str):
+            params = dict(rule_params or {})
+            if rule in ("geometric_median", "one_step"):
+                params.setdefault("nu", policy.nu)
+            rule = make_aggregator(rule, **params)
+        elif rule_params:
+            raise SetupError("rule_params go with a rule given by name")
         if not isinstance(rule, (Mean, GeometricMedianRule, OneStepRule)):
             raise PlaintextOnly(f"{rule.name} needs every update in the clear; use RobustFedAvg for it")
         if not isinstance(rule, Mean) and rule.nu != policy.nu:
             raise SetupError(f"the rule's nu={rule.nu} differs from the agreed policy's nu={policy.nu}")
+        if not 0.0 < fraction_train <= 1.0:
+            raise SetupError(f"fraction_train must be in (0, 1], got {fraction_train}")
+        if min_train_nodes < 2 or min_available_nodes < 2:
+            raise SetupError("secure aggregation needs at least 2 nodes (min_train_nodes, min_available_nodes)")
         self.policy = policy
         self.rule = rule
-        self.timeout = timeout
-        self.min_nodes = min_nodes
+        self.fraction_train = fraction_train
+        self.min_train_nodes = min_train_nodes
+        self.min_available_nodes = min_available_nodes
+        self.arrayrecord_key = arrayrecord_key
+        self.configrecord_key = configrecord_key
+        self.timeout = 60.0
+        self.rounds: list[RoundRecord] = []  # what each round did, step by step (also summarised in the Result)
+
+    def summary(self) -> None:
+        log.info("\t├── rule: %s (%s)", self.rule.name, ", ".join(f"{k}={v}" for k, v in vars(self.rule).items()))
+        log.info("\t├── policy: C=%g, weights in [%g, %g], nu=%g, max weight %s, threshold %.3g of the nodes",
+                 self.policy.norm_bound, self.policy.alpha_min, self.policy.alpha_max, self.policy.nu,
+                 self.policy.max_weight, self.policy.threshold)
+        log.info("\t└── sampling: fraction_train=%g, min_train_nodes=%d, min_available_nodes=%d",
+                 self.fraction_train, self.min_train_nodes, self.min_available_nodes)
 
     def aggregate(
         self, grid: Grid, nodes: Iterable[int], dim: int
@@ -214,49 +276,65 @@ class SecureRFAWorkflow:
                     break
         return steps[-1].output, tuple(steps), stopped
 
-    def run(
+    def _sample(self, grid: Grid) -> list[int]:
+        """Flower's FedAvg sampling: wait for ``min_available_nodes``, then take ``fraction_train`` of them."""
+        connected = list(grid.get_node_ids())
+        size = max(int(len(connected) * self.fraction_train), self.min_train_nodes)
+        sampled, _ = sample_nodes(grid, self.min_available_nodes, size)
+        return sorted(sampled)
+
+    def start(
         self,
         grid: Grid,
         initial_arrays: ArrayRecord,
-        num_rounds: int,
-        *,
+        num_rounds: int = 3,
+        timeout: float = 3600,
         train_config: ConfigRecord | None = None,
         evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
-        wait_seconds: float = 120.0,
-    ) -> History:
-        """``num_rounds`` rounds of training on every connected node; the first waits for ``min_nodes``."""
+    ) -> Result:
+        """Run ``num_rounds`` rounds; the Flower ``Result`` (arrays, per-round secure aggregation
+        figures in ``train_metrics_clientapp``, ``evaluate_fn``'s in ``evaluate_metrics_serverapp``)."""
+        self.timeout = timeout
+        log.info("Starting %s strategy:", type(self).__name__)
+        self.summary()
         layout = Layout.of(initial_arrays)
         w = layout.flatten(initial_arrays)
-        history = History(initial_arrays)
-        deadline = time.monotonic() + wait_seconds
-        while len(list(grid.get_node_ids())) < self.min_nodes:
-            if time.monotonic() > deadline:
-                raise SetupError(f"fewer than {self.min_nodes} nodes connected within {wait_seconds:g} s")
-            time.sleep(0.2)
+        result = Result(arrays=initial_arrays)
+        self.rounds = []
+        began = time.time()
+        if evaluate_fn is not None:
+            metrics = evaluate_fn(0, initial_arrays)
+            log.info("Initial global evaluation results: %s", metrics)
+            if metrics is not None:
+                result.evaluate_metrics_serverapp[0] = metrics
         for server_round in range(1, num_rounds + 1):
             config = ConfigRecord(dict(train_config or {}))
             config["server-round"] = server_round
             arrays = layout.unflatten(w)
+            sampled = self._sample(grid)
             messages = [
-                Message(RecordDict({"arrays": arrays, "config": config}), dst_node_id=n, message_type="train")
-                for n in sorted(grid.get_node_ids())
+                Message(RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config}), dst_node_id=n,
+                        message_type="train")
+                for n in sampled
             ]
-            replies = grid.send_and_receive(messages, timeout=self.timeout)
-            ready = tuple(
-                sorted(
-                    m.metadata.src_node_id
-                    for m in replies
-                    if not m.has_error() and (r := secagg_record(m)) is not None and r.get("op") == "ready"
-                )
-            )
+            replies = grid.send_and_receive(messages, timeout=timeout)
+            ready = tuple(sorted(
+                m.metadata.src_node_id for m in replies
+                if not m.has_error() and (r := secagg_record(m)) is not None and r.get("op") == "ready"
+            ))
             try:
                 aggregate, steps, stopped = self.aggregate(grid, ready, w.size)
             except AbortError as exc:  # nothing revealed: this round leaves the model as it was
                 log.warning("round %d: secure aggregation aborted, global model unchanged: %s", server_round, exc)
                 aggregate, steps, stopped = np.zeros_like(w), (), f"aborted: {exc}"
             w = w + aggregate
-            history.arrays = layout.unflatten(w)
-            metrics = evaluate_fn(server_round, history.arrays) if evaluate_fn else None
-            history.rounds.append(RoundRecord(server_round, ready, steps, metrics, stopped))
-        return history
-
+            result.arrays = layout.unflatten(w)
+            metrics = evaluate_fn(server_round, result.arrays) if evaluate_fn is not None else None
+            if metrics is not None:
+                result.evaluate_metrics_serverapp[server_round] = metrics
+            record = RoundRecord(server_round, ready, steps, metrics, stopped)
+            self.rounds.append(record)
+            result.train_metrics_clientapp[server_round] = record.summary(len(sampled))
+            log.info("[ROUND %d/%d] %s", server_round, num_rounds, record.line(len(sampled)))
+        log.info("Strategy execution finished in %.2fs", time.time() - began)
+        return result

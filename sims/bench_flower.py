@@ -56,7 +56,7 @@ def ours(n: int, d: int) -> dict[str, Any]:
     from rfa_flower.arrays import to_record
     from rfa_flower.client_mod import SecureRFAMod
     from rfa_flower.protocol import SecurePolicy
-    from rfa_flower.workflow import SecureRFAWorkflow
+    from rfa_flower.workflow import SecureRFA
 
     policy = SecurePolicy(norm_bound=math.sqrt(d), alpha_min=10.0, alpha_max=10.0 + n, nu=1.0, max_clients=max(n, 2))
     client = ClientApp()
@@ -73,12 +73,12 @@ def ours(n: int, d: int) -> dict[str, Any]:
 
     @server.main()
     def main(grid, context):
-        workflow = SecureRFAWorkflow(policy, Mean(), min_nodes=n)
-        workflow.run(grid, to_record(np.zeros(d)), 1)  # warm-up: starts the engine's actors
+        strategy = SecureRFA(Mean(), policy=policy, min_train_nodes=n, min_available_nodes=n)
+        strategy.start(grid=grid, initial_arrays=to_record(np.zeros(d)), num_rounds=1)  # warm-up: starts the actors
         start = time.perf_counter()
-        history = workflow.run(grid, to_record(np.zeros(d)), 1)
+        out = strategy.start(grid=grid, initial_arrays=to_record(np.zeros(d)), num_rounds=1)
         result["seconds"] = time.perf_counter() - start
-        result["aggregate"] = history.arrays.to_numpy_ndarrays()[0]
+        result["aggregate"] = out.arrays.to_numpy_ndarrays()[0]
 
     run_simulation(server, client, num_supernodes=n, backend_config=RESOURCES)
     return result

@@ -10,7 +10,8 @@ checked; the simulations themselves run with ``--quick`` in
 tests/test_sims_*.py, the Flower example in tests/test_rfa_flower.py), ``python3 -m rfa demo`` gets
 ``--rounds 2`` (the full demo runs in tests/test_rfa_cli.py), and
 ``pip install``/``pytest`` lines are skipped (this suite is that run; of
-``pip install X && CMD`` only CMD is run).  Whoever adds a README section keeps it
+``pip install X && CMD`` only CMD is run), and so are ``flwr run`` lines
+(tests/test_rfa_flower.py runs the README's own Flower app under ``flwr run``).  Whoever adds a README section keeps it
 runnable: this test picks new blocks up by itself.
 """
 
@@ -58,7 +59,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-SKIPPED = re.compile(r"^\s*python3 -m (pip|pytest)\b")
+SKIPPED = re.compile(r"^\s*(python3 -m (pip|pytest)\b|flwr run\b)")  # flwr run: tests/test_rfa_flower.py runs it
 INSTALL_THEN = re.compile(r"^\s*python3 -m pip install \S+ && (.*)$")
 SIM = re.compile(r"^(\s*python3 -m (?:sims|rfa_flower)\.\S+(?:\s+[^#\s][^#]*?)?)(\s*#.*)?$")
 DEMO = re.compile(r"^(\s*python3 -m rfa demo(?:\s+[^#\s][^#]*?)?)(\s*#.*)?$")

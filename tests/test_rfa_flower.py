@@ -9,6 +9,12 @@ so each test recomputes the expected aggregate with ``rfa`` on its own.
 
 from __future__ import annotations
 
+import re
+import shlex
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -186,6 +192,15 @@ def train_all(grid, scenario: str, **flags) -> tuple[int, ...]:
                         if not r.has_error() and secagg_record(r) is not None))
 
 
+@dataclass
+class Run:
+    """What a test reads of one SecureRFA run: the final model, the rounds, Flower's Result."""
+
+    arrays: object
+    rounds: list
+    result: object
+
+
 def server_app(results: dict):
     from flwr.app import ConfigRecord
     from flwr.serverapp import ServerApp
@@ -193,14 +208,17 @@ def server_app(results: dict):
     from rfa_flower.arrays import to_record
     from rfa_flower.protocol import SecurePolicy
     from rfa_flower.strategy import RobustFedAvg
-    from rfa_flower.workflow import SecureAverage, SecureRFAWorkflow
+    from rfa_flower.workflow import SecureAverage, SecureRFA
 
     app = ServerApp()
 
     def median_run(grid, scenario, rounds=1, steps=2, **flags):
-        workflow = SecureRFAWorkflow(policy(), GeometricMedianRule(rounds=steps, nu=policy().nu), timeout=60)
+        strategy = SecureRFA(GeometricMedianRule(rounds=steps, nu=policy().nu), policy=policy(),
+                             min_available_nodes=N, min_train_nodes=N)
         config = ConfigRecord({"secure": True, "offset": OFFSETS[scenario], **flags})
-        return workflow.run(grid, to_record(initial()), rounds, train_config=config)
+        result = strategy.start(grid=grid, initial_arrays=to_record(initial()), num_rounds=rounds, timeout=60,
+                                train_config=config)
+        return Run(result.arrays, strategy.rounds, result)
 
     @app.main()
     def main(grid, context):
@@ -323,6 +341,11 @@ def test_secure_geometric_median_over_flower_equals_the_in_memory_secure_run_wit
         dropouts=[None, None, {"masked_input": [DROPPED + 1]}],
     )
     assert memory.stopped is not None and len(memory.rounds) == 2
+    # Flower's Result: the model and the round's figures as records
+    summary = run["secure"].result.train_metrics_clientapp[1]
+    assert (summary["nodes-sampled"], summary["nodes-included"], summary["oracle-calls"], summary["stopped-early"]) == (
+        N, N, 2, 1)
+    assert summary["certified-weight"] == pytest.approx(max(s.certified_weight for s in steps))
     flower = history.arrays.to_numpy_ndarrays()[0] - initial()
     bound = sum(s.error_bound for s in steps)
     assert np.max(np.abs(flower - memory.median)) <= bound
@@ -545,10 +568,12 @@ def test_layout_flattens_and_rebuilds_a_multi_array_model():
 
 def test_workflow_refuses_a_plaintext_rule():
     from rfa.errors import PlaintextOnly
-    from rfa_flower.workflow import SecureRFAWorkflow
+    from rfa_flower.workflow import SecureRFA
 
     with pytest.raises(PlaintextOnly):
-        SecureRFAWorkflow(policy(), make_aggregator("krum", f=1))
+        SecureRFA(make_aggregator("krum", f=1), policy=policy())
+    with pytest.raises(PlaintextOnly):
+        SecureRFA("krum", policy=policy(), rule_params={"f": 1})
 
 
 def test_example_config_reads_flower_run_config_keys_and_refuses_unknown_ones():
@@ -593,3 +618,69 @@ def test_a_nodes_policy_comes_from_its_node_config_and_a_setup_below_it_is_refus
         ClientPolicy(min_threshold=0.75).check(
             PublicParams.create(range(1, 61), threshold=44, modulus=2**64, dim=D + 1, rng=SeededRandom(4)))
     assert info.value.item == "min-threshold"
+
+
+# ---- `flwr run`: the shipped app with Flower's defaults, and the README's own app -------------------
+
+
+def flwr_run(app: Path, home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``flwr run APP --stream ...`` with its own FLWR_HOME; stops the local SuperLink it starts."""
+    import os
+    import signal
+
+    env = {**os.environ, "FLWR_HOME": str(home), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    try:
+        return subprocess.run(["flwr", "run", str(app), "--stream", *args], env=env, capture_output=True,
+                              text=True, timeout=timeout)
+    finally:  # the CLI leaves its local SuperLink (and its simulation) running: find them by FLWR_HOME
+        for proc in Path("/proc").iterdir():
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if proc.name.isdigit() and str(home).encode() in cmdline:
+                try:
+                    os.kill(int(proc.name), signal.SIGTERM)
+                except OSError:
+                    pass
+
+
+@pytest.mark.deployment
+def test_the_shipped_app_runs_under_flwr_run_with_flowers_default_federation(tmp_path):
+    """Issue 20: Flower's default local federation starts 2 simulated SuperNodes; the app sizes
+    itself from them, logs one line per round and ends."""
+    from rfa_flower.example import server_app  # noqa: F401 - the app must import
+
+    app = Path(__file__).resolve().parents[1] / "rfa_flower" / "example" / "flower_app"
+    proc = flwr_run(app, tmp_path / "home")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "split over 2 nodes" in out
+    rounds = re.findall(r"\[ROUND (\d)/3\] 2 nodes sampled, 2 trained, 2 included in 4 secure averages", out)
+    assert rounds == ["1", "2", "3"], out[-3000:]
+    accuracy = [float(a) for a in re.findall(r"\[ROUND \d/3\].*accuracy ([0-9.]+)", out)]
+    assert accuracy[-1] > accuracy[0]  # it learns
+    assert "Traceback" not in out
+
+
+@pytest.mark.deployment
+def test_the_readmes_own_app_runs_under_flwr_run(tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Your own Flower app"):]
+    section = section[:section.index("\n**Making the package available")]
+    toml = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    command = re.search(r"```bash\n(.*?)```", section, re.S).group(1).strip()
+    app = tmp_path / "my-rfa-app"
+    app.mkdir()
+    (app / "pyproject.toml").write_text(toml)
+    (app / "my_rfa_app.py").write_text(code)
+    argv = shlex.split(command)
+    assert argv[:3] == ["flwr", "run", "my-rfa-app"]
+    proc = flwr_run(app, tmp_path / "home", *argv[4:])  # argv[3] is --stream, which flwr_run adds
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert re.findall(r"\[ROUND (\d)/5\] 5 nodes sampled, 5 trained, 5 included", out) == list("12345"), out[-3000:]
+    distances = [float(d) for d in re.search(r"distance to the honest target per round: \[(.*?)\]", out).group(1).split(",")]
+    print("README own app, distance per round:", distances)
+    assert len(distances) == 6 and distances[-1] < 0.2 and distances == sorted(distances, reverse=True)

@@ -1,7 +1,8 @@
 """The example's ClientApp: local SGD on one partition of digits; secure mode adds ``SecureRFAMod``.
 
-The node's partition is ``partition-id`` of its node config (the simulation
-engine sets it; a SuperNode gets it from ``--node-config``).  ``make_client_app(cfg)``
+The node's partition is ``partition-id`` of its node config, out of
+``num-partitions`` (the simulation engine sets both; a SuperNode gets them
+from ``--node-config``).  ``make_client_app(cfg)``
 fixes the configuration (``run_simulation`` passes no run config); ``app``
 reads it from the run config of ``flwr run``.  In secure runs the mod keeps
 the model and ``num-examples`` on the node; in plaintext runs both go to the
@@ -20,7 +21,8 @@ from .task import ExampleConfig, local_train
 
 def make_client_app(cfg: ExampleConfig | None = None) -> ClientApp:
     def config(context: Context) -> ExampleConfig:
-        return cfg if cfg is not None else ExampleConfig.from_run_config(context.run_config)
+        c = cfg if cfg is not None else ExampleConfig.from_run_config(context.run_config)
+        return c.sized(int(context.node_config.get("num-partitions", 0)))
 
     def secure_when_configured(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
         c = config(context)

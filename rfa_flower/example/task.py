@@ -28,7 +28,8 @@ from ..protocol import SecurePolicy
 
 @dataclass(frozen=True)
 class ExampleConfig:
-    clients: int = 6
+    clients: int = 0  # data partitions; 0: as many as nodes connect (server) / num-partitions (a node)
+    min_nodes: int = 2  # the server starts once this many nodes are connected
     rounds: int = 3  # federated rounds T
     local_steps: int = 5
     lr: float = 0.5
@@ -61,6 +62,10 @@ class ExampleConfig:
             kind = type(getattr(cls(), name))
             values[name] = kind(value) if kind is not bool else value in (True, "true", "True", 1)
         return cls(**values)
+
+    def sized(self, clients: int) -> "ExampleConfig":
+        """This configuration with ``clients`` partitions, unless it fixes its own number."""
+        return self if self.clients > 0 else dataclasses.replace(self, clients=clients)
 
     def aggregator(self) -> Aggregator:
         if self.rule == "geometric_median":
