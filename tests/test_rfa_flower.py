@@ -658,7 +658,7 @@ def test_the_shipped_app_runs_under_flwr_run_with_flowers_default_federation(tmp
     assert "split over 2 nodes" in out
     rounds = re.findall(r"\[ROUND (\d)/3\] 2 nodes sampled, 2 trained, 2 included in 4 secure averages", out)
     assert rounds == ["1", "2", "3"], out[-3000:]
-    accuracy = [float(a) for a in re.findall(r"\[ROUND \d/3\].*accuracy ([0-9.]+)", out)]
+    accuracy = [float(a) for a in re.findall(r"\[ROUND \d/3\].*loss [0-9.]+, accuracy ([0-9.]+)", out)]
     assert accuracy[-1] > accuracy[0]  # it learns
     assert "Traceback" not in out
 

@@ -20,7 +20,7 @@ from flwr.serverapp import Grid, ServerApp
 from ..arrays import to_record
 from ..strategy import RobustFedAvg
 from ..workflow import SecureRFA
-from .task import ExampleConfig, accuracy, initial_params
+from .task import ExampleConfig, accuracy, held_out_loss, initial_params
 
 log = logging.getLogger("flwr")  # Flower's logger: `flwr run --stream` shows these lines
 
@@ -38,7 +38,8 @@ def run(grid: Grid, cfg: ExampleConfig) -> dict[str, Any]:
     log.info("digits split over %d nodes; rule %s, %s", cfg.clients, cfg.rule, "secure" if cfg.secure else "plaintext")
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        return MetricRecord({"accuracy": accuracy(cfg, arrays.to_numpy_ndarrays()[0])})
+        w = arrays.to_numpy_ndarrays()[0]
+        return MetricRecord({"loss": held_out_loss(cfg, w), "accuracy": accuracy(cfg, w)})
 
     initial = to_record(initial_params(cfg))
     if cfg.secure:

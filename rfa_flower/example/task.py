@@ -129,3 +129,9 @@ def local_train(cfg: ExampleConfig, partition: int, server_round: int, w: np.nda
 def accuracy(cfg: ExampleConfig, w: np.ndarray) -> float:
     data = federation(cfg)
     return float(model().accuracy(w, data.X_test, data.y_test))
+
+
+def held_out_loss(cfg: ExampleConfig, w: np.ndarray) -> float:
+    """The cross-entropy of w on the held-out digits."""
+    data = federation(cfg)
+    return float(model().loss(w, data.X_test, data.y_test))
