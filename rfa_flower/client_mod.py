@@ -17,14 +17,27 @@
 Before a step starts the node also checks, with nothing sent yet: that the
 setup names this node for its secagg id; its own policy on the secagg
 parameters (``secagg.ClientPolicy`` from its node config, or given to the
-mod); that it has not taken part in a session with that id before; and the
+mod); the mode and the identity keys against its identity directory, if it
+has one; that it has not taken part in a session with that id before; and the
 survivor pin.  **Pin:** the first step that reveals a sum containing this
-node's update fixes the set of nodes it was revealed over; every later step
-on the same update (the same vector and weight, whatever round the server
-says it is) must be over exactly that set of nodes, or the node refuses to
+node's update fixes the set it was revealed over (Flower node ids; in
+malicious-server mode the PKI ids, the identities the signatures bind); every
+later step on the same update (the same vector and weight, whatever round the
+server says it is) must be over exactly that set, or the node refuses to
 start it, and its secagg client refuses to unmask any other survivor list.
 Two sums over sets that differ by one node would reveal that node's update
 (protocol_spec.md, RFA section "Across calls").
+
+**Malicious-server mode.** A node with an identity in its node config
+(``secagg-identity-dir``: a directory of ``secagg keygen`` holding its
+``client-<id>.key`` and every ``client-<id>.pub`` it trusts;
+``secagg-identity``: its PKI id) announces its PKI id in "ready", takes part
+only in malicious-mode sessions whose identity keys equal its directory's
+(``mode-downgrade``, ``identity-keys``, as ``secagg client --identity-dir``)
+and in which it plays its PKI id, signs with its key, and claims each session
+id once in the ``FileLedger`` beside its key (at the setup; the rebuilds of
+later messages claim nothing).  A node without an identity refuses a
+malicious-mode setup.
 
 Flower may run every message in a fresh process, so the state machine is not
 kept in memory: the node keeps a 32-byte seed from the OS and the server
@@ -45,10 +58,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from flwr.clientapp.typing import ClientAppCallable
 
 from rfa.weiszfeld import weiszfeld_weights
-from secagg import Client, ClientPolicy, SeededRandom, SystemRandom
+from secagg import Client, ClientPolicy, SeededRandom, SessionLedger, SystemRandom
 
 from .arrays import Layout
-from .protocol import SecurePolicy, Setup, SetupError, client_policy, content, secagg_record
+from .protocol import NodeIdentity, SecurePolicy, Setup, SetupError, client_policy, content, node_identity, secagg_record
 
 UPDATE = "rfa-update"  # context.state: the local update (ArrayRecord)
 LOCAL = "rfa-local"  # context.state: alpha_i and the open session (ConfigRecord)
@@ -65,7 +78,8 @@ class SecureRFAMod:
     from the run config when a message arrives (``SecurePolicy.from_config``: keys
     ``norm-bound``, ``alpha-min``, ``alpha-max``, ``nu``, ...).  ``client_policy``:
     the node's floor on the secagg parameters; None reads it from the node config
-    when a setup arrives (keys ``protocol.POLICY_KEYS``).
+    when a setup arrives (keys ``protocol.POLICY_KEYS``).  The node's identity for
+    malicious-server mode always comes from its node config (``protocol.node_identity``).
     """
 
     def __init__(
@@ -115,11 +129,14 @@ class SecureRFAMod:
         if alpha is None or not alpha > 0:
             raise SetupError(f"the train function reported no positive '{self.weighted_by_key}'")
         alpha = float(np.clip(alpha, policy.alpha_min, policy.alpha_max))
+        identity = node_identity(context.node_config)  # a broken identity config fails here, before any step
         context.state[UPDATE] = ArrayRecord([update])
         context.state[LOCAL] = ConfigRecord({
             "alpha": alpha, "seed": b"", "setup": b"", "inbox": [], "digest": _digest(update, alpha),
         })
-        return Message(content("ready"), reply_to=message)
+        if identity is None:
+            return Message(content("ready"), reply_to=message)
+        return Message(content("ready", identity=identity.client_id), reply_to=message)  # public: its PKI id
 
     # ---- secure aggregation steps --------------------------------------------
 
@@ -130,29 +147,36 @@ class SecureRFAMod:
 
     @staticmethod
     def _client(
-        policy: SecurePolicy, setup: Setup, local: ConfigRecord, update: np.ndarray, seed: bytes, pin: set[int] | None
+        policy: SecurePolicy, setup: Setup, local: ConfigRecord, update: np.ndarray, seed: bytes, pin: set[int] | None,
+        identity: NodeIdentity | None = None, ledger: SessionLedger | None = None,
     ) -> Client:
-        """The secagg client of this step, its input the encoding of (beta_i w_i, beta_i)."""
+        """The secagg client of this step, its input the encoding of (beta_i w_i, beta_i); in malicious
+        mode with the node's identity key, and ``ledger`` only when it starts the session (the setup)."""
         alpha = np.array([float(local["alpha"])])  # type: ignore[arg-type]
         if setup.kind == "mean":
             beta = float(alpha[0])
         else:
             beta = float(weiszfeld_weights(update[None, :], setup.v, alpha, policy.nu)[0])
         encoded = policy.encoding.encode(update, beta)
-        pinned = None if pin is None else [u for u, node in setup.nodes.items() if node in pin]
-        return Client(setup.params, setup.client_id, encoded.vector, rng=SeededRandom(seed), pinned=pinned)
+        pinned = None if pin is None else [u for u in setup.nodes if _pin_member(setup, u) in pin]
+        key = identity.key if setup.params.malicious and identity is not None else None
+        return Client(setup.params, setup.client_id, encoded.vector, rng=SeededRandom(seed), pinned=pinned,
+                      identity_key=key, ledger=ledger)
 
     def _setup(self, message: Message, context: Context, record: ConfigRecord) -> Message:
         local = self._local(context)
         update = context.state.array_records[UPDATE].to_numpy_ndarrays()[0]
         policy = self.client_policy or client_policy(context.node_config)
-        setup = Setup.decode(record["setup"], policy)  # type: ignore[arg-type]
+        identity = node_identity(context.node_config)
+        # The mode and the identity keys are screened here, against this node's directory.
+        setup = Setup.decode(record["setup"], policy, trusted_keys=identity.trusted if identity else None)  # type: ignore[arg-type]
         params = setup.params
         if setup.nodes[setup.client_id] != context.node_id:
             raise SetupError(f"the setup gives secagg id {setup.client_id} to node {setup.nodes[setup.client_id]}, "
                              f"not to this node {context.node_id}")
-        if params.malicious:
-            raise SetupError("malicious-server mode needs identity keys, which a Flower node does not have here")
+        if params.malicious and identity is not None and setup.client_id != identity.client_id:
+            raise SetupError(f"the setup gives this node secagg id {setup.client_id}; its identity is "
+                             f"{identity.client_id} (malicious-server mode plays the PKI id)")
         if params.dim != update.size + 1:
             raise SetupError(f"the session is for {params.dim - 1} parameters, the update has {update.size}")
         policy.check(params)
@@ -161,15 +185,18 @@ class SecureRFAMod:
         pins, sessions = _memory(context)
         if params.session_id in sessions:
             raise SetupError(f"session id {params.session_id.hex()[:16]}... was used before: refused")
-        pin = pins.get(local["digest"])  # type: ignore[arg-type]
-        if pin is not None and set(setup.nodes.values()) != pin:
+        pin = pins.get(_pin_key(setup, local["digest"]))  # type: ignore[arg-type]
+        members = {_pin_member(setup, u) for u in setup.nodes}
+        if pin is not None and members != pin:
             raise SetupError(
                 f"the survivor set pinned by this update's first sum has {len(pin)} nodes; this step asks "
-                f"{len(setup.nodes)}, {len(pin ^ set(setup.nodes.values()))} of them different: two sums over "
+                f"{len(members)}, {len(pin ^ members)} of them different: two sums over "
                 "different sets would reveal the difference"
             )
         seed = SystemRandom().bytes(SEED_BYTES)
-        replies = self._client(agreed, setup, local, update, seed, pin).start()
+        # Only here, where the session starts, does the client claim the session id in the ledger.
+        ledger = identity.ledger() if params.malicious and identity is not None else None
+        replies = self._client(agreed, setup, local, update, seed, pin, identity, ledger).start()
         _remember(context, pins, sessions | {params.session_id})
         local["seed"], local["setup"], local["inbox"] = seed, record["setup"], []
         context.state[LOCAL] = local
@@ -182,8 +209,10 @@ class SecureRFAMod:
         update = context.state.array_records[UPDATE].to_numpy_ndarrays()[0]
         setup = Setup.decode(local["setup"])  # type: ignore[arg-type]
         pins, sessions = _memory(context)
-        digest: str = local["digest"]  # type: ignore[assignment]
-        client = self._client(self._policy(context), setup, local, update, local["seed"], pins.get(digest))  # type: ignore[arg-type]
+        key = _pin_key(setup, local["digest"])  # type: ignore[arg-type]
+        # Malicious mode: the same identity key on every rebuild, and no ledger (the setup claimed the id).
+        identity = node_identity(context.node_config) if setup.params.malicious else None
+        client = self._client(self._policy(context), setup, local, update, local["seed"], pins.get(key), identity)  # type: ignore[arg-type]
         client.start()
         inbox = list(local["inbox"])  # type: ignore[arg-type]
         for data in inbox:  # replay: rebuilds exactly the state the last message left
@@ -192,9 +221,9 @@ class SecureRFAMod:
         for data in record["data"]:  # type: ignore[union-attr]
             replies += client.receive(data)  # with a pin, a different survivor list raises: nothing revealed
             inbox.append(data)
-        if client.unmasked_over is not None and digest not in pins:
+        if client.unmasked_over is not None and key not in pins:
             # This update's first revealed sum: every later one must be over the same nodes.
-            pins[digest] = {setup.nodes[u] for u in client.unmasked_over}
+            pins[key] = {_pin_member(setup, u) for u in client.unmasked_over}
             _remember(context, pins, sessions)
         local["inbox"] = inbox
         context.state[LOCAL] = local
@@ -205,6 +234,18 @@ def _digest(update: np.ndarray, alpha: float) -> str:
     """Names the vector a sum contains: pins are per (update, weight), not per server round."""
     data = np.asarray(update, dtype="<f8").tobytes() + np.float64(alpha).tobytes()
     return hashlib.sha256(b"rfa-flower/pin|" + data).hexdigest()
+
+
+def _pin_key(setup: Setup, digest: str) -> str:
+    """Pins of the two modes are kept apart: they hold different kinds of ids."""
+    return "pki:" + digest if setup.params.malicious else digest
+
+
+def _pin_member(setup: Setup, u: int) -> int:
+    """What a pin holds for secagg id ``u``: its Flower node, or in malicious-server mode its PKI id
+    (``u`` itself).  Node ids are labels the SuperLink gives: a server that kept a pinned node's id
+    but gave its place to a colluding identity would otherwise meet the pin."""
+    return u if setup.params.malicious else setup.nodes[u]
 
 
 def _memory(context: Context) -> tuple[dict[str, set[int]], set[bytes]]:

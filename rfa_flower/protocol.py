@@ -12,29 +12,38 @@ holds one ``ConfigRecord`` under ``RECORD``:
   (``secagg.messages``, msgpack bytes) the server state machine addressed to
   this client; the client answers with the messages its state machine returns;
 * client -> server: ``op="reply"`` with ``data``, or ``op="ready"`` after local
-  training (the update stays on the client).
+  training (the update stays on the client); a node with an identity (malicious-server
+  mode) says which in its "ready": ``identity`` = its PKI id.
 
-A client reply holds nothing but secagg wire messages: no ``num-examples``,
-no metrics, no model.  The public privacy parameters (``SecurePolicy``) are
+A client reply holds nothing but secagg wire messages (and, in "ready", the
+node's public PKI id): no ``num-examples``, no metrics, no model.  The public privacy parameters (``SecurePolicy``) are
 agreed before the run (Flower's run config), never taken from the server; the
 node's own floor on the secagg parameters (``secagg.ClientPolicy``) comes from
-its node config (``client_policy``).
+its node config (``client_policy``), and so does its identity for malicious-server
+mode (``node_identity``: node config keys ``secagg-identity-dir``, the key directory
+``secagg keygen`` writes, and ``secagg-identity``, the node's PKI id).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import msgpack
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flwr.app import ConfigRecord, Message, RecordDict
 
 from rfa.errors import RFAError
 from rfa.privacy import PrivacyPolicy
-from secagg import ClientPolicy, FixedPointEncoding, MalformedMessage, ParameterError, PublicParams, WeakParameters
-from secagg.bootstrap import params_from_wire, params_to_wire
+from secagg import (
+    ClientPolicy, FixedPointEncoding, MalformedMessage, ParameterError, ProtocolViolation, PublicParams, WeakParameters,
+)
+from secagg.bootstrap import params_from_wire, params_to_wire, screen_identity
+from secagg.keydir import load_private_key, load_public_keys
+from secagg.ledger import FileLedger
 
 RECORD = "rfa-secagg"
 Kind = Literal["mean", "weiszfeld"]
@@ -141,6 +150,58 @@ def client_policy(node_config: Mapping[str, Any]) -> ClientPolicy:
         raise SetupError(f"node config: {exc}") from None
 
 
+# Node config keys of a node's identity for malicious-server mode (both or neither).
+IDENTITY_DIR = "secagg-identity-dir"  # the node's key directory: its client-<id>.key, every client-<id>.pub it trusts
+IDENTITY_ID = "secagg-identity"  # the node's PKI id: the secagg id it plays in every malicious-mode session
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    """A node's long-term identity: its PKI id, its Ed25519 key and the public keys it trusts.
+
+    ``NodeIdentity.load(directory, client_id)`` reads a directory written by
+    ``secagg keygen`` (``secagg.keydir``): ``client-<id>.key`` must match
+    ``client-<id>.pub``, and every ``client-<id>.pub`` there is trusted.  The
+    session ids it signed in are kept beside the key (``ledger``).
+    """
+
+    client_id: int
+    directory: Path
+    key: Ed25519PrivateKey
+    trusted: Mapping[int, bytes]
+
+    @classmethod
+    def load(cls, directory: str | Path, client_id: int) -> "NodeIdentity":
+        try:
+            trusted = load_public_keys(directory)
+            key = load_private_key(directory, client_id)
+        except ParameterError as exc:
+            raise SetupError(f"node identity: {exc}") from None
+        return cls(client_id, Path(directory), key, trusted)
+
+    def ledger(self) -> FileLedger:
+        """``client-<id>.sessions`` beside the key: a session id is signed in once, whatever the process."""
+        return FileLedger.beside_key(self.directory, self.client_id)
+
+
+def node_identity(node_config: Mapping[str, Any]) -> NodeIdentity | None:
+    """The node's identity from its node config (``IDENTITY_DIR`` and ``IDENTITY_ID``); None without either."""
+    given = [k for k in (IDENTITY_DIR, IDENTITY_ID) if k in node_config]
+    if not given:
+        return None
+    if len(given) == 1:
+        missing = IDENTITY_ID if given == [IDENTITY_DIR] else IDENTITY_DIR
+        raise SetupError(f"node config: {given[0]} needs {missing} as well")
+    directory, client_id = node_config[IDENTITY_DIR], node_config[IDENTITY_ID]
+    if isinstance(client_id, str) and client_id.isdigit():
+        client_id = int(client_id)
+    if type(client_id) is not int or not 1 <= client_id < 2**31:
+        raise SetupError(f"node config: {IDENTITY_ID} must be a positive integer (a PKI id), got {client_id!r:.40}")
+    if not isinstance(directory, str) or not directory:
+        raise SetupError(f"node config: {IDENTITY_DIR} must be a directory path")
+    return NodeIdentity.load(directory, client_id)
+
+
 @dataclass(frozen=True)
 class Setup:
     params: PublicParams
@@ -162,8 +223,13 @@ class Setup:
         )
 
     @classmethod
-    def decode(cls, data: bytes, policy: ClientPolicy | None = None) -> "Setup":
-        """Parse a setup; with the node's ``policy``, refuse a session below it before rebuilding anything."""
+    def decode(
+        cls, data: bytes, policy: ClientPolicy | None = None, *, trusted_keys: Mapping[int, bytes] | None = None
+    ) -> "Setup":
+        """Parse a setup.  With the node's ``policy`` (a node deciding whether to take part), refuse
+        before rebuilding anything a session below that policy, and screen the mode and the identity
+        keys against ``trusted_keys``, the node's identity directory (None: the node has none), as a
+        TCP client does (``secagg.bootstrap.screen_identity``: ``mode-downgrade``, ``identity-keys``)."""
         # With a policy, no array or map may list more ids than it accepts: msgpack refuses such a
         # setup from the length header, before building it.
         limit = policy.max_clients + 16 if policy is not None else len(data)
@@ -182,10 +248,17 @@ class Setup:
             wire = obj["params"]
             if policy is not None and type(wire) is dict:
                 policy.screen_wire(wire)
+                try:
+                    screen_identity(wire, trusted_keys)
+                except ParameterError:  # malicious mode, and this node has no identity
+                    raise SetupError(
+                        f"malicious-server mode needs this node's identity: node config {IDENTITY_DIR} "
+                        f"(a key directory of `secagg keygen`) and {IDENTITY_ID} (its PKI id)"
+                    ) from None
             params = params_from_wire(wire)
             client_id, kind, v, nodes = obj["id"], obj["kind"], obj["v"], obj["nodes"]
-        except WeakParameters:
-            raise  # the node's own policy refuses the session: say so, not "malformed"
+        except (WeakParameters, ProtocolViolation, SetupError):
+            raise  # the node's own policy or identity refuses the session: say so, not "malformed"
         except (MalformedMessage, AttributeError, KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
             raise SetupError(f"malformed setup: {exc}") from None
         if type(client_id) is not int or client_id not in params.client_ids:

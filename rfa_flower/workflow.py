@@ -22,6 +22,15 @@ each step the server checks the privacy-weight certificate
 (``rfa.privacy``); each client checks it again with its own policy.  The
 server learns v, sum beta_i w_i and sum beta_i of each step, nothing else.
 
+**Malicious-server mode** (``SecureRFA(..., malicious=True, identity_keys=DIR)``,
+DIR the directory ``secagg keygen`` writes, or its ``load_public_keys``): each
+node announces its PKI id in its "ready" reply; a step's secagg ids are those
+PKI ids (``Setup.nodes``: PKI id -> Flower node), its parameters carry their
+identity public keys, its threshold is at least floor(n/2) + 1 (the rule of
+malicious mode), on the complete graph.  A node whose announced id is not in
+the directory, or is announced by another node too, is left out.  Each node
+checks the keys against its own directory and signs (``client_mod``).
+
 The first step of an aggregation pins its survivor set: later steps are sent
 to those nodes only, and a step whose survivors differ aborts before anything
 is unmasked (each node also refuses it on its own, ``client_mod``).  The
@@ -33,9 +42,11 @@ round, and training goes on.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -46,7 +57,11 @@ from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
 from rfa.aggregators import Aggregator, GeometricMedianRule, Mean, OneStepRule, make_aggregator
 from rfa.errors import PlaintextOnly
-from secagg import AbortError, MalformedMessage, ProtocolViolation, PublicParams, Server, SystemRandom, decode
+from secagg import (
+    AbortError, MalformedMessage, ParameterError, ProtocolViolation, PublicParams, Server, SystemRandom, decode,
+)
+from secagg.keydir import load_public_keys
+from secagg.keys import is_valid_identity_key
 from secagg.rng import RandomSource
 
 from .arrays import Layout
@@ -73,7 +88,7 @@ class StepRecord:
 @dataclass(frozen=True)
 class RoundRecord:
     round: int
-    trained: tuple[int, ...]  # nodes that answered "ready"
+    trained: tuple[int, ...]  # nodes that answered "ready" (malicious mode: with a usable PKI id)
     steps: tuple[StepRecord, ...]  # the completed steps (none if the first one aborted)
     metrics: MetricRecord | None  # of evaluate_fn, if given
     stopped: str | None = None  # why the aggregation ended before its planned steps, if it did
@@ -106,30 +121,119 @@ def _project(v: np.ndarray, radius: float) -> np.ndarray:
     return v if norm <= radius else v * (radius / norm)
 
 
-class SecureAverage:
-    """One secure weighted average over the nodes: ``SecureAverage(grid, policy)(nodes, kind, v)``."""
+IdentityKeys = Mapping[int, bytes] | str | os.PathLike
 
-    def __init__(self, grid: Grid, policy: SecurePolicy, *, timeout: float = 60.0, rng: RandomSource | None = None):
+
+def identity_keys_for(malicious: bool, identity_keys: IdentityKeys | None) -> dict[int, bytes] | None:
+    """The identity public keys of a malicious-mode server (None in honest-but-curious mode), checked.
+
+    ``identity_keys``: a directory of ``secagg keygen`` (its ``client-<id>.pub``
+    files are read) or a mapping PKI id -> 32-byte Ed25519 public key, e.g.
+    ``secagg.keydir.load_public_keys(DIR)``.  Raises ``SetupError`` (one line) for
+    malicious mode without keys, keys without malicious mode, or an invalid key.
+    """
+    if not malicious:
+        if identity_keys is not None:
+            raise SetupError("identity_keys go with malicious=True: an honest-but-curious session uses none, "
+                             "and a node with an identity refuses one")
+        return None
+    if identity_keys is None:
+        raise SetupError("malicious=True needs the nodes' identity public keys: identity_keys=DIR (the directory "
+                         "`secagg keygen` writes) or identity_keys=secagg.keydir.load_public_keys(DIR)")
+    if isinstance(identity_keys, (str, os.PathLike)):
+        try:
+            return load_public_keys(Path(identity_keys))
+        except ParameterError as exc:
+            raise SetupError(f"identity_keys: {exc}") from None
+    keys = dict(identity_keys)
+    bad = [u for u, key in keys.items()
+           if type(u) is not int or not 1 <= u < 2**31 or type(key) is not bytes or not is_valid_identity_key(key)]
+    if bad or not keys:
+        raise SetupError(f"identity_keys must map PKI ids (positive integers) to Ed25519 public keys of prime order; "
+                         f"refused: {bad[:5] if bad else 'an empty map'}")
+    return keys
+
+
+def announced_identities(replies: Iterable[Message], identity_keys: Mapping[int, bytes]) -> dict[int, int]:
+    """Flower node id -> the PKI id it announced in its "ready" reply, for the nodes that can take part
+    in a malicious-mode step: an id in ``identity_keys``, announced by this node only.  The others
+    are logged and left out (an id two nodes claim: both, as the server cannot tell which one lies)."""
+    claims: dict[int, list[int]] = {}
+    for m in replies:
+        record = None if m.has_error() else secagg_record(m)
+        if record is None or record.get("op") != "ready":
+            continue
+        node, pki = m.metadata.src_node_id, record.get("identity")
+        if type(pki) is not int or pki not in identity_keys:
+            log.warning("node %d announced no identity of the directory (%.20r): left out of malicious-mode "
+                        "aggregation", node, pki)
+            continue
+        claims.setdefault(pki, []).append(node)
+    for pki, claimants in claims.items():
+        if len(claimants) > 1:
+            log.warning("nodes %s all announced PKI id %d: all left out", sorted(claimants), pki)
+    return {nodes[0]: pki for pki, nodes in claims.items() if len(nodes) == 1}
+
+
+class SecureAverage:
+    """One secure weighted average over the nodes: ``SecureAverage(grid, policy)(nodes, kind, v)``.
+
+    ``malicious=True`` runs malicious-server mode with the nodes' ``identity_keys``
+    (a directory of ``secagg keygen`` or a mapping PKI id -> public key; refused
+    here without them); each call then takes ``nodes`` as a mapping Flower node id
+    -> PKI id (``announced_identities``).
+    """
+
+    def __init__(
+        self, grid: Grid, policy: SecurePolicy, *, timeout: float = 60.0, rng: RandomSource | None = None,
+        malicious: bool = False, identity_keys: IdentityKeys | None = None,
+    ):
         self.grid = grid
         self.policy = policy
         self.timeout = timeout
         self.rng = rng or SystemRandom()
+        self.identity_keys = identity_keys_for(malicious, identity_keys)
 
-    def __call__(self, nodes: Sequence[int], kind: Kind, v: np.ndarray, *, pinned: bool = False) -> StepRecord:
-        """One step; raises ``AbortError`` when it reveals nothing.  ``pinned``: ``nodes`` are the survivor
-        set of the aggregation's first step, and this step reveals a sum over all of them or aborts."""
+    @property
+    def malicious(self) -> bool:
+        return self.identity_keys is not None
+
+    def threshold_for(self, n: int) -> int:
+        """The policy's fraction of n; in malicious mode also t > n/2 (protocol_spec.md 8.2)."""
+        t = self.policy.threshold_for(n)
+        return max(t, n // 2 + 1) if self.malicious else t
+
+    def __call__(
+        self, nodes: Sequence[int] | Mapping[int, int], kind: Kind, v: np.ndarray, *, pinned: bool = False
+    ) -> StepRecord:
+        """One step; raises ``AbortError`` when it reveals nothing.  ``nodes``: the Flower node ids,
+        numbered 1..n as secagg ids; in malicious mode a mapping Flower node id -> its PKI id, the
+        secagg id it plays.  ``pinned``: ``nodes`` are the survivor set of the aggregation's first
+        step, and this step reveals a sum over all of them or aborts."""
         start = time.perf_counter()
-        nodes = tuple(sorted(nodes))
-        secagg_id = {node: k + 1 for k, node in enumerate(nodes)}
+        if self.identity_keys is not None:
+            if not isinstance(nodes, Mapping):
+                raise SetupError("malicious-server mode: nodes must map each Flower node id to its PKI id "
+                                 "(announced_identities of the ready replies)")
+            secagg_id = dict(nodes)
+            unknown = sorted(u for u in secagg_id.values() if u not in self.identity_keys)
+            if unknown or len(set(secagg_id.values())) != len(secagg_id):
+                raise SetupError(f"malicious-server mode: every node needs its own PKI id of the directory; "
+                                 f"unknown {unknown[:5]}, or one id given twice")
+        else:
+            secagg_id = {node: k + 1 for k, node in enumerate(sorted(nodes))}
+        nodes = tuple(sorted(secagg_id))
         node_of = {k: node for node, k in secagg_id.items()}
         encoding = self.policy.encoding
         encoding.check_capacity(len(nodes))
         params = PublicParams.create(
             secagg_id.values(),
-            threshold=self.policy.threshold_for(len(nodes)),
+            threshold=self.threshold_for(len(nodes)),
             modulus=encoding.modulus,
             dim=v.size + 1,
             rng=self.rng,
+            malicious=self.malicious,
+            identity_keys={u: self.identity_keys[u] for u in secagg_id.values()} if self.identity_keys else None,
         )
         certificate = self.policy.check_step(kind, params, v, "server")
         # auto_close=False: a round closes once every reply of the round trip has been read, never in
@@ -202,7 +306,10 @@ class SecureRFA:
     Flower's ``FedAvg``: ``fraction_train`` of the connected nodes, at least
     ``min_train_nodes``, once at least ``min_available_nodes`` are connected.
     ``timeout`` bounds each Flower round trip; ``start``'s ``timeout`` is
-    Flower's name for it and overrides it.
+    Flower's name for it and overrides it.  ``malicious=True`` runs every
+    secure average in malicious-server mode with the nodes' ``identity_keys``
+    (the directory ``secagg keygen`` writes, or a mapping PKI id -> public
+    key); without them it is refused here.
     """
 
     def __init__(
@@ -216,7 +323,10 @@ class SecureRFA:
         arrayrecord_key: str = "arrays",
         configrecord_key: str = "config",
         rule_params: dict | None = None,
+        malicious: bool = False,
+        identity_keys: IdentityKeys | None = None,
     ):
+        self.identity_keys = identity_keys_for(malicious, identity_keys)  # first: a refusal costs nothing
         if isinstance(rule, str):
             params = dict(rule_params or {})
             if rule in ("geometric_median", "one_step"):
@@ -247,28 +357,43 @@ class SecureRFA:
         log.info("\t├── policy: C=%g, weights in [%g, %g], nu=%g, max weight %s, threshold %.3g of the nodes",
                  self.policy.norm_bound, self.policy.alpha_min, self.policy.alpha_max, self.policy.nu,
                  self.policy.max_weight, self.policy.threshold)
-        log.info("\t└── sampling: fraction_train=%g, min_train_nodes=%d, min_available_nodes=%d",
+        log.info("\t├── sampling: fraction_train=%g, min_train_nodes=%d, min_available_nodes=%d",
                  self.fraction_train, self.min_train_nodes, self.min_available_nodes)
+        log.info("\t└── mode: %s", "honest-but-curious" if self.identity_keys is None else
+                 f"malicious server, {len(self.identity_keys)} identity keys")
+
+    @property
+    def malicious(self) -> bool:
+        return self.identity_keys is not None
 
     def aggregate(
-        self, grid: Grid, nodes: Iterable[int], dim: int
+        self, grid: Grid, nodes: Iterable[int] | Mapping[int, int], dim: int
     ) -> tuple[np.ndarray, tuple[StepRecord, ...], str | None]:
         """The rule's aggregate of the updates the nodes hold, by secure averages only.
+
+        ``nodes``: Flower node ids; in malicious mode a mapping node id -> PKI id.
 
         Returns the aggregate, the completed steps and why the median stopped early (None if
         it did not).  The first step pins its survivors; a later step that loses one of them
         aborts, and the aggregate is the last completed iterate.  ``AbortError`` from the first
         step propagates: nothing was revealed, so there is no aggregate.
         """
-        average = SecureAverage(grid, self.policy, timeout=self.timeout)
-        nodes = tuple(sorted(nodes))
+        average = SecureAverage(grid, self.policy, timeout=self.timeout, malicious=self.malicious,
+                                identity_keys=self.identity_keys)
+        ids = dict(nodes) if isinstance(nodes, Mapping) else None
+        if self.malicious and ids is None:
+            raise SetupError("malicious-server mode: nodes must map each Flower node id to its PKI id")
         zero = np.zeros(dim)
-        steps = [average(nodes, "weiszfeld" if isinstance(self.rule, OneStepRule) else "mean", zero)]
+        steps = [average(ids if self.malicious else tuple(sorted(nodes)),
+                         "weiszfeld" if isinstance(self.rule, OneStepRule) else "mean", zero)]
+        pinned: Sequence[int] | Mapping[int, int] = (
+            {n: ids[n] for n in steps[0].included} if self.malicious and ids is not None else steps[0].included
+        )
         stopped = None
         if isinstance(self.rule, GeometricMedianRule):
             for _ in range(self.rule.rounds):
                 try:
-                    steps.append(average(steps[0].included, "weiszfeld", steps[-1].output, pinned=True))
+                    steps.append(average(pinned, "weiszfeld", steps[-1].output, pinned=True))
                 except AbortError as exc:
                     stopped = str(exc)
                     log.warning("the median stopped after %d of %d steps (last completed iterate kept): %s",
@@ -317,13 +442,14 @@ class SecureRFA:
                         message_type="train")
                 for n in sampled
             ]
-            replies = grid.send_and_receive(messages, timeout=timeout)
-            ready = tuple(sorted(
+            replies = list(grid.send_and_receive(messages, timeout=timeout))
+            identities = announced_identities(replies, self.identity_keys) if self.identity_keys is not None else None
+            ready = tuple(sorted(identities)) if identities is not None else tuple(sorted(
                 m.metadata.src_node_id for m in replies
                 if not m.has_error() and (r := secagg_record(m)) is not None and r.get("op") == "ready"
             ))
             try:
-                aggregate, steps, stopped = self.aggregate(grid, ready, w.size)
+                aggregate, steps, stopped = self.aggregate(grid, identities if identities is not None else ready, w.size)
             except AbortError as exc:  # nothing revealed: this round leaves the model as it was
                 log.warning("round %d: secure aggregation aborted, global model unchanged: %s", server_round, exc)
                 aggregate, steps, stopped = np.zeros_like(w), (), f"aborted: {exc}"

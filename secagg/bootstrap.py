@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 
 import msgpack
 
-from .errors import MalformedMessage, ParameterError, SecAggError
+from .errors import MalformedMessage, ParameterError, ProtocolViolation, SecAggError
 from .graph import CompleteGraph, HararyGraph
 from .messages import PROTOCOL_VERSION
 from .params import PublicParams
@@ -147,6 +147,33 @@ def params_from_wire(obj: Mapping[str, Any], field: str = "params", *, allow_ins
         )
     except ParameterError as exc:
         raise MalformedMessage(str(exc), field=field) from None
+
+
+def screen_identity(obj: Mapping[str, Any], trusted_keys: Mapping[int, bytes] | None) -> None:
+    """A client's check of the mode and the identity keys on raw parameters, before anything is rebuilt.
+
+    ``trusted_keys``: the identity public keys this client trusts independently of
+    the server (its key directory), or None if it has none.  A client with trusted
+    keys refuses an honest-but-curious session (``mode-downgrade``); in malicious
+    mode a client without them cannot take part (``ParameterError``), and for every
+    id in ``client_ids`` the announced key must equal the trusted one
+    (``identity-keys``; extra entries are ignored).  Comparing first means a map of
+    keys this client does not trust costs no key validation.  Used by the TCP
+    client (``tcp._screen``) and by the Flower node (``rfa_flower``).
+    """
+    malicious = obj.get("malicious")
+    if trusted_keys is not None and malicious is False:
+        # A client that holds a PKI expects signatures; accepting an honest-but-curious
+        # session would let the server substitute keys and unmask every input.
+        raise ProtocolViolation(0, "mode-downgrade", "this client requires malicious-server mode")
+    if malicious is True:
+        if trusted_keys is None:
+            raise ParameterError("malicious-server mode: this client has no trusted identity keys (a key directory)")
+        ids, keys = obj.get("client_ids"), obj.get("identity_keys")
+        if type(ids) is list and type(keys) is dict:
+            unknown = [u for u in ids if type(u) is not int or trusted_keys.get(u) != keys.get(u)]
+            if unknown:
+                raise ProtocolViolation(0, "identity-keys", f"identity keys of {unknown[:5]} differ from the trusted ones")
 
 
 def encode_params(params: PublicParams, *, round_timeout: float, join_seconds: float) -> bytes:

@@ -53,6 +53,7 @@ from .bootstrap import (
     encode_params,
     encode_refusal,
     params_to_wire,
+    screen_identity,
 )
 from .client import Client, ClientState
 from .errors import AbortError, MalformedMessage, ParameterError, ProtocolViolation, SecAggError, WeakParameters
@@ -656,23 +657,11 @@ def _screen(
     obj: Mapping[str, Any], policy: ClientPolicy | None, trusted_keys: Mapping[int, bytes] | None, allow_insecure: bool
 ) -> None:
     """What a client checks on the raw parameters frame, before rebuilding anything from it:
-    the session's size, the mode and the identity keys (so that a frame of keys this client
-    does not trust costs no key validation)."""
+    the session's size (its policy), then the mode and the identity keys
+    (``bootstrap.screen_identity``, shared with the Flower node)."""
     if policy is not None:
         policy.screen_wire(obj, size_only=allow_insecure)
-    malicious = obj.get("malicious")
-    if trusted_keys is not None and malicious is False:
-        # A client that holds a PKI expects signatures; accepting an honest-but-curious
-        # session would let the server substitute keys and unmask every input.
-        raise ProtocolViolation(0, "mode-downgrade", "this client requires malicious-server mode")
-    if malicious is True:
-        if trusted_keys is None:
-            raise ParameterError("malicious-server mode: this client has no trusted identity keys (a key directory)")
-        ids, keys = obj.get("client_ids"), obj.get("identity_keys")
-        if type(ids) is list and type(keys) is dict:
-            unknown = [u for u in ids if type(u) is not int or trusted_keys.get(u) != keys.get(u)]
-            if unknown:
-                raise ProtocolViolation(0, "identity-keys", f"identity keys of {unknown[:5]} differ from the trusted ones")
+    screen_identity(obj, trusted_keys)
 
 
 def _refusal_rule(exc: SecAggError) -> str:
