@@ -50,7 +50,7 @@ from secagg import AbortError, MalformedMessage, ProtocolViolation, PublicParams
 from secagg.rng import RandomSource
 
 from .arrays import Layout
-from .protocol import Kind, SecurePolicy, Setup, SetupError, content, secagg_record, wire_items
+from .protocol import Kind, SecurePolicy, Setup, SetupError, TallyPolicy, content, secagg_record, wire_items
 
 log = logging.getLogger("flwr")  # Flower's logger: `flwr run --stream` and the simulation show these lines
 
@@ -59,7 +59,7 @@ log = logging.getLogger("flwr")  # Flower's logger: `flwr run --stream` and the 
 class StepRecord:
     kind: Kind
     broadcast: np.ndarray  # the v sent (zeros for a mean step)
-    output: np.ndarray  # the secure average, projected onto the norm ball
+    output: np.ndarray  # the secure average, projected onto the norm ball (a tally: the average ballot, as is)
     nodes: tuple[int, ...]  # the nodes asked
     included: tuple[int, ...]  # the nodes whose masked input is in the sum
     certified_weight: float  # the bound the server checked before the step
@@ -107,13 +107,20 @@ def _project(v: np.ndarray, radius: float) -> np.ndarray:
 
 
 class SecureAverage:
-    """One secure weighted average over the nodes: ``SecureAverage(grid, policy)(nodes, kind, v)``."""
+    """One secure weighted average over the nodes: ``SecureAverage(grid, policy)(nodes, kind, v)``.
 
-    def __init__(self, grid: Grid, policy: SecurePolicy, *, timeout: float = 60.0, rng: RandomSource | None = None):
+    ``policy`` is a ``SecurePolicy`` for the steps of a robust aggregation (kinds ``mean`` and
+    ``weiszfeld``, sent as Flower "train" messages) or a ``TallyPolicy`` for a vote tally (kind
+    ``tally``, ``message_type="evaluate"``: the nodes' vote mod runs on their evaluate handler).
+    """
+
+    def __init__(self, grid: Grid, policy: SecurePolicy | TallyPolicy, *, timeout: float = 60.0,
+                 rng: RandomSource | None = None, message_type: str = "train"):
         self.grid = grid
         self.policy = policy
         self.timeout = timeout
         self.rng = rng or SystemRandom()
+        self.message_type = message_type
 
     def __call__(self, nodes: Sequence[int], kind: Kind, v: np.ndarray, *, pinned: bool = False) -> StepRecord:
         """One step; raises ``AbortError`` when it reveals nothing.  ``pinned``: ``nodes`` are the survivor
@@ -138,7 +145,7 @@ class SecureAverage:
         outgoing = [
             Message(
                 content("setup", setup=Setup(params, secagg_id[n], kind, v, node_of).encode()),
-                dst_node_id=n, message_type="train",
+                dst_node_id=n, message_type=self.message_type,
             )
             for n in nodes
         ]
@@ -171,14 +178,15 @@ class SecureAverage:
             for msg in answers:
                 per_node.setdefault(node_of[msg.recipient], []).append(msg.encode())
             outgoing = [
-                Message(content("round", data=data), dst_node_id=n, message_type="train") for n, data in per_node.items()
+                Message(content("round", data=data), dst_node_id=n, message_type=self.message_type)
+                for n, data in per_node.items()
             ]
         result = server.result
         value, sum_weights, error = encoding.decode_average(result.total, len(result.included))
         return StepRecord(
             kind=kind,
             broadcast=v.copy(),
-            output=_project(value, self.policy.norm_bound),
+            output=value if kind == "tally" else _project(value, self.policy.norm_bound),  # a tally is counts
             nodes=nodes,
             included=tuple(node_of[u] for u in result.included),
             certified_weight=certificate,
