@@ -92,7 +92,9 @@ class RobustFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        valid = [m for m in replies if not m.has_error()]
+        # In node order: a rule that breaks ties by index (Krum, cent2p with f = 1) then does not depend on
+        # the order the replies arrived in.
+        valid = sorted((m for m in replies if not m.has_error()), key=lambda m: m.metadata.src_node_id)
         if not valid:
             return None, None
         if server_round not in self._global:
