@@ -583,8 +583,9 @@ class TwoPhaseRule(_ClusterRule):
     of the best n - f point cluster (CenterwO / MeanwO), and eq. (7), the mean
     of the points outside the best f-point cluster.  The aggregate is the
     candidate the clients elect (lines 6-10, ``rfa.voting``), so it is not a
-    function of the points alone: ``rule(points)`` raises ``NeedsVote`` and
-    ``rfa.training.train`` runs the vote.  Plaintext: both candidates need every
+    function of the points alone: ``rule(points)`` raises ``NeedsVote``;
+    ``rfa.training.train`` runs the vote in memory, and ``rfa_flower.RobustFedAvg``
+    over Flower (the tally through the secure average).  Plaintext: both candidates need every
     update in the clear (only the vote tally can go through the secure average
     oracle, ``rfa.voting.secure_tally``).  Weights are ignored, as in CenterwO.
     """
@@ -597,8 +598,8 @@ class TwoPhaseRule(_ClusterRule):
     def _aggregate(self, points: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         raise NeedsVote(
             f"{self.name} is a two-phase rule: its aggregate is the candidate the clients elect, so it needs "
-            f"their votes (run it in rfa.training.train, or put rule.candidates(points) to the clients with "
-            f"rfa.voting.cast_ballots, tally and elect)"
+            f"their votes (run it in rfa.training.train or rfa_flower.RobustFedAvg, or put rule.candidates(points) to "
+            f"the clients with rfa.voting.cast_ballots, tally and elect)"
         )
 
 

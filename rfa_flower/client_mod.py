@@ -46,6 +46,11 @@ replaying them (the state machine is deterministic given its RNG).  The seed
 keys a ChaCha20 stream (``secagg.SeededRandom``); it never leaves the node.
 A refused message raises, which Flower returns as an error reply: to the
 server a dropout.
+
+``SecureVoteMod()`` is the same machinery on the ClientApp's ``evaluate``
+handler for the 2PRASHB vote: it computes the node's ballot on two candidate
+models with the ClientApp's own evaluate function, keeps it, and puts it into
+the tally (kind ``tally``) as a one-hot vector of weight 1.
 """
 
 from __future__ import annotations
@@ -54,17 +59,24 @@ import hashlib
 
 import msgpack
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp.typing import ClientAppCallable
+from flwr.common.constant import ErrorCode
 
+from rfa.voting import INNER, OUTER
 from rfa.weiszfeld import weiszfeld_weights
 from secagg import Client, ClientPolicy, SeededRandom, SessionLedger, SystemRandom
 
 from .arrays import Layout
-from .protocol import NodeIdentity, SecurePolicy, Setup, SetupError, client_policy, content, node_identity, secagg_record
+from .protocol import (
+    CANDIDATES, NodeIdentity, SecurePolicy, Setup, SetupError, TallyPolicy, client_policy, content, node_identity,
+    secagg_record,
+)
 
 UPDATE = "rfa-update"  # context.state: the local update (ArrayRecord)
 LOCAL = "rfa-local"  # context.state: alpha_i and the open session (ConfigRecord)
+BALLOT = "rfa-ballot"  # context.state: the one-hot ballot of the last vote (ArrayRecord), SecureVoteMod
+VOTE = "rfa-vote"  # context.state: the weight 1 and the tally's open session (ConfigRecord), SecureVoteMod
 # context.state: what outlives one update: the pins (update digest -> node ids) and the session ids
 # this node has taken part in, as msgpack bytes (Flower node ids are unsigned 64-bit integers).
 MEMORY = "rfa-memory"
@@ -81,6 +93,12 @@ class SecureRFAMod:
     when a setup arrives (keys ``protocol.POLICY_KEYS``).  The node's identity for
     malicious-server mode always comes from its node config (``protocol.node_identity``).
     """
+
+    # Where a step's input lives in context.state: the vector, and its ConfigRecord (the weight alpha,
+    # the open session's seed, setup and inbox, and the digest its pin is kept under).
+    _vector_key = UPDATE
+    _local_key = LOCAL
+    _missing = "no local update: this node did not train in this round"
 
     def __init__(
         self, policy: SecurePolicy | None = None, *, weighted_by_key: str = "num-examples",
@@ -141,9 +159,9 @@ class SecureRFAMod:
     # ---- secure aggregation steps --------------------------------------------
 
     def _local(self, context: Context) -> ConfigRecord:
-        if LOCAL not in context.state.config_records or UPDATE not in context.state.array_records:
-            raise SetupError("no local update: this node did not train in this round")
-        return context.state.config_records[LOCAL]
+        if self._local_key not in context.state.config_records or self._vector_key not in context.state.array_records:
+            raise SetupError(self._missing)
+        return context.state.config_records[self._local_key]
 
     @staticmethod
     def _client(
@@ -153,7 +171,7 @@ class SecureRFAMod:
         """The secagg client of this step, its input the encoding of (beta_i w_i, beta_i); in malicious
         mode with the node's identity key, and ``ledger`` only when it starts the session (the setup)."""
         alpha = np.array([float(local["alpha"])])  # type: ignore[arg-type]
-        if setup.kind == "mean":
+        if setup.kind in ("mean", "tally"):  # a tally's weight is 1 (SecureVoteMod's alpha)
             beta = float(alpha[0])
         else:
             beta = float(weiszfeld_weights(update[None, :], setup.v, alpha, policy.nu)[0])
@@ -165,7 +183,7 @@ class SecureRFAMod:
 
     def _setup(self, message: Message, context: Context, record: ConfigRecord) -> Message:
         local = self._local(context)
-        update = context.state.array_records[UPDATE].to_numpy_ndarrays()[0]
+        update = context.state.array_records[self._vector_key].to_numpy_ndarrays()[0]
         policy = self.client_policy or client_policy(context.node_config)
         identity = node_identity(context.node_config)
         # The mode and the identity keys are screened here, against this node's directory.
@@ -199,14 +217,14 @@ class SecureRFAMod:
         replies = self._client(agreed, setup, local, update, seed, pin, identity, ledger).start()
         _remember(context, pins, sessions | {params.session_id})
         local["seed"], local["setup"], local["inbox"] = seed, record["setup"], []
-        context.state[LOCAL] = local
+        context.state[self._local_key] = local
         return Message(content("reply", data=[m.encode() for m in replies]), reply_to=message)
 
     def _round(self, message: Message, context: Context, record: ConfigRecord) -> Message:
         local = self._local(context)
         if not local["setup"]:
             raise SetupError("a secure aggregation round before its setup")
-        update = context.state.array_records[UPDATE].to_numpy_ndarrays()[0]
+        update = context.state.array_records[self._vector_key].to_numpy_ndarrays()[0]
         setup = Setup.decode(local["setup"])  # type: ignore[arg-type]
         pins, sessions = _memory(context)
         key = _pin_key(setup, local["digest"])  # type: ignore[arg-type]
@@ -226,8 +244,126 @@ class SecureRFAMod:
             pins[key] = {_pin_member(setup, u) for u in client.unmasked_over}
             _remember(context, pins, sessions)
         local["inbox"] = inbox
-        context.state[LOCAL] = local
+        context.state[self._local_key] = local
         return Message(content("reply", data=[m.encode() for m in replies]), reply_to=message)
+
+
+class SecureVoteMod(SecureRFAMod):
+    """``@app.evaluate(mods=[SecureVoteMod()])``: the node's side of the 2PRASHB vote (Yi et al., Algorithm 3).
+
+    * A vote message (``op="vote"``, from ``RobustFedAvg`` with a two-phase
+      rule) carries the two candidate models.  The mod runs the ClientApp's own
+      ``evaluate`` function on each, as an ordinary evaluate message (the
+      candidate under ``arrayrecord_key``; its ``"config"`` has ``vote=True``,
+      ``candidate`` = ``"inner"`` or ``"outer"`` and one ``vote-seed``, the
+      same for both calls, from which to draw the fresh mini-batch both are
+      judged on), and reads the loss under ``loss_key`` from the reply's
+      metrics.  The ballot is the lower loss (equal losses: Inner, the tie rule
+      of ``rfa.voting``); the node keeps it in ``context.state`` and answers
+      only "ready": neither the losses nor the ballot leave the node.
+    * The tally's setup and rounds (kind ``tally``) are one secure weighted
+      average whose input is the ballot's one-hot vector with weight 1, under
+      the run's ``TallyPolicy`` (value and weight bounds 1: a ballot outside
+      them is refused by the encoding, before anything is sent).  The node
+      checks what ``SecureRFAMod`` checks (its ``ClientPolicy``, its secagg id,
+      no reused session id); its pin is per vote, under a digest of the two
+      candidates: a second tally on the same candidates must be over the same
+      nodes.
+    * Any other evaluate message goes to the evaluate function untouched.
+
+    ``policy``: the ``TallyPolicy``; None reads it from the run config (keys
+    ``threshold``, ``max-clients``, both optional).  A failed evaluation or a
+    missing loss raises: the node abstains (to the server, it did not vote).
+    """
+
+    _vector_key = BALLOT
+    _local_key = VOTE
+    _missing = "no ballot: this node did not vote on these candidates"
+
+    def __init__(
+        self, policy: TallyPolicy | None = None, *, loss_key: str = "eval_loss", arrayrecord_key: str = "arrays",
+        client_policy: ClientPolicy | None = None,
+    ):
+        self.policy = policy  # type: ignore[assignment]
+        self.loss_key = loss_key
+        self.arrayrecord_key = arrayrecord_key
+        self.client_policy = client_policy
+
+    def _policy(self, context: Context) -> TallyPolicy:  # type: ignore[override]
+        return self.policy if self.policy is not None else TallyPolicy.from_config(context.run_config)  # type: ignore[return-value]
+
+    def __call__(self, message: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        record = secagg_record(message)
+        if record is None:
+            return call_next(message, context)  # an ordinary evaluation
+        op = record.get("op")
+        if op == "vote":
+            return self._vote(message, context, call_next)
+        if op == "setup":
+            return self._setup(message, context, record)
+        if op == "round":
+            return self._round(message, context, record)
+        raise SetupError(f"unknown secure vote op {op!r:.20}")
+
+    def _vote(self, message: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        # A new vote first removes the last ballot, so a node that fails to vote now has none to tally.
+        # Every failure below is an error reply, not an exception: Flower keeps the state a reply leaves
+        # (it drops that of a message that raised, which would bring the old ballot back).
+        for key in (BALLOT, VOTE):
+            if key in context.state:
+                del context.state[key]
+        try:
+            losses, digest = self._losses(message, context, call_next)
+        except _Abstain as failed:
+            return failed.reply
+        except Exception as exc:  # the reason names the failure only: it must not carry a loss
+            return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, f"this node abstains: {type(exc).__name__}"),
+                           reply_to=message)
+        ballot = OUTER if losses[OUTER] < losses[INNER] else INNER  # equal losses: Inner (rfa.voting's tie rule)
+        context.state[BALLOT] = ArrayRecord([np.eye(len(CANDIDATES))[ballot]])
+        context.state[VOTE] = ConfigRecord({"alpha": 1.0, "seed": b"", "setup": b"", "inbox": [], "digest": digest})
+        return Message(content("ready"), reply_to=message)
+
+    def _losses(self, message: Message, context: Context, call_next: ClientAppCallable) -> tuple[list[float], str]:
+        """Both candidates' losses from the ClientApp's evaluate function, and the vote's digest."""
+        received = message.content
+        records = received.array_records
+        if any(name not in records for name in CANDIDATES):
+            raise SetupError(f"a vote message must carry both candidates {CANDIDATES}")
+        candidates = [records[name] for name in CANDIDATES]
+        layout = Layout.of(candidates[0])
+        vectors = [layout.flatten(c) for c in candidates]  # LayoutMismatch if the two differ
+        config = dict(received.config_records["config"]) if "config" in received.config_records else {}
+        config.update({"vote": True, "vote-seed": int.from_bytes(SystemRandom().bytes(7), "big")})
+        losses = []
+        try:
+            for name, candidate in zip(CANDIDATES, candidates):
+                message.content = RecordDict({
+                    self.arrayrecord_key: candidate, "config": ConfigRecord({**config, "candidate": name}),
+                })
+                reply = call_next(message, context)
+                if reply.has_error():
+                    raise _Abstain(reply)  # the evaluate function's own error reply
+                losses.append(self._loss(reply))
+        finally:
+            message.content = received
+        return losses, _vote_digest(vectors)
+
+    def _loss(self, reply: Message) -> float:
+        for metrics in reply.content.metric_records.values():
+            if self.loss_key in metrics:
+                loss = float(metrics[self.loss_key])  # type: ignore[arg-type]
+                if np.isfinite(loss):
+                    return loss
+        raise SetupError(f"the evaluate function reported no finite '{self.loss_key}' for a vote candidate")
+
+
+class _Abstain(Exception):
+    """The evaluate function answered a vote candidate with an error reply: the node abstains with it."""
+
+    def __init__(self, reply: Message):
+        super().__init__("abstains")
+        self.reply = reply
 
 
 def _digest(update: np.ndarray, alpha: float) -> str:
@@ -246,6 +382,12 @@ def _pin_member(setup: Setup, u: int) -> int:
     (``u`` itself).  Node ids are labels the SuperLink gives: a server that kept a pinned node's id
     but gave its place to a colluding identity would otherwise meet the pin."""
     return u if setup.params.malicious else setup.nodes[u]
+
+
+def _vote_digest(candidates: list[np.ndarray]) -> str:
+    """Names a vote: pins are per pair of candidates, whatever ballot this node cast on them."""
+    data = b"".join(np.asarray(c, dtype="<f8").tobytes() + np.uint64(c.size).tobytes() for c in candidates)
+    return hashlib.sha256(b"rfa-flower/vote|" + data).hexdigest()
 
 
 def _memory(context: Context) -> tuple[dict[str, set[int]], set[bytes]]:

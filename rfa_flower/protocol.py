@@ -13,7 +13,13 @@ holds one ``ConfigRecord`` under ``RECORD``:
   this client; the client answers with the messages its state machine returns;
 * client -> server: ``op="reply"`` with ``data``, or ``op="ready"`` after local
   training (the update stays on the client); a node with an identity (malicious-server
-  mode) says which in its "ready": ``identity`` = its PKI id.
+  mode) says which in its "ready": ``identity`` = its PKI id;
+* server -> client, ``op="vote"`` (a Flower "evaluate" message, 2PRASHB): the
+  two candidate models as ``ArrayRecord``s ``"inner"`` and ``"outer"``; the
+  client evaluates both, keeps its ballot and answers ``op="ready"``.  The
+  tally is then one secure weighted average of kind ``tally`` (setup and
+  rounds as above, also as "evaluate" messages) whose inputs are the ballots
+  as one-hot vectors of weight 1 (``TallyPolicy``).
 
 A client reply holds nothing but secagg wire messages (and, in "ready", the
 node's public PKI id): no ``num-examples``, no metrics, no model.  The public privacy parameters (``SecurePolicy``) are
@@ -46,7 +52,9 @@ from secagg.keydir import load_private_key, load_public_keys
 from secagg.ledger import FileLedger
 
 RECORD = "rfa-secagg"
-Kind = Literal["mean", "weiszfeld"]
+Kind = Literal["mean", "weiszfeld", "tally"]
+KINDS = ("mean", "weiszfeld", "tally")
+CANDIDATES = ("inner", "outer")  # the record keys of a vote message's two candidate models, in ballot order
 
 
 class SetupError(RFAError, ValueError):
@@ -118,6 +126,8 @@ class SecurePolicy:
 
     def check_step(self, kind: Kind, params: PublicParams, v: np.ndarray, party: str) -> float:
         """The rule of ``rfa.privacy`` for one step; raises CertificateViolation; returns the certificate."""
+        if kind not in ("mean", "weiszfeld"):
+            raise SetupError(f"a {kind!r:.20} step is not a step of the robust aggregation of updates")
         if params.n > self.max_clients:
             raise SetupError(f"{params.n} clients exceed max_clients={self.max_clients}")
         if params.threshold < self.threshold_for(params.n):
@@ -125,6 +135,57 @@ class SecurePolicy:
         if kind == "mean":
             return self.privacy.check_mean(params.threshold, party)
         return self.privacy.client_check(v, params.threshold, party)  # certified with this v's reach, as in memory
+
+
+@dataclass(frozen=True)
+class TallyPolicy:
+    """The public rules of a secure vote tally (2PRASHB over Flower), agreed before the run.
+
+    Each voter's input is the one-hot vector of its ballot [Inner, Outer] with
+    weight 1, encoded with value bound 1 and weight bound 1, the rule of
+    ``rfa.voting.secure_tally``: the oracle checks bounds, not one-hotness, so
+    within these bounds a malformed input moves the margin by at most 2, and a
+    voter's own encoding refuses anything outside them.  ``threshold`` and
+    ``max_clients`` are the run's (``SecurePolicy``'s keys, same defaults).
+    """
+
+    threshold: float = 2 / 3
+    max_clients: int = 64
+
+    def __post_init__(self) -> None:
+        if not 0 < self.threshold <= 1:
+            raise SetupError(f"threshold must be a fraction in (0, 1], got {self.threshold}")
+        if not isinstance(self.max_clients, int) or self.max_clients < 2:
+            raise SetupError(f"max_clients must be an integer >= 2, got {self.max_clients!r}")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "TallyPolicy":
+        """From a Flower run config: ``threshold`` (default 2/3) and ``max-clients`` (default 64), both optional."""
+        try:
+            return cls(threshold=float(config.get("threshold", 2 / 3)), max_clients=int(config.get("max-clients", 64)))
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, SetupError):
+                raise
+            raise SetupError(f"the run config's vote keys: {exc}") from None
+
+    @property
+    def encoding(self) -> FixedPointEncoding:
+        return FixedPointEncoding.for_clients(self.max_clients, value_bound=1.0, weight_bound=1.0)
+
+    def threshold_for(self, n: int) -> int:
+        return max(1, math.ceil(self.threshold * n))
+
+    def check_step(self, kind: Kind, params: PublicParams, v: np.ndarray, party: str) -> float:
+        """A tally step's rules; returns 1/t, the largest share one ballot can have in a revealed tally."""
+        if kind != "tally":
+            raise SetupError(f"{party}: a {kind!r:.20} step is not a vote tally")
+        if params.n > self.max_clients:
+            raise SetupError(f"{params.n} clients exceed max_clients={self.max_clients}")
+        if params.threshold < self.threshold_for(params.n):
+            raise SetupError(f"threshold t={params.threshold} is below the agreed {self.threshold:.3g} of n={params.n}")
+        if v.shape != (len(CANDIDATES),) or np.any(v != 0):
+            raise SetupError(f"{party}: a tally is over ballots of length {len(CANDIDATES)} and broadcasts nothing")
+        return 1.0 / params.threshold
 
 
 # Node config keys of a node's own policy on the secagg parameters (secagg.ClientPolicy), and their fields.
@@ -266,7 +327,7 @@ class Setup:
         if (type(nodes) is not dict or set(nodes) != params.id_set
                 or any(type(x) is not int for x in nodes.values()) or len(set(nodes.values())) != len(nodes)):
             raise SetupError("setup must name one distinct node for every secagg id")
-        if kind not in ("mean", "weiszfeld"):
+        if kind not in KINDS:
             raise SetupError(f"unknown step kind {kind!r:.20}")
         if type(v) is not bytes or len(v) != 8 * (params.dim - 1):
             raise SetupError("the broadcast v does not have the session's dimension")

@@ -65,7 +65,7 @@ from secagg.keys import is_valid_identity_key
 from secagg.rng import RandomSource
 
 from .arrays import Layout
-from .protocol import Kind, SecurePolicy, Setup, SetupError, content, secagg_record, wire_items
+from .protocol import Kind, SecurePolicy, Setup, SetupError, TallyPolicy, content, secagg_record, wire_items
 
 log = logging.getLogger("flwr")  # Flower's logger: `flwr run --stream` and the simulation show these lines
 
@@ -74,7 +74,7 @@ log = logging.getLogger("flwr")  # Flower's logger: `flwr run --stream` and the 
 class StepRecord:
     kind: Kind
     broadcast: np.ndarray  # the v sent (zeros for a mean step)
-    output: np.ndarray  # the secure average, projected onto the norm ball
+    output: np.ndarray  # the secure average, projected onto the norm ball (a tally: the average ballot, as is)
     nodes: tuple[int, ...]  # the nodes asked
     included: tuple[int, ...]  # the nodes whose masked input is in the sum
     certified_weight: float  # the bound the server checked before the step
@@ -178,6 +178,9 @@ def announced_identities(replies: Iterable[Message], identity_keys: Mapping[int,
 class SecureAverage:
     """One secure weighted average over the nodes: ``SecureAverage(grid, policy)(nodes, kind, v)``.
 
+    ``policy`` is a ``SecurePolicy`` for the steps of a robust aggregation (kinds ``mean`` and
+    ``weiszfeld``, sent as Flower "train" messages) or a ``TallyPolicy`` for a vote tally (kind
+    ``tally``, ``message_type="evaluate"``: the nodes' vote mod runs on their evaluate handler).
     ``malicious=True`` runs malicious-server mode with the nodes' ``identity_keys``
     (a directory of ``secagg keygen`` or a mapping PKI id -> public key; refused
     here without them); each call then takes ``nodes`` as a mapping Flower node id
@@ -185,14 +188,16 @@ class SecureAverage:
     """
 
     def __init__(
-        self, grid: Grid, policy: SecurePolicy, *, timeout: float = 60.0, rng: RandomSource | None = None,
-        malicious: bool = False, identity_keys: IdentityKeys | None = None,
+        self, grid: Grid, policy: SecurePolicy | TallyPolicy, *, timeout: float = 60.0,
+        rng: RandomSource | None = None, message_type: str = "train", malicious: bool = False,
+        identity_keys: IdentityKeys | None = None,
     ):
         self.grid = grid
         self.policy = policy
         self.timeout = timeout
         self.rng = rng or SystemRandom()
         self.identity_keys = identity_keys_for(malicious, identity_keys)
+        self.message_type = message_type
 
     @property
     def malicious(self) -> bool:
@@ -242,7 +247,7 @@ class SecureAverage:
         outgoing = [
             Message(
                 content("setup", setup=Setup(params, secagg_id[n], kind, v, node_of).encode()),
-                dst_node_id=n, message_type="train",
+                dst_node_id=n, message_type=self.message_type,
             )
             for n in nodes
         ]
@@ -275,14 +280,15 @@ class SecureAverage:
             for msg in answers:
                 per_node.setdefault(node_of[msg.recipient], []).append(msg.encode())
             outgoing = [
-                Message(content("round", data=data), dst_node_id=n, message_type="train") for n, data in per_node.items()
+                Message(content("round", data=data), dst_node_id=n, message_type=self.message_type)
+                for n, data in per_node.items()
             ]
         result = server.result
         value, sum_weights, error = encoding.decode_average(result.total, len(result.included))
         return StepRecord(
             kind=kind,
             broadcast=v.copy(),
-            output=_project(value, self.policy.norm_bound),
+            output=value if kind == "tally" else _project(value, self.policy.norm_bound),  # a tally is counts
             nodes=nodes,
             included=tuple(node_of[u] for u in result.included),
             certified_weight=certificate,

@@ -25,7 +25,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from rfa.aggregators import GeometricMedianRule, TwoPhaseRule, make_aggregator, registry  # noqa: E402
 
-# Two-phase rules need a client vote (rfa.voting): RobustFedAvg refuses them.
+# Two-phase rules add a vote exchange to the round: tests/test_rfa_flower_vote.py runs them.
 ONE_EXCHANGE = sorted(name for name in registry if not issubclass(registry[name], TwoPhaseRule))
 from rfa.secure import secure_geometric_median, secure_mean  # noqa: E402
 from secagg import AbortError, SecureAverageOracle, decode  # noqa: E402
@@ -304,14 +304,6 @@ def test_robust_fedavg_adds_the_rules_aggregate_of_the_updates_weighted_by_num_e
     rule = make_aggregator(name, **RULE_PARAMS.get(name, {}))
     updates = np.stack([update_of(p) for p in range(N)])
     np.testing.assert_allclose(run[name], initial() + rule(updates, COUNTS), rtol=0, atol=1e-12)
-
-
-def test_robust_fedavg_refuses_a_two_phase_rule_that_needs_a_vote():
-    from rfa.errors import NeedsVote
-    from rfa_flower.strategy import RobustFedAvg
-
-    with pytest.raises(NeedsVote, match="votes"):
-        RobustFedAvg(make_aggregator("cent2p", f=1))
 
 
 def test_robust_strategies_resist_the_outlier_that_moves_fedavg(run):
