@@ -61,6 +61,14 @@ class SetupError(RFAError, ValueError):
     """A setup message is malformed or asks for a step the client's policy refuses."""
 
 
+def _check_sizing(threshold: float, max_clients: int) -> None:
+    """The two policy fields every step kind shares: the threshold fraction and the encoding's client count."""
+    if not 0 < threshold <= 1:
+        raise SetupError(f"threshold must be a fraction in (0, 1], got {threshold}")
+    if not isinstance(max_clients, int) or max_clients < 2:
+        raise SetupError(f"max_clients must be an integer >= 2, got {max_clients!r}")
+
+
 @dataclass(frozen=True)
 class SecurePolicy:
     """The public parameters both sides derive the step rules and the encoding from.
@@ -81,10 +89,7 @@ class SecurePolicy:
     max_clients: int = 64
 
     def __post_init__(self) -> None:
-        if not 0 < self.threshold <= 1:
-            raise SetupError(f"threshold must be a fraction in (0, 1], got {self.threshold}")
-        if not isinstance(self.max_clients, int) or self.max_clients < 2:
-            raise SetupError(f"max_clients must be an integer >= 2, got {self.max_clients!r}")
+        _check_sizing(self.threshold, self.max_clients)
         self.privacy  # validates C, nu, the weight range and s
 
     @classmethod
@@ -153,10 +158,7 @@ class TallyPolicy:
     max_clients: int = 64
 
     def __post_init__(self) -> None:
-        if not 0 < self.threshold <= 1:
-            raise SetupError(f"threshold must be a fraction in (0, 1], got {self.threshold}")
-        if not isinstance(self.max_clients, int) or self.max_clients < 2:
-            raise SetupError(f"max_clients must be an integer >= 2, got {self.max_clients!r}")
+        _check_sizing(self.threshold, self.max_clients)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "TallyPolicy":

@@ -23,6 +23,7 @@ pytest.importorskip("flwr", reason="Flower is not installed: pip install '.[flow
 from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from flower_support import RecordingGrid, simulate  # noqa: E402
 from rfa.aggregators import GeometricMedianRule, TwoPhaseRule, make_aggregator, registry  # noqa: E402
 
 # Two-phase rules add a vote exchange to the round: tests/test_rfa_flower_vote.py runs them.
@@ -73,28 +74,6 @@ def policy():
 
 
 # ---- the one simulation run ----------------------------------------------------------------------
-
-
-class RecordingGrid:
-    """Delegates to Flower's grid; keeps every message sent and every reply received."""
-
-    def __init__(self, grid, silence: int | None = None):
-        self.grid = grid
-        self.silence = silence  # a node the server stops talking to after the setup round trip
-        self.trips = 0
-        self.sent: list = []
-        self.replies: list = []
-
-    def get_node_ids(self):
-        return self.grid.get_node_ids()
-
-    def send_and_receive(self, messages, *, timeout=None):
-        messages = [m for m in messages if self.trips == 0 or m.metadata.dst_node_id != self.silence]
-        self.trips += 1
-        self.sent += messages
-        replies = list(self.grid.send_and_receive(messages, timeout=timeout))
-        self.replies += replies
-        return replies
 
 
 def client_app():
@@ -276,14 +255,8 @@ def server_app(results: dict):
 
 @pytest.fixture(scope="module")
 def run():
-    from flwr.simulation import run_simulation
-
     results: dict = {}
-    run_simulation(server_app(results), client_app(), num_supernodes=N,
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})
-    if "error" in results:
-        raise results["error"]
-    return results
+    return simulate(server_app(results), client_app(), N, results)
 
 
 def expected_points(offset: float = 0.0):

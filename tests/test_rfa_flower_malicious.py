@@ -24,6 +24,7 @@ import pytest
 
 pytest.importorskip("flwr", reason="Flower is not installed: pip install '.[flower]'")
 
+from flower_support import RecordingGrid, simulate  # noqa: E402
 from rfa.aggregators import GeometricMedianRule  # noqa: E402
 from rfa.secure import secure_geometric_median, secure_mean  # noqa: E402
 from secagg import AbortError, SecureAverageOracle, decode  # noqa: E402
@@ -103,25 +104,6 @@ def write_keys(root: Path) -> Keys:
 
 
 # ---- the one simulation run ----------------------------------------------------------------------
-
-
-class RecordingGrid:
-    """Delegates to Flower's grid; keeps every message sent and every reply received."""
-
-    def __init__(self, grid):
-        self.grid = grid
-        self.sent: list = []
-        self.replies: list = []
-
-    def get_node_ids(self):
-        return self.grid.get_node_ids()
-
-    def send_and_receive(self, messages, *, timeout=None):
-        messages = list(messages)
-        self.sent += messages
-        replies = list(self.grid.send_and_receive(messages, timeout=timeout))
-        self.replies += replies
-        return replies
 
 
 class ColludingGrid(RecordingGrid):
@@ -304,14 +286,8 @@ def keys(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run(keys):
-    from flwr.simulation import run_simulation
-
     results: dict = {}
-    run_simulation(server_app(results, keys), client_app(keys), num_supernodes=NODES,
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})
-    if "error" in results:
-        raise results["error"]
-    return results
+    return simulate(server_app(results, keys), client_app(keys), NODES, results)
 
 
 def errors_by_node(grid) -> dict[int, str]:

@@ -19,6 +19,7 @@ import pytest
 
 pytest.importorskip("flwr", reason="Flower is not installed: pip install '.[flower]'")
 
+from flower_support import RecordingGrid, simulate  # noqa: E402
 from rfa.aggregators import GeometricMedianRule, make_aggregator  # noqa: E402
 from rfa.models import LeastSquares, draw_batch, local_sgd  # noqa: E402
 from rfa.secure import secure_geometric_median  # noqa: E402
@@ -76,25 +77,6 @@ def policy():
 
 
 # ---- the one simulation run ----------------------------------------------------------------------
-
-
-class RecordingGrid:
-    """Delegates to Flower's grid; keeps every message sent and every reply received."""
-
-    def __init__(self, grid):
-        self.grid = grid
-        self.sent: list = []
-        self.replies: list = []
-
-    def get_node_ids(self):
-        return self.grid.get_node_ids()
-
-    def send_and_receive(self, messages, *, timeout=None):
-        messages = list(messages)
-        self.sent += messages
-        replies = list(self.grid.send_and_receive(messages, timeout=timeout))
-        self.replies += replies
-        return replies
 
 
 def client_app():
@@ -235,14 +217,8 @@ def server_app(results: dict):
 
 @pytest.fixture(scope="module")
 def run():
-    from flwr.simulation import run_simulation
-
     results: dict = {}
-    run_simulation(server_app(results), client_app(), num_supernodes=N,
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})
-    if "error" in results:
-        raise results["error"]
-    return results
+    return simulate(server_app(results), client_app(), N, results)
 
 
 def model_of(arrays) -> np.ndarray:
