@@ -448,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
     with Sandbox() as box, Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                                   console=err, transient=False) as progress:
+                                   console=err, transient=not err.is_terminal) as progress:
         for n in ns:
             for side in ("ours", "flower"):
                 what = "ours (mean, geometric median)" if side == "ours" else "Flower SecAgg+"
@@ -462,8 +462,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     err.print(f"{PROG}: {exc}", highlight=False, soft_wrap=True)
                     return 1
                 rows += got
-                progress.update(task, description=f"n={n} d={d:,}: {what}: "
-                                + ", ".join(f"{r['side']} {r['seconds']:.2f} s" for r in got), total=1, completed=1)
+                done = f"n={n} d={d:,}: {what}: " + ", ".join(f"{r['side']} {r['seconds']:.2f} s" for r in got)
+                progress.update(task, description=done, total=1, completed=1)
+                if not err.is_terminal:  # no live display on a file or pipe: one line per run as it ends
+                    progress.console.print(done, highlight=False, soft_wrap=True)
     rows = ratio_rows(sorted(rows, key=lambda r: (r["n"], SIDES.index(r["side"]))))
     console.print(table(rows))
     console.print("Where a round's time goes (s): each Flower round trip (the nodes' work and the transport), "

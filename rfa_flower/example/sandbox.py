@@ -20,7 +20,8 @@ Inside the sandbox:
   two free ports (``FLWR_LOCAL_SUPERLINK_HTTP_API_PORT``,
   ``FLWR_LOCAL_CONTROL_API_PORT``), never on Flower's fixed 39091/39093, so
   it cannot meet another run's SuperLink;
-* Ray keeps its session directory there (``RAY_TMPDIR``), not in /tmp/ray;
+* Ray keeps its session directory there (``RAY_TMPDIR``), not in /tmp/ray
+  (unless the directory's path is too long for Ray's socket paths);
 * the processes import this checkout (``PYTHONPATH``), and Flower's update
   check (a network call) is off.
 
@@ -48,6 +49,7 @@ from typing import Any, Callable, Mapping, Sequence
 ROOT = Path(__file__).resolve().parents[2]  # the checkout the processes import
 HOST = "127.0.0.1"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+RAY_TMPDIR_MAX = 40  # longer (a long TMPDIR): Ray keeps its session in /tmp/ray, as it does by default
 
 
 class RunFailed(RuntimeError):
@@ -110,10 +112,11 @@ class Sandbox:
             "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(self.link_port),
             "FLWR_LOCAL_CONTROL_API_PORT": str(self.control_port),
             "FLWR_DISABLE_UPDATE_CHECK": "1",
-            "RAY_TMPDIR": str(self.home),
             "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",  # silences a FutureWarning of Ray's in every run
             "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
         }
+        if len(str(self.home)) <= RAY_TMPDIR_MAX:  # Ray's socket paths under it must fit in 107 bytes
+            self.env["RAY_TMPDIR"] = str(self.home)
         self.processes: list[subprocess.Popen] = []
         self._sigterm: Any = None
         self.closed = False
@@ -192,7 +195,7 @@ class Sandbox:
         self,
         app: Path,
         *args: str,
-        config: Mapping[str, Any] = {},
+        config: Mapping[str, Any] | None = None,
         log: Path,
         on_line: Callable[[str], None] = lambda line: None,
         timeout: float = 3600.0,
