@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -588,26 +587,16 @@ def test_a_nodes_policy_comes_from_its_node_config_and_a_setup_below_it_is_refus
 # ---- `flwr run`: the shipped app with Flower's defaults, and the README's own app -------------------
 
 
-def flwr_run(app: Path, home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """``flwr run APP --stream ...`` with its own FLWR_HOME; stops the local SuperLink it starts."""
-    import os
-    import signal
+def flwr_run(app: Path, log: Path, *args: str, timeout: float = 600) -> tuple[int, str]:
+    """``flwr run APP --stream ...`` in a ``Sandbox``: its own FLWR_HOME and SuperLink ports, and every
+    process it starts (the local SuperLink, its SuperExec, Ray) stopped when it ends."""
+    from rfa_flower.example.sandbox import Sandbox, marked
 
-    env = {**os.environ, "FLWR_HOME": str(home), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    try:
-        return subprocess.run(["flwr", "run", str(app), "--stream", *args], env=env, capture_output=True,
-                              text=True, timeout=timeout)
-    finally:  # the CLI leaves its local SuperLink (and its simulation) running: find them by FLWR_HOME
-        for proc in Path("/proc").iterdir():
-            try:
-                cmdline = (proc / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if proc.name.isdigit() and str(home).encode() in cmdline:
-                try:
-                    os.kill(int(proc.name), signal.SIGTERM)
-                except OSError:
-                    pass
+    with Sandbox() as box:
+        code = box.flwr_run(app, *args, log=log, timeout=timeout)
+        home = box.home
+    assert not home.exists() and not marked(home)  # nothing left behind
+    return code, log.read_text()
 
 
 @pytest.mark.deployment
@@ -617,9 +606,8 @@ def test_the_shipped_app_runs_under_flwr_run_with_flowers_default_federation(tmp
     from rfa_flower.example import server_app  # noqa: F401 - the app must import
 
     app = Path(__file__).resolve().parents[1] / "rfa_flower" / "example" / "flower_app"
-    proc = flwr_run(app, tmp_path / "home")
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
+    code, out = flwr_run(app, tmp_path / "flwr.log")
+    assert code == 0, out[-3000:]
     assert "split over 2 nodes" in out
     rounds = re.findall(r"\[ROUND (\d)/3\] 2 nodes sampled, 2 trained, 2 included in 4 secure averages", out)
     assert rounds == ["1", "2", "3"], out[-3000:]
@@ -642,9 +630,8 @@ def test_the_readmes_own_app_runs_under_flwr_run(tmp_path):
     (app / "my_rfa_app.py").write_text(code)
     argv = shlex.split(command)
     assert argv[:3] == ["flwr", "run", "my-rfa-app"]
-    proc = flwr_run(app, tmp_path / "home", *argv[4:])  # argv[3] is --stream, which flwr_run adds
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
+    code, out = flwr_run(app, tmp_path / "flwr.log", *argv[4:])  # argv[3] is --stream, which flwr_run adds
+    assert code == 0, out[-3000:]
     assert re.findall(r"\[ROUND (\d)/5\] 5 nodes sampled, 5 trained, 5 included", out) == list("12345"), out[-3000:]
     distances = [float(d) for d in re.search(r"distance to the honest target per round: \[(.*?)\]", out).group(1).split(",")]
     print("README own app, distance per round:", distances)

@@ -2,9 +2,9 @@
 
 The node's partition is ``partition-id`` of its node config, out of
 ``num-partitions`` (the simulation engine sets both; a SuperNode gets them
-from ``--node-config``).  ``make_client_app(cfg)``
-fixes the configuration (``run_simulation`` passes no run config); ``app``
-reads it from the run config of ``flwr run``.  In secure runs the mod keeps
+from ``--node-config``).  ``app`` reads the configuration from the run
+config of ``flwr run``; ``make_client_app(cfg)`` fixes it instead, for a
+program that builds the app itself.  In secure runs the mod keeps
 the model and ``num-examples`` on the node; in plaintext runs both go to the
 server, as in any Flower app.
 """
