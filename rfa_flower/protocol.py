@@ -54,6 +54,7 @@ from secagg.ledger import FileLedger
 RECORD = "rfa-secagg"
 Kind = Literal["mean", "weiszfeld", "tally"]
 KINDS = ("mean", "weiszfeld", "tally")
+BROADCASTS = ("weiszfeld",)  # the kinds whose setup carries a broadcast point v
 CANDIDATES = ("inner", "outer")  # the record keys of a vote message's two candidate models, in ballot order
 
 
@@ -270,7 +271,7 @@ class Setup:
     params: PublicParams
     client_id: int  # the recipient's secagg id
     kind: Kind
-    v: np.ndarray  # the broadcast (zeros for a mean step)
+    v: np.ndarray  # the broadcast; a mean or tally step has none (zeros), and none travels
     nodes: Mapping[int, int]  # secagg id -> the Flower node that plays it (public: pins are kept per node)
 
     def encode(self) -> bytes:
@@ -279,7 +280,8 @@ class Setup:
                 "params": params_to_wire(self.params),
                 "id": self.client_id,
                 "kind": self.kind,
-                "v": np.asarray(self.v, dtype="<f8").tobytes(),
+                # Only a Weiszfeld step broadcasts a point: d zeros would cost every node 8d bytes.
+                "v": np.asarray(self.v, dtype="<f8").tobytes() if self.kind in BROADCASTS else b"",
                 "nodes": dict(self.nodes),
             },
             use_bin_type=True,
@@ -331,6 +333,10 @@ class Setup:
             raise SetupError("setup must name one distinct node for every secagg id")
         if kind not in KINDS:
             raise SetupError(f"unknown step kind {kind!r:.20}")
+        if kind not in BROADCASTS:
+            if v != b"":
+                raise SetupError(f"a {kind} step broadcasts no v")
+            return cls(params, client_id, kind, np.zeros(params.dim - 1), nodes)
         if type(v) is not bytes or len(v) != 8 * (params.dim - 1):
             raise SetupError("the broadcast v does not have the session's dimension")
         vector = np.frombuffer(v, dtype="<f8").astype(np.float64)

@@ -14,6 +14,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import pytest
 
@@ -473,6 +474,14 @@ def test_setup_round_trips_and_rejects_a_broadcast_of_the_wrong_dimension():
     for nodes in ({1: 11, 2: 12}, {1: 11, 2: 11, 3: 13}, {1: 11, 2: 12, 3: "13"}):
         with pytest.raises(SetupError, match="one distinct node"):
             Setup.decode(Setup(params, 2, "weiszfeld", setup.v, nodes).encode())
+    # A mean step broadcasts nothing: no d zeros travel, and a v in a mean setup is refused.
+    mean = Setup(params, 2, "mean", np.zeros(D), setup.nodes)
+    assert len(setup.encode()) - len(mean.encode()) >= 8 * D
+    assert np.array_equal(Setup.decode(mean.encode()).v, np.zeros(D))
+    forged = msgpack.unpackb(mean.encode(), raw=False, strict_map_key=False)
+    forged["v"] = np.zeros(D).tobytes()
+    with pytest.raises(SetupError, match="broadcasts no v"):
+        Setup.decode(msgpack.packb(forged, use_bin_type=True))
 
 
 @settings(max_examples=60, deadline=None)
