@@ -116,12 +116,11 @@ def frame(wire: Wire) -> bytes:
 
 
 def setup_message(wire: Wire) -> bytes:
-    """A Flower setup (``rfa_flower.protocol.Setup.encode``): a mean step for the first id."""
+    """A Flower setup (``rfa_flower.protocol.Setup.encode``): a mean step for the first id (no broadcast v)."""
     ids = wire.get("client_ids")
     first = ids[0] if isinstance(ids, list) and ids else 1
-    dim = wire.get("dim") if isinstance(wire.get("dim"), int) and 1 <= wire["dim"] <= 1 << 20 else 1
     nodes = {u: u for u in ids} if isinstance(ids, list) and all(isinstance(u, int) for u in ids) else {}
-    body = {"params": wire, "id": first, "kind": "mean", "v": bytes(8 * (dim - 1)), "nodes": nodes}
+    body = {"params": wire, "id": first, "kind": "mean", "v": b"", "nodes": nodes}
     return msgpack.packb(body, use_bin_type=True)
 
 
