@@ -37,7 +37,7 @@ from .framing import loopback_host, parse_address
 from .keydir import generate_keys, load_private_key, load_public_keys
 from .ledger import FileLedger
 from .messages import decode, rounds_for
-from .params import MAX_DIM, PublicParams, sparse_choice
+from .params import MAX_DIM, PublicParams, max_colluding, sparse_choice
 from .policy import ClientPolicy
 from .rng import SeededRandom, SystemRandom
 from .simulation import setup_session, simulate
@@ -120,8 +120,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except SecAggError as exc:
         if args.json:
             print(json.dumps({"aborted": str(exc), "dropouts": plan}))
-        else:
-            console.print(f"[red]session failed:[/red] {exc}")
+        # One line on stderr: the console would wrap it, and stdout is for results.
+        print(f"secagg simulate: session {'aborted' if isinstance(exc, AbortError) else 'refused'}: {exc}",
+              file=sys.stderr)
         return ABORTED if isinstance(exc, AbortError) else USAGE
     expected = np.zeros(args.dim, dtype=np.uint64)
     for u in result.included:
@@ -337,10 +338,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _load_input(path: str) -> np.ndarray:
     try:
         x = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty or truncated file
         raise ParameterError(f"cannot load {path}: {exc}") from None
-    if x.ndim != 1 or x.dtype.kind not in "ui" or (x.size and int(x.min()) < 0):
-        raise ParameterError(f"{path} must hold a 1-D array of non-negative integers, got {x.dtype} {x.shape}")
+    if not isinstance(x, np.ndarray) or x.ndim != 1 or x.size == 0 or x.dtype.kind not in "ui" or int(x.min()) < 0:
+        what = f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else "an .npz archive"
+        raise ParameterError(f"{path} must hold a non-empty 1-D array of non-negative integers, got {what}")
     return x.astype(np.uint64)
 
 
@@ -462,10 +464,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         summary["correct"] = correct
         print(json.dumps(summary))
     elif args.quiet:
-        outcome = f"session aborted: {res.abort}" if res.abort is not None else (
-            f"included: {len(res.included)} of {args.clients} clients; output vs plaintext sum: "
-            + ("[green]EQUAL[/green]" if correct else "[red]DIFFERENT[/red]"))
-        console.print(outcome)
+        if res.abort is None:
+            console.print(f"included: {len(res.included)} of {args.clients} clients; output vs plaintext sum: "
+                          + ("[green]EQUAL[/green]" if correct else "[red]DIFFERENT[/red]"))
     else:
         _print_rounds(console, res, {r: len(ids) for r, ids in plan.items()})
         table = Table(title="Per client (bytes include the 4-byte frame headers)")
@@ -476,13 +477,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
             table.add_row(str(u), f"{o.bytes_sent:,}", f"{o.bytes_received:,}", status)
         console.print(table)
         _print_violations(console, res)
-        if res.abort is not None:
-            console.print(f"[red]session aborted:[/red] {res.abort}")
-        else:
+        if res.abort is None:
             console.print(f"included: {len(res.included)} of {args.clients} clients")
             verdict = "[green]EQUAL[/green]" if correct else "[red]DIFFERENT[/red]"
             console.print(f"server output vs plaintext sum of the included inputs: {verdict}")
     if res.abort is not None:
+        print(f"secagg demo: session aborted: {res.abort}", file=sys.stderr)
         return ABORTED
     return OK if correct else FAILED
 
@@ -615,7 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     srv = command("serve", "run the server of one session on loopback TCP", cmd_serve)
     srv.add_argument("--host", type=_host, default="127.0.0.1", help="127.0.0.1 or ::1 only")
-    srv.add_argument("--port", type=int_at_least(0), default=0, help="0: any free port (printed on stderr)")
+    srv.add_argument("--port", type=int_at_least(0, 65535), default=0, help="0: any free port (printed on stderr)")
     _session_flags(srv, clients=None, dim=None)
     srv.add_argument("--malicious", action="store_true", help="malicious-server mode (needs --identity-dir)")
     srv.add_argument("--identity-dir", default=None, help="client-<id>.pub files (`secagg keygen`)")
@@ -683,6 +683,10 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             args.threshold = choice.threshold
     elif args.threshold is None:
         args.threshold = 2 * args.clients // 3 + 1
+    elif args.malicious and max_colluding(args.clients, args.threshold, True) < 0:
+        parser.error(f"argument --threshold: malicious-server mode with n={args.clients}, t={args.threshold} gives "
+                     f"no guarantee (a malicious server can split the honest clients and unmask one of them); "
+                     f"use t >= {args.clients // 2 + 1}")
     if not 2 <= args.threshold <= args.clients:
         why = " (with t = 1 a revealed sum can be one client's input)" if args.threshold == 1 else ""
         parser.error(f"argument --threshold: must be in [2, --clients={args.clients}], got {args.threshold}{why}")

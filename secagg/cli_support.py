@@ -41,17 +41,20 @@ class HelpFormatter(argparse.HelpFormatter):
         return text + " (default: %(default)s)"
 
 
-def int_at_least(low: int) -> Callable[[str], int]:
+def int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An integer >= ``low`` (and <= ``high`` if given)."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be an integer {shown}, got {value}")
         return value
 
-    parse.__name__ = f"integer >= {low}"  # argparse names the type in some messages
+    shown = f">= {low}" if high is None else f"in [{low}, {high}]"
+    parse.__name__ = f"integer {shown}"  # argparse names the type in some messages
     return parse
 
 

@@ -71,10 +71,29 @@ def test_human_readable_report_says_equal(capsys):
     assert "advertise_keys" in out and "unmasking" in out
 
 
-def test_human_readable_abort_exits_3(capsys):
+def test_human_readable_abort_exits_3_with_one_line_on_stderr(capsys):
     code = main(["simulate", "--clients", "4", "--threshold", "4", "--dim", "2", "--seed", "1", "--dropout", "1.0"])
     assert code == 3
-    assert "failed" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("secagg simulate: session aborted: aborted in round") and err.count("\n") == 1
+
+
+def test_a_long_abort_message_stays_one_line_on_stderr(capsys):
+    # Issue 25: it went to stdout, wrapped over two lines by the console.
+    code = main(["simulate", "--clients", "30", "--dim", "2", "--seed", "1", "--dropout", "0.9"])
+    out, err = capsys.readouterr()
+    assert code == 3 and out == ""
+    assert err.count("\n") == 1 and "threshold is 21" in err
+
+
+def test_a_malicious_threshold_without_a_guarantee_is_refused_naming_the_flag(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["simulate", "--malicious", "--clients", "4", "--threshold", "2", "--dim", "2"])
+    out, err = capsys.readouterr()
+    assert info.value.code == 2 and out == ""
+    assert err.splitlines()[-1].startswith("secagg simulate: error: argument --threshold: malicious-server mode")
+    assert "use t >= 3" in err and "Traceback" not in err
 
 
 def test_unknown_subcommand_is_a_usage_error(capsys):

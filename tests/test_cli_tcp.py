@@ -283,3 +283,35 @@ def test_client_sent_threshold_1_declines_by_default_and_with_min_group_1_warns_
     lines = [line for line in proc.stderr.splitlines() if "warning" in line.lower()]
     assert len(lines) == 1 and lines[0].startswith("secagg client: warning:") and "t=1" in lines[0], proc.stderr
     assert box["other"].status == "done" and box["declined"].status == "declined"
+
+
+@pytest.mark.parametrize("port", ["65536", "70000", "-1"])
+def test_serve_refuses_a_port_outside_0_to_65535(capsys, port):
+    # Issue 25: 70000 listened on 70000 mod 65536, 65536 on a random port.
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--port", port, "--clients", "3", "--dim", "4"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert err.splitlines()[-1] == f"secagg serve: error: argument --port: must be an integer in [0, 65535], got {port}"
+
+
+@pytest.mark.parametrize("content", ["zero bytes", "empty array", "float array", "not npy", "npz"])
+def test_client_refuses_an_input_file_it_cannot_use_in_one_line(tmp_path, capsys, content):
+    path = tmp_path / "x.npy"
+    if content == "zero bytes":
+        path.write_bytes(b"")
+    elif content == "empty array":
+        np.save(path, np.array([], dtype=np.uint64))
+    elif content == "float array":
+        np.save(path, np.ones(3))
+    elif content == "not npy":
+        path.write_text("1 2 3\n")
+    else:
+        with open(path, "wb") as f:
+            np.savez(f, x=np.arange(3))
+    # Port 1: nothing listens there, and the input must be refused before any connection is tried.
+    code = main(["client", "--server", "127.0.0.1:1", "--id", "1", "--input", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith(f"secagg client: ") and str(path) in err
+    assert "connect" not in err
