@@ -16,7 +16,7 @@ sequences of weighted averages, so they run through the secure average oracle
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal, Mapping
 
 import numpy as np
@@ -55,6 +55,7 @@ __all__ = [
     "TrimmedMean",
     "TwoPhaseRule",
     "make_aggregator",
+    "parameters",
     "registry",
 ]
 
@@ -647,4 +648,14 @@ def make_aggregator(name: str, **kwargs: Any) -> Aggregator:
         rule = registry[name]
     except KeyError:
         raise InvalidArgument(f"unknown aggregator {name!r}; known: {', '.join(sorted(registry))}") from None
+    known = parameters(name)
+    unknown = sorted(set(kwargs) - set(known))
+    if unknown:
+        takes = f"its parameters are {', '.join(known)}" if known else "it takes no parameters"
+        raise InvalidArgument(f"{name} has no parameter {', '.join(map(repr, unknown))}; {takes}")
     return rule(**kwargs)
+
+
+def parameters(name: str) -> tuple[str, ...]:
+    """The keyword arguments ``make_aggregator(name, ...)`` accepts, in declaration order."""
+    return tuple(f.name for f in fields(registry[name]) if f.init)

@@ -32,8 +32,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 
-from rfa.aggregators import Aggregator, TwoPhaseRule, make_aggregator
-from rfa.errors import RFAError
+from rfa.aggregators import Aggregator, TwoPhaseRule, make_aggregator, parameters, registry
+from rfa.errors import InvalidArgument, RFAError
 
 from .arrays import Layout
 from .protocol import TallyPolicy
@@ -144,5 +144,15 @@ class RobustFedAvg(FedAvg):
 
 
 def robust_strategy(rule: str, *, rule_params: dict[str, Any] | None = None, **fedavg: Any) -> RobustFedAvg:
-    """``robust_strategy("trimmed_mean", rule_params={"beta": 0.2})``: any rule of the registry by name."""
-    return RobustFedAvg(make_aggregator(rule, **(rule_params or {})), **fedavg)
+    """``robust_strategy("trimmed_mean", rule_params={"beta": 0.2})``: any rule of the registry by name.
+
+    A rule that tolerates f Byzantine clients (Krum, the clustering rules) needs ``f`` in ``rule_params``:
+    the class default f = 0 tolerates none, which a robust strategy must not assume silently.
+    """
+    params = dict(rule_params or {})
+    if rule in registry and "f" in parameters(rule) and "f" not in params:
+        raise InvalidArgument(
+            f"{rule} needs f, the number of Byzantine clients it tolerates: "
+            f'robust_strategy("{rule}", rule_params={{"f": ...}}) (f = 0 would tolerate none)'
+        )
+    return RobustFedAvg(make_aggregator(rule, **params), **fedavg)

@@ -36,6 +36,7 @@ from rfa import (
     one_step,
     registry,
 )
+from rfa.errors import InvalidArgument
 
 # Parameters that make every registered rule runnable on 15 points.
 PARAMS = {
@@ -145,6 +146,15 @@ def test_each_rule_validates_weights_even_when_it_ignores_them(rule):
 def test_unknown_rule_name_lists_the_known_ones():
     with pytest.raises(ValueError, match="krum"):
         make_aggregator("median-of-means")
+
+
+def test_an_unknown_parameter_is_an_invalid_argument_naming_it_and_the_rules_parameters():
+    # Issue 25: make_aggregator("mean", nu=...) raised a raw TypeError from the dataclass.
+    with pytest.raises(InvalidArgument, match=r"mean has no parameter 'nu'; it takes no parameters"):
+        make_aggregator("mean", nu=0.1)
+    with pytest.raises(InvalidArgument, match=r"krum has no parameter 'beta'; its parameters are f$"):
+        make_aggregator("krum", beta=0.1)
+    assert make_aggregator("trimmed_mean", beta=0.2).beta == 0.2
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from flower_support import RecordingGrid, simulate  # noqa: E402
-from rfa.aggregators import GeometricMedianRule, TwoPhaseRule, make_aggregator, registry  # noqa: E402
+from rfa.aggregators import GeometricMedianRule, TwoPhaseRule, make_aggregator, parameters, registry  # noqa: E402
 
 # Two-phase rules add a vote exchange to the round: tests/test_rfa_flower_vote.py runs them.
 ONE_EXCHANGE = sorted(name for name in registry if not issubclass(registry[name], TwoPhaseRule))
@@ -537,6 +537,18 @@ def test_layout_flattens_and_rebuilds_a_multi_array_model():
     assert rebuilt[0].shape == (2, 3) and np.array_equal(rebuilt[0], np.arange(6.0).reshape(2, 3))
     with pytest.raises(LayoutMismatch):
         layout.flatten(ArrayRecord([np.ones(10)]))
+
+
+@pytest.mark.parametrize("name", sorted(name for name in registry if "f" in parameters(name)))
+def test_robust_strategy_refuses_a_rule_with_f_unless_f_is_given(name):
+    # Issue 25: robust_strategy("krum") silently tolerated f = 0 Byzantine clients.
+    from rfa.errors import InvalidArgument
+    from rfa_flower.strategy import robust_strategy
+
+    with pytest.raises(InvalidArgument, match=rf'{name} needs f, the number of Byzantine clients it tolerates'):
+        robust_strategy(name)
+    assert robust_strategy(name, rule_params={"f": 1}).rule.f == 1  # type: ignore[attr-defined]
+    assert robust_strategy("trimmed_mean").rule == make_aggregator("trimmed_mean")  # no f: the defaults stand
 
 
 def test_workflow_refuses_a_plaintext_rule():
