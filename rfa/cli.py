@@ -23,12 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from secagg import SecAggError, __version__
+from secagg import SecAggError, SecureAverageOracle, __version__
 from secagg.cli_support import OK, USAGE, Console, HelpFormatter, float_in, int_at_least, run_main, writable_dir
 
 from . import plot_style
 from .aggregators import Aggregator, GeometricMedianRule, Mean, OneStepRule
-from .data import digits
+from .data import FederatedDataset, digits
 from .errors import RFAError
 from .models import LogisticRegression
 from .privacy import weight_floor
@@ -60,8 +60,24 @@ class _Recorded:
         return result
 
 
-def _run_all(args: argparse.Namespace, progress) -> tuple[dict[tuple[str, float], TrainingResult], dict[str, _Recorded]]:
-    dataset = digits(args.clients, split="dirichlet", alpha=0.5, rng=np.random.default_rng(args.seed))
+def _dataset(args: argparse.Namespace) -> FederatedDataset:
+    return digits(args.clients, split="dirichlet", alpha=0.5, rng=np.random.default_rng(args.seed))
+
+
+def _check_max_weight(args: argparse.Namespace, dataset: FederatedDataset) -> None:
+    """Refuse a bound no aggregation of --per-round clients can certify, before any progress bar starts."""
+    if args.max_weight is None:
+        return
+    counts = dataset.sample_counts
+    t = SecureAverageOracle(TrainingConfig.threshold).threshold_for(args.per_round)
+    floor = weight_floor(float(counts.min()), float(counts.max()), t)
+    if not args.max_weight > floor:
+        args.parser.error(f"argument --max-weight: must exceed {floor:.3g}, the weight floor of {args.per_round} "
+                          f"clients per round (no nu certifies less), got {args.max_weight:g}")
+
+
+def _run_all(args: argparse.Namespace, dataset: FederatedDataset, progress
+             ) -> tuple[dict[tuple[str, float], TrainingResult], dict[str, _Recorded]]:
     model = LogisticRegression(dataset.client_X[0].shape[1], dataset.n_classes)
     results = {}
     recorded = {key: _Recorded(rule) for key, (_, rule) in METHODS.items()}
@@ -159,15 +175,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     console = Console(stderr=args.json)
     start = time.perf_counter()
+    dataset = _dataset(args)
+    _check_max_weight(args, dataset)
     try:
+        # Progress on stderr: stdout carries only the results.
         with Progress(TextColumn("{task.description:>22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, disable=args.json or args.quiet) as bars:
+                      console=Console(stderr=True), disable=args.json or args.quiet) as bars:
 
             def progress(label: str):
                 task = bars.add_task(label, total=args.rounds)
                 return lambda _round: bars.advance(task)
 
-            results, recorded = _run_all(args, progress)
+            results, recorded = _run_all(args, dataset, progress)
     except (SecAggError, RFAError) as exc:
         print(f"rfa demo: {exc}", file=sys.stderr)
         return USAGE

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from rfa.cli import main
 
 
@@ -29,9 +31,21 @@ def test_demo_json_lists_the_three_methods_with_the_documented_keys(tmp_path, ca
         assert (tmp_path / name).stat().st_size > 0
 
 
-def test_demo_refuses_a_privacy_bound_below_what_any_aggregation_can_certify(tmp_path, capsys):
-    assert main(["demo", "--rounds", "2", "--max-weight", "0.05", "--out", str(tmp_path)]) == 2
-    assert "max_weight" in capsys.readouterr().err
+def test_demo_refuses_a_privacy_bound_below_what_any_aggregation_can_certify_before_any_progress_bar(tmp_path, capsys):
+    # Issue 25: the first progress bar was drawn (on stdout) before the refusal.
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--rounds", "2", "--max-weight", "0.01", "--out", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert info.value.code == 2 and out == ""
+    assert err.splitlines()[-1].startswith("rfa demo: error: argument --max-weight: must exceed 0.")
+    assert "rho=" not in err and "Traceback" not in err
+
+
+def test_demo_draws_its_progress_bars_on_stderr_and_its_table_on_stdout(tmp_path, capsys):
+    assert main(["demo", "--rounds", "1", "--clients", "4", "--per-round", "4", "--out", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert "fedavg rho=0.25" in err and "rho=" not in out
+    assert "one-step RFA" in out
 
 
 def test_demo_json_reports_the_nu_chosen_to_certify_max_weight(tmp_path, capsys):
