@@ -23,6 +23,7 @@ import re
 import shlex
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -65,8 +66,10 @@ SIM = re.compile(r"^(\s*python3 -m (?:sims|rfa_flower)\.\S+(?:\s+[^#\s][^#]*?)?)
 DEMO = re.compile(r"^(\s*python3 -m rfa demo(?:\s+[^#\s][^#]*?)?)(\s*#.*)?$")
 
 
-def runnable(code: str) -> tuple[str, list[list[str]]]:
-    """The bash block as the test runs it, and the argv of each sims command in it (see the docstring)."""
+def runnable(code: str, port: int | None = None) -> tuple[str, list[list[str]]]:
+    """The bash block as the test runs it, and the argv of each sims command in it (see the docstring).
+
+    ``port`` replaces 7000 (default: a free port)."""
     out, sims = [], []
     for line in code.splitlines():
         installed = INSTALL_THEN.match(line)
@@ -82,7 +85,7 @@ def runnable(code: str) -> tuple[str, list[list[str]]]:
         if m:
             line = m.group(1).rstrip() + " --rounds 2"
         out.append(line)
-    return "\n".join(out).replace("7000", str(_free_port())), sims
+    return "\n".join(out).replace("7000", str(port or _free_port())), sims
 
 
 @pytest.mark.parametrize("start,code", blocks("bash"), ids=lambda v: f"README.md:{v}" if isinstance(v, int) else "")
@@ -103,6 +106,29 @@ def test_bash_block_runs_without_a_traceback(start, code, tmp_path, capsys):
     where = f"README.md:{start}: exit {proc.returncode}\n{proc.stderr[-3000:]}\n{logs[-2000:]}"
     assert proc.returncode == 0, where
     assert "Traceback" not in proc.stderr + logs, where
+
+
+SERVER_BLOCKS = [(start, code) for start, code in blocks("bash") if "secagg serve" in code]
+
+
+@pytest.mark.parametrize("start,code", SERVER_BLOCKS, ids=lambda v: f"README.md:{v}" if isinstance(v, int) else "")
+def test_a_server_block_on_a_busy_port_stops_at_once_with_the_servers_error(start, code, tmp_path):
+    # Issue 25: `until grep -q listening serve.log` waited forever when the port was taken, and raced
+    # the shell creating serve.log.  Every wait has its own time limit and stops on the server's error.
+    waits = [line for line in code.splitlines() if "until grep" in line]
+    assert waits and all(line.startswith("timeout ") for line in waits), waits
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        script, _ = runnable(code, busy.getsockname()[1])
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        began = time.monotonic()
+        proc = subprocess.run(["bash", "-c", "set -euo pipefail\n" + script], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert time.monotonic() - began < 20  # not the 30 s time limit: the server's exit ends the wait
+    assert "secagg: the port is already in use" in proc.stdout + proc.stderr
+    assert "No such file" not in proc.stderr and "Traceback" not in proc.stdout + proc.stderr
 
 
 def test_the_bash_blocks_cover_every_command_line():
