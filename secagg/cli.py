@@ -27,12 +27,13 @@ from pathlib import Path
 
 import numpy as np
 import trio
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from . import __version__
 from .cli_support import ABORTED, FAILED, OK, USAGE, Console, HelpFormatter, describe_os_error, float_in, int_at_least, run_main
 from .errors import AbortError, ParameterError, SecAggError
+from .estimate import available_memory, human_bytes, human_seconds, session_cost
 from .framing import loopback_host, parse_address
 from .keydir import generate_keys, load_private_key, load_public_keys
 from .ledger import FileLedger
@@ -104,19 +105,32 @@ def _session_line(args: argparse.Namespace, plan: dict[str, list[int]], what: st
     )
 
 
+def _step_bar(args: argparse.Namespace, rounds: list[str]) -> Progress:
+    """One bar over every client step of the session, on stderr, drawn only on a terminal and without --quiet."""
+    err = Console(stderr=True)
+    about = human_seconds(args.estimate.seconds)
+    return Progress(
+        TextColumn(f"{{task.description:>18}} (estimate {about})"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True, disable=args.quiet or not err.is_terminal,
+    )
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     console = Console()
     inputs, plan, rounds = _demo_session(args)
     try:
-        result = simulate(
-            inputs,
-            threshold=args.threshold,
-            modulus=2**args.modulus_bits,
-            dropouts=plan,
-            malicious=args.malicious,
-            seed=args.seed,
-            **_graph_kwargs(args),
-        )
+        with _step_bar(args, rounds) as bar:
+            task = bar.add_task(rounds[0], total=args.clients * len(rounds))
+            result = simulate(
+                inputs,
+                threshold=args.threshold,
+                modulus=2**args.modulus_bits,
+                dropouts=plan,
+                malicious=args.malicious,
+                seed=args.seed,
+                progress=lambda round_: bar.update(task, advance=1, description=round_),
+                **_graph_kwargs(args),
+            )
     except SecAggError as exc:
         if args.json:
             print(json.dumps({"aborted": str(exc), "dropouts": plan}))
@@ -445,7 +459,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         console.print(_session_line(args, plan, "Secure aggregation over loopback TCP"))
         with Progress(
             TextColumn("{task.description:>18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console,
+            console=Console(stderr=True),  # stdout carries the report alone
         ) as progress:
             run = trio.run(go, _RoundBars(progress))
     res = run.server
@@ -588,6 +602,11 @@ def _dropout_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="reproducible inputs, keys and masks (testing only; default: OS randomness)")
 
 
+def _memory_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-memory-check", dest="memory_check", action="store_false",
+                   help="run even when the session's estimated memory exceeds what the machine has free")
+
+
 def _output_flags(p: argparse.ArgumentParser, json_help: str, quiet_help: str) -> None:
     p.add_argument("--json", action="store_true", help=json_help)
     p.add_argument("--quiet", action="store_true", help=quiet_help)
@@ -612,6 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     _dropout_flags(sim)
     _output_flags(sim, "print a machine-readable summary on stdout", "print only the verdict")
     sim.add_argument("--json-total", type=int_at_least(0), default=16, help="how many coordinates of the total --json prints")
+    _memory_flag(sim)
 
     srv = command("serve", "run the server of one session on loopback TCP", cmd_serve)
     srv.add_argument("--host", type=_host, default="127.0.0.1", help="127.0.0.1 or ::1 only")
@@ -653,6 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     _session_flags(demo, clients=20, dim=1000)
     _dropout_flags(demo)
     demo.add_argument("--round-timeout", type=_SECONDS, default=5.0, help="seconds per round")
+    _memory_flag(demo)
     _output_flags(demo, "print a machine-readable summary on stdout", "no progress bars or tables, only the verdict")
 
     kg = command("keygen", "write identity keys for clients 1..N (the local PKI)", cmd_keygen)
@@ -694,6 +715,30 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error(f"argument --modulus-bits: must be at most 64, got {args.modulus_bits}")
     if args.dim > MAX_DIM:
         parser.error(f"argument --dim: must be at most {MAX_DIM}, got {args.dim}")
+    if hasattr(args, "memory_check"):
+        _check_fits(parser, args)
+
+
+def _check_fits(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse, before anything runs, a session whose estimated peak memory exceeds what the machine has free."""
+    args.estimate = session_cost(args.clients, args.dim, args.degree)
+    available = available_memory()
+    if not args.memory_check or available is None or args.estimate.bytes <= available:
+        return
+    hint = "use fewer --clients or a smaller --dim"
+    if args.graph == "complete":
+        try:
+            degree = sparse_choice(args.clients, dropout=args.tolerated_dropout, corrupt=args.tolerated_corrupt,
+                                   malicious=args.malicious).degree
+            sparse = session_cost(args.clients, args.dim, degree)
+            hint = f"use --graph sparse (k={degree} neighbours: about {human_bytes(sparse.bytes)}, " \
+                   f"{human_seconds(sparse.seconds)})"
+        except SecAggError:
+            pass
+    graph = "complete graph" if args.graph == "complete" else f"sparse graph (k={args.degree})"
+    parser.error(f"argument --clients: n={args.clients}, d={args.dim} on the {graph} needs about "
+                 f"{human_bytes(args.estimate.bytes)} of memory ({human_seconds(args.estimate.seconds)}), "
+                 f"{human_bytes(available)} are free; {hint}, or pass --no-memory-check")
 
 
 def _one_line_warnings(prog: str):

@@ -35,7 +35,9 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        quiet = action.default is None or action.default is False or action.default == argparse.SUPPRESS or not action.option_strings
+        # A switch (store_true/store_false) has no default worth showing: its help says what it turns on or off.
+        quiet = action.default is None or isinstance(action.default, bool) or action.default == argparse.SUPPRESS \
+            or not action.option_strings
         if "default" in text or quiet:
             return text
         return text + " (default: %(default)s)"

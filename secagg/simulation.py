@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -152,13 +152,15 @@ def simulate(
     tolerated_dropout: float | None = None,
     tolerated_corrupt: float | None = None,
     min_group: int | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> SimulationResult:
     """Run one secure aggregation session in memory and return what the server learns.
 
     ``seed`` makes every key, mask and nonce reproducible (tests only); by
     default randomness comes from the OS.  Raises ``AbortError`` when fewer
     than ``threshold`` clients remain at some round, or, on a sparse graph,
-    in some client's neighbourhood.
+    in some client's neighbourhood.  ``progress(round)`` is called after each
+    client step (a command line draws its progress bar with it).
     """
     params, clients = setup_session(
         inputs,
@@ -192,6 +194,8 @@ def simulate(
         encoded = [m.encode() for m in produce()]
         client_seconds[round_.value] += time.perf_counter() - start
         sent[u] += sum(map(len, encoded))
+        if progress is not None:
+            progress(round_.value)
         return encoded
 
     inbox = [data for u in ids for data in replies(u, Round.ADVERTISE_KEYS, clients[u].start)]

@@ -154,3 +154,42 @@ def test_sparse_graph_flags_that_give_no_graph_are_a_usage_error_naming_the_flag
     with pytest.raises(SystemExit) as info:
         main(["simulate", "--clients", "100", "--dim", "2", "--graph", "sparse", "--tolerated-corrupt", "1.5"])
     assert info.value.code == 2
+
+
+def test_a_session_that_cannot_fit_in_memory_is_refused_before_it_starts_suggesting_the_sparse_graph(capsys):
+    # Issue 25: --clients 100000 was killed by the kernel at 23.9 GB after a silent minute.
+    with pytest.raises(SystemExit) as info:
+        main(["simulate", "--clients", "100000", "--dim", "1"])
+    out, err = capsys.readouterr()
+    assert info.value.code == 2 and out == ""
+    line = err.splitlines()[-1]
+    assert line.startswith("secagg simulate: error: argument --clients: n=100000, d=1 on the complete graph needs about ")
+    assert "TB of memory" in line and "use --graph sparse (k=" in line and line.endswith("or pass --no-memory-check")
+
+
+def test_the_memory_check_uses_the_free_memory_and_no_memory_check_overrides_it(capsys, monkeypatch):
+    import secagg.cli
+
+    monkeypatch.setattr(secagg.cli, "available_memory", lambda: 1e6)  # 1 MB free: nothing fits
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--clients", "4", "--dim", "2", "--graph", "complete"])
+    assert info.value.code == 2 and "1 MB are free" in capsys.readouterr().err
+    assert main(["simulate", "--clients", "4", "--dim", "2", "--seed", "1", "--quiet", "--no-memory-check"]) == 0
+    assert "EQUAL" in capsys.readouterr().out
+
+
+def test_the_estimate_grows_with_the_neighbours_and_the_vectors():
+    from secagg.estimate import session_cost
+
+    complete, sparse = session_cost(1000, 1000, 999), session_cost(1000, 1000, 36)
+    assert sparse.bytes < complete.bytes / 10 and sparse.seconds < complete.seconds / 10
+    assert session_cost(100, 10**5, 99).bytes > session_cost(100, 10, 99).bytes + 100 * 10**5 * 8  # input + masked copy
+    assert session_cost(1000, 1000, 999).seconds > 10  # a run the progress bar is for
+
+
+def test_simulate_draws_a_progress_bar_on_stderr_on_a_terminal(capsys, monkeypatch):
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich: treat stderr as a terminal
+    assert main(["simulate", "--clients", "6", "--dim", "3", "--seed", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert "(estimate <1 s)" in err and "/24" in err  # 6 clients x 4 rounds of steps, and the time estimate
+    assert "estimate" not in out and "EQUAL" in out

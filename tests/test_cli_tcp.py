@@ -195,8 +195,9 @@ def test_demo(capsys):
     assert injected, "seed 1 injects five dropouts"
     assert sorted(u for ids in summary["dropouts"].values() for u in ids) == injected
     assert main(args + ["--dropout-round", "masked_input"]) == 0
-    text = capsys.readouterr().out
+    text, err = capsys.readouterr()
     assert "EQUAL" in text and "unmasking" in text
+    assert "━" in err and "━" not in text  # the round bars on stderr (issue 25), the report on stdout
 
 
 def test_cli_refuses_non_loopback_hosts(capsys):
