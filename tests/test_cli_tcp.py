@@ -197,7 +197,7 @@ def test_demo(capsys):
     assert main(args + ["--dropout-round", "masked_input"]) == 0
     text, err = capsys.readouterr()
     assert "EQUAL" in text and "unmasking" in text
-    assert "━" in err and "━" not in text  # the round bars on stderr (issue 25), the report on stdout
+    assert "advertise_keys ━━" in err and "20/20" in err and "20/20" not in text  # bars on stderr (issue 25)
 
 
 def test_cli_refuses_non_loopback_hosts(capsys):
