@@ -588,9 +588,9 @@ def _session_flags(p: argparse.ArgumentParser, *, clients: int | None, dim: int 
                    help="who masks with whom: every pair (default) or a SecAgg+ Harary graph of degree k ~ log n, "
                         "k and t sized for the two fractions below (protocol_spec.md section 14)")
     p.add_argument("--tolerated-dropout", type=float_in(0, 1), default=0.1,
-                   help="sparse: fraction of dropouts the graph must survive (default 0.1)")
+                   help="sparse: fraction of dropouts the graph must survive")
     p.add_argument("--tolerated-corrupt", type=float_in(0, 1), default=0.05,
-                   help="sparse: fraction of corrupted clients the graph must tolerate (default 0.05)")
+                   help="sparse: fraction of corrupted clients the graph must tolerate")
 
 
 def _dropout_flags(p: argparse.ArgumentParser) -> None:
@@ -660,13 +660,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "in malicious-server mode, the library's own sizing, else 2)")
     policy.add_argument("--tolerated-corrupt", type=float_in(0, 1, high_open=True), default=defaults.corrupt,
                         help="fraction of clients assumed to collude with the server; the threshold, or a sparse "
-                             f"graph's sizing, must cover it (default {defaults.corrupt})")
+                             "graph's sizing, must cover it")
     policy.add_argument("--tolerated-dropout", type=float_in(0, 1, high_open=True), default=defaults.dropout,
-                        help=f"a sparse graph must be sized for at least this dropout fraction (default {defaults.dropout})")
+                        help="a sparse graph must be sized for at least this dropout fraction")
     policy.add_argument("--min-threshold", type=float_in(0, 1, low_open=True), default=defaults.min_threshold,
-                        help=f"complete graph: t at least this fraction of n (default {defaults.min_threshold})")
+                        help="complete graph: t at least this fraction of n")
     policy.add_argument("--max-clients", type=_CLIENTS, default=defaults.max_clients,
-                        help=f"largest session to join (default {defaults.max_clients:,})")
+                        help="largest session to join")
     _output_flags(cli, "print this client's outcome as JSON on stdout", "log warnings only")
 
     demo = command("demo", "server and N clients in one process over loopback TCP", cmd_demo)

@@ -347,9 +347,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--quick", action="store_true", help=f"frames up to {QUICK_MAX_BYTES:,} bytes, one run each")
     ap.add_argument(
-        "--max-bytes", type=positive_int, help=f"largest frame (default {MAX_BYTES:,}; quick: {QUICK_MAX_BYTES:,})"
+        "--max-bytes", type=positive_int, help=f"largest frame (default: {MAX_BYTES:,}; quick: {QUICK_MAX_BYTES:,})"
     )
-    ap.add_argument("--repeat", type=positive_int, help="runs per case and reader, median shown (default 5; quick: 1)")
+    ap.add_argument("--repeat", type=positive_int, help="runs per case and reader, median shown (default: 5; quick: 1)")
     return ap.parse_args(argv)
 
 

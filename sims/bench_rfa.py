@@ -112,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python3 -m sims.bench_rfa", description=__doc__.splitlines()[0], formatter_class=HelpFormatter
     )
-    parser.add_argument("--steps", type=positive_int, default=10, help="Weiszfeld steps per run (default 10)")
-    parser.add_argument("--repeat", type=positive_int, default=3, help="runs per timing, the best is kept (default 3)")
+    parser.add_argument("--steps", type=positive_int, default=10, help="Weiszfeld steps per run")
+    parser.add_argument("--repeat", type=positive_int, default=3, help="runs per timing, the best is kept")
     args = parser.parse_args(argv)
     try:
         from geom_median.numpy import compute_geometric_median as reference

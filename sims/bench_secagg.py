@@ -1054,8 +1054,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--d", type=_length, nargs="+", help="vector lengths, e.g. 1e5 (tcp/both default: 1e4 1e5)"
     )
     ap.add_argument("--dropout", type=float, nargs="+", help="dropout rates (default: 0 0.1 0.3; tcp/both: 0 0.1)")
-    ap.add_argument("--modulus-bits", type=positive_int, default=32, help="M = 2^bits (default 32)")
-    ap.add_argument("--repeat", type=positive_int, default=1, help="runs per configuration (default 1)")
+    ap.add_argument("--modulus-bits", type=positive_int, default=32, help="M = 2^bits")
+    ap.add_argument("--repeat", type=positive_int, default=1, help="runs per configuration")
     ap.add_argument("--stat", choices=("best", "median"), default="median", help="how repeated runs combine")
     ap.add_argument(
         "--transport", choices=sorted(TRANSPORTS) + ["both"], default="memory",

@@ -22,10 +22,11 @@ import argparse
 import csv
 import json
 import math
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, NoReturn, Sequence
 
 import matplotlib
 
@@ -33,7 +34,7 @@ matplotlib.use("Agg")  # files only: the simulations never open a window
 import matplotlib.pyplot as plt  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 
-from secagg.cli_support import Console, HelpFormatter, float_in, int_at_least, script, writable_dir  # noqa: E402, F401 (re-exported)
+from secagg.cli_support import USAGE, Console, HelpFormatter, float_in, int_at_least, script, writable_dir  # noqa: E402, F401 (re-exported)
 
 console = Console()
 
@@ -62,12 +63,14 @@ class SimParser(argparse.ArgumentParser):
         return ns
 
 
-def parser(name: str, description: str) -> argparse.ArgumentParser:
-    """The common flags: --out, --quick, --seeds, --quiet (with --help showing every default)."""
+def parser(name: str, description: str, *, seeds: str = "3; quick: 1") -> argparse.ArgumentParser:
+    """The common flags: --out, --quick, --seeds, --quiet (with --help showing every default).
+
+    ``seeds``: the default --help states, for a simulation whose ``seeds`` count differs."""
     p = SimParser(prog=f"python3 -m sims.{name}", description=description, formatter_class=HelpFormatter)
     p.add_argument("--out", type=Path, default=Path("out") / name, help="output folder (created if missing)")
     p.add_argument("--quick", action="store_true", help="a small, fast version (used by the tests)")
-    p.add_argument("--seeds", type=positive_int, default=None, help="number of random seeds (default: 3, quick: 1)")
+    p.add_argument("--seeds", type=positive_int, default=None, help=f"number of random seeds (default: {seeds})")
     p.add_argument("--quiet", action="store_true", help="no progress bars or messages; the files are still written")
     p.add_argument("--json", action="store_true", help="at the end, print what was written (and every CSV's rows) as JSON on stdout")
     return p
@@ -150,3 +153,14 @@ def timed(label: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
     console.print(f"{label}: {time.perf_counter() - start:.1f} s")
+
+
+def not_a_command(module: str) -> NoReturn:
+    """``python3 -m`` on a module of shared code: say so in one line (exit 2) instead of silently doing nothing."""
+    print(f"python3 -m {module}: shared code of the simulations, not a command; run a simulation instead, "
+          "e.g. python3 -m sims.fig1_weiszfeld --help (README, section Simulations)", file=sys.stderr)
+    raise SystemExit(USAGE)
+
+
+if __name__ == "__main__":
+    not_a_command("sims.common")

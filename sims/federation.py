@@ -49,3 +49,9 @@ def config(rounds: int, seed: int, **overrides: Any) -> TrainingConfig:
         clients_per_round=CLIENTS_PER_ROUND, local_steps=LOCAL_STEPS, lr=LR, batch_size=BATCH_SIZE
     )
     return TrainingConfig(rounds=rounds, seed=seed, **{**base, **overrides})
+
+
+if __name__ == "__main__":
+    from sims.common import not_a_command
+
+    not_a_command("sims.federation")

@@ -1512,11 +1512,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python3 -m sims.fuzz_secagg", description=__doc__.split("\n")[0],
                                  formatter_class=HelpFormatter)
     ap.add_argument("--frames-per-party", type=positive_int, default=None,
-                    help=f"mutated frames per party (default {FRAMES_PER_PARTY:,}; quick: {QUICK_FRAMES})")
+                    help=f"mutated frames per party (default: {FRAMES_PER_PARTY:,}; quick: {QUICK_FRAMES})")
     ap.add_argument("--seed", type=int, default=0, help="seed of the sessions and of every mutation")
     ap.add_argument("--quick", action="store_true", help=f"{QUICK_FRAMES} frames per party, one session per configuration")
     ap.add_argument("--sessions", type=positive_int, default=None,
-                    help="honest sessions per configuration the frames start from (default 6; quick: 1)")
+                    help="honest sessions per configuration the frames start from (default: 6; quick: 1)")
     ap.add_argument("--verify-refused", type=float, default=0.02,
                     help="fraction of refused frames whose session is finished live anyway, to check that an "
                          "unchanged party gives the genuine session's total")

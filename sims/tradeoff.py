@@ -106,7 +106,7 @@ def run(data, rule, corruption: dict[str, Any], rounds: int, seed: int, **secure
 def main(argv: list[str] | None = None) -> int:
     p = parser(NAME, __doc__.splitlines()[0])
     p.add_argument("--threshold", type=int, default=THRESHOLD,
-                   help=f"secure aggregation threshold t of every session (default {THRESHOLD} of m = "
+                   help=f"secure aggregation threshold t of every session (default: {THRESHOLD} of m = "
                         f"{CLIENTS_PER_ROUND}; t = m means nu is chosen for all m inputs and any dropout aborts)")
     args = p.parse_args(argv)
     t = args.threshold

@@ -172,6 +172,68 @@ def test_every_flag_has_help_text():
         assert action.help, f"{prog} {action.option_strings} has no help text"
 
 
+SIM_COMMANDS = sorted(f"sims.{p.stem}" for p in (ROOT / "sims").glob("*.py")
+                      if 'if __name__ == "__main__":\n    entry_point' in p.read_text()
+                      or 'if __name__ == "__main__":\n    script' in p.read_text())
+COMMANDS = [*SIM_COMMANDS, "rfa_flower.example", "rfa_flower.example.deploy",
+            *(f"secagg {c}" for c in ("simulate", "serve", "client", "demo", "keygen", "inspect")), "rfa demo"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_help_names_the_command_as_typed_and_shows_each_option_with_help_and_one_default_style(
+        command, capsys, monkeypatch):
+    import argparse
+    import importlib
+    import re
+
+    module, *sub = command.split()
+    seen: list[argparse.ArgumentParser] = []
+    show_help = argparse._HelpAction.__call__
+
+    def record(self, parser, namespace, values, option_string=None):
+        seen.append(parser)
+        show_help(self, parser, namespace, values, option_string)
+
+    monkeypatch.setattr(argparse._HelpAction, "__call__", record)
+    if module in ("secagg", "rfa"):
+        main = importlib.import_module(f"{module}.cli").main
+    else:
+        mod = importlib.import_module(module)
+        main = getattr(mod, "main", None) or importlib.import_module(f"{module}.__main__").main
+    with pytest.raises(SystemExit) as info:
+        main([*sub, "--help"])
+    text = capsys.readouterr().out
+    assert info.value.code == 0 and len(seen) == 1
+    typed = command if module in ("secagg", "rfa") else f"python3 -m {command}"
+    assert text.startswith(f"usage: {typed} "), text[:80]  # never __main__.py or deploy.py
+    for action in seen[0]._actions:
+        if action.option_strings:
+            assert action.help and action.help != argparse.SUPPRESS, (command, action.option_strings)
+    # One style: "(default: X)", as the formatter writes it (issue 25 found "(default 0.1)" beside it).
+    assert not re.search(r"\(default [^:]", " ".join(text.split())), text
+
+
+@pytest.mark.parametrize("module", ["sims.common", "sims.federation"])
+def test_shared_simulation_code_run_as_a_command_says_so_in_one_line(module):
+    proc = subprocess.run([sys.executable, "-m", module, "--help"], env=ENV, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == cli_support.USAGE and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "not a command" in proc.stderr
+
+
+def test_integer_flags_take_any_notation_of_a_whole_number_like_the_benchmarks():
+    import argparse
+
+    count = cli_support.int_at_least(1)
+    assert count("1e3") == count("1000") == count("1_000") == 1000
+    for text in ("1.5", "1e-3", "nan", "inf", "x", "1e300"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            count(text)
+    port = cli_support.int_at_least(0, 65535)
+    assert port("65535") == 65535
+    with pytest.raises(argparse.ArgumentTypeError, match=r"must be an integer in \[0, 65535\], got 65536"):
+        port("65536")
+
+
 def test_version_flags_print_the_package_version(capsys):
     import secagg
     from rfa.cli import main as rfa_main
