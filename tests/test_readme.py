@@ -17,6 +17,8 @@ runnable: this test picks new blocks up by itself.
 
 from __future__ import annotations
 
+import ast
+import codeop
 import importlib
 import os
 import re
@@ -47,11 +49,46 @@ def blocks(language: str) -> list[tuple[int, str]]:
     return found
 
 
+REPL_SCREEN = 2000  # characters: what a REPL may echo for one line of a snippet
+
+
+def _echo(value: object) -> None:
+    """A snippet's bare expression, as the REPL would print it: a screenful at most (not 45 KB of bytes)."""
+    shown = repr(value)
+    assert len(shown) <= REPL_SCREEN, f"a REPL would print {len(shown):,} characters: {shown[:80]}..."
+
+
 @pytest.mark.parametrize("start,code", blocks("python"), ids=lambda v: f"README.md:{v}" if isinstance(v, int) else "")
 def test_python_snippet_runs_as_written(start, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a snippet that writes files writes them here
     # Padding keeps README line numbers in the traceback: "README.md", line N.
-    exec(compile("\n" * (start - 1) + code, str(README), "exec"), {"__name__": "readme_snippet"})
+    tree = ast.parse("\n" * (start - 1) + code, str(README))
+    for node in tree.body:
+        if isinstance(node, ast.Expr):  # echoed by the REPL
+            node.value = ast.Call(ast.Name("_echo", ast.Load()), [node.value], [])
+    exec(compile(ast.fix_missing_locations(tree), str(README), "exec"), {"__name__": "readme_snippet", "_echo": _echo})
+
+
+def _is_a_file(start: int) -> bool:
+    """A block introduced as a file ("`my_app.py`:") is saved, not pasted."""
+    before = [line for line in README.read_text().splitlines()[: start - 2] if line.strip()]
+    return bool(before) and re.fullmatch(r"`[\w/.-]+\.py`:", before[-1].strip()) is not None
+
+
+@pytest.mark.parametrize("start,code", [(s, c) for s, c in blocks("python") if not _is_a_file(s)],
+                         ids=lambda v: f"README.md:{v}" if isinstance(v, int) else "")
+def test_python_snippet_pastes_into_the_repl(start, code):
+    # Issue 25: three snippets raised SyntaxError in the Python 3.11 REPL, which ends an indented block at
+    # a blank line and takes one statement at a time.  Fed line by line, as a paste is.
+    compiler, buffer = codeop.CommandCompiler(), []
+    for number, line in enumerate(code.splitlines(), start):
+        buffer.append(line)
+        try:
+            complete = compiler("\n".join(buffer), "<stdin>", "single")
+        except SyntaxError as exc:
+            pytest.fail(f"README.md:{number}: {exc.msg} when pasted into the REPL (a blank line ends a block)")
+        if complete is not None:
+            buffer = []
 
 
 def _free_port() -> int:
