@@ -28,3 +28,15 @@ def test_sims_stays_out_of_the_wheel():
     include = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
     assert include == ["secagg*", "rfa*"]
     assert (ROOT / "sims" / "__init__.py").is_file()  # still a package for `python3 -m sims.x` from the checkout
+
+
+def test_pytest_hides_rays_accelerator_tip_and_no_other_warning():
+    # Issue 25: Ray's FutureWarning (a tip about a future default) showed in every run's summary.
+    import warnings
+
+    tip = ("Tip: In future versions of Ray, Ray will no longer override accelerator visible devices env var if "
+           "num_gpus=0 or num_gpus=None (default).")
+    with warnings.catch_warnings(record=True) as caught:  # starts from this test's filters: pyproject's
+        warnings.warn(tip, FutureWarning)
+        warnings.warn("Tip: something else", FutureWarning)
+    assert [str(w.message) for w in caught] == ["Tip: something else"]
