@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 
 from rfa import geometric_median
-from sims.common import HelpFormatter, entry_point, positive_int
+from sims.common import HelpFormatter, entry_point, positive_int, progress_bar
 
 SIZES = ((100, 10**5), (1000, 10**4))
 NU = 1e-6
@@ -44,25 +44,33 @@ def contaminated_cloud(n: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarra
     return points, weights
 
 
-def best_time(run: Callable[[], object], repeat: int) -> tuple[float, object]:
+def _nothing() -> None:
+    pass
+
+
+def best_time(run: Callable[[], object], repeat: int, tick: Callable[[], object] = _nothing) -> tuple[float, object]:
+    """The best of ``repeat`` runs, calling ``tick`` after each (a progress bar's advance)."""
     best, result = np.inf, None
     for _ in range(repeat):
         start = time.perf_counter()
         result = run()
         best = min(best, time.perf_counter() - start)
+        tick()
     return best, result
 
 
-def bench_size(n: int, d: int, steps: int, repeat: int, reference) -> None:
+def bench_size(n: int, d: int, steps: int, repeat: int, reference, tick: Callable[[], object] = _nothing) -> None:
     points, weights = contaminated_cloud(n, d, seed=n + d)
     print(f"n={n}, d={d}: {steps} smoothed Weiszfeld steps, nu={NU:g}")
     if reference is None:
-        ours_s, ours = best_time(lambda: geometric_median(points, weights, nu=NU, max_iter=steps, tol=None), repeat)
+        ours_s, ours = best_time(lambda: geometric_median(points, weights, nu=NU, max_iter=steps, tol=None), repeat,
+                                 tick)
         print(f"  rfa.geometric_median   {ours_s:8.3f} s   ({ours.n_iter} steps)")
         return
-    ref_s, ref = best_time(lambda: reference(points, weights, eps=NU, maxiter=steps, ftol=0.0), repeat)
+    ref_s, ref = best_time(lambda: reference(points, weights, eps=NU, maxiter=steps, ftol=0.0), repeat, tick)
     ref_steps = len(ref.logs) - 1
-    ours_s, ours = best_time(lambda: geometric_median(points, weights, nu=NU, max_iter=ref_steps, tol=None), repeat)
+    ours_s, ours = best_time(lambda: geometric_median(points, weights, nu=NU, max_iter=ref_steps, tol=None), repeat,
+                             tick)
     diff = float(np.max(np.abs(ours.median - ref.median)))
     objective_gap = float(np.max(np.abs(ours.objective / weights.sum() - np.asarray(ref.logs)) / ref.logs[-1]))
     print(f"  geom-median (reference) {ref_s:8.3f} s   ({ref_steps} steps)")
@@ -72,7 +80,11 @@ def bench_size(n: int, d: int, steps: int, repeat: int, reference) -> None:
     print(f"  max relative objective difference over the steps: {objective_gap:.3e}")
 
 
-def secure_cost_section(n: int = 50, d: int = 1000, rounds: int = 3, repeat: int = 2) -> None:
+SECURE_REPEAT = 2
+
+
+def secure_cost_section(n: int = 50, d: int = 1000, rounds: int = 3, repeat: int = SECURE_REPEAT,
+                        tick: Callable[[], object] = _nothing) -> None:
     """Secure geometric median (R Weiszfeld steps) vs one secure mean: oracle calls, seconds, bytes.
 
     The paper's claim (Sec. IV) is about a 3x communication cost for R = 3.
@@ -97,7 +109,7 @@ def secure_cost_section(n: int = 50, d: int = 1000, rounds: int = 3, repeat: int
 
     rows = []
     for kind in ("mean", "median", "median from 0"):
-        seconds, oracle = best_time(lambda: run(kind), repeat)
+        seconds, oracle = best_time(lambda: run(kind), repeat, tick)
         rows.append((kind, oracle.calls, seconds, oracle.bytes_total / n))
     base = rows[0]
     print(f"secure cost, n={n} clients, d={d}, R={rounds}, in-memory secure aggregation (t = ceil(2n/3)):")
@@ -121,10 +133,12 @@ def main(argv: list[str] | None = None) -> int:
         reference = None
         print("geom-median is not installed: only rfa.geometric_median is timed.")
         print("Install the reference with:  pip install geom-median")
-    for n, d in SIZES:
-        bench_size(n, d, args.steps, args.repeat, reference)
-    print()
-    secure_cost_section()
+    runs = len(SIZES) * args.repeat * (1 if reference is None else 2) + 3 * SECURE_REPEAT
+    with progress_bar("timing runs", runs) as tick:
+        for n, d in SIZES:
+            bench_size(n, d, args.steps, args.repeat, reference, tick)
+        print()
+        secure_cost_section(tick=tick)
     return 0
 
 

@@ -6,8 +6,8 @@ Every simulation writes into one folder (``--out``, default ``out/<name>``):
 shrinks every simulation to a size that finishes in well under a minute.
 
 ``--json`` prints, on stdout at the end, what the run wrote (the folder, the
-plots, the summary and every CSV's rows); the progress bars then go to
-stderr.  ``parser`` checks the shared flags while parsing, so every simulation
+plots, the summary and every CSV's rows), and the messages go to stderr.
+Progress bars always go to stderr.  ``parser`` checks the shared flags while parsing, so every simulation
 inherits the checks: ``--seeds`` must be at least 1 and ``--out`` is created
 and proved writable before the run starts.  The argument types
 (``positive_int``, ``client_count``, ``fraction``, ``positive_float``) name
@@ -140,9 +140,12 @@ def write_summary(path: Path, title: str, lines: Iterable[str]) -> Path:
 
 @contextmanager
 def progress_bar(description: str, total: int) -> Iterator[Any]:
-    """A rich progress bar; yields ``advance(n=1)``."""
+    """A rich progress bar on stderr (stdout carries the results); yields ``advance(n=1)``."""
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True), disable=console.quiet,
+        # On a terminal, what the run prints meanwhile goes above the bar; into a pipe or a file, straight there.
+        redirect_stdout=sys.stdout.isatty(),
     ) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n=1: progress.advance(task, n)
