@@ -230,3 +230,22 @@ def test_bench_flower_quick_prints_the_three_aggregations_side_by_side_and_they_
     assert "Traceback" not in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "flower-n3.json", "flower-n3.log", "ours-n3.json", "ours-n3.log"]
+
+
+def test_the_run_shows_round_lines_and_on_a_terminal_a_bar_with_flowers_latest_event(capsys, monkeypatch):
+    # Issue 25: a deployment's round takes a minute or more with nothing on screen between round lines.
+    from rfa_flower.example.__main__ import progress
+
+    flower_log = ["Successfully started run 42", "INFO :      configure_train: sampled 3 nodes",
+                  "INFO :      [ROUND 1/2] 3 nodes sampled, 3 trained", "INFO :      aggregate_train: received 3"]
+    with progress("prog", 2) as on_line:  # not a terminal: the round lines alone, as before
+        for line in flower_log:
+            on_line(line)
+    assert capsys.readouterr().err.splitlines() == ["prog: started run 42", "prog: [ROUND 1/2] 3 nodes sampled, 3 trained"]
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich: stderr is a terminal
+    with progress("prog", 2) as on_line:
+        for line in flower_log:
+            on_line(line)
+    err = capsys.readouterr().err
+    assert "prog: [ROUND 1/2] 3 nodes sampled, 3 trained" in err and "1/2" in err
+    assert "aggregate_train: received 3" in err or "configure_train: sampled 3 nodes" in err

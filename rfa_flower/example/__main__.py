@@ -22,12 +22,14 @@ import json
 import re
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from secagg.cli_support import HelpFormatter, float_in, int_at_least, script, writable_dir
+from secagg.cli_support import Console, HelpFormatter, float_in, int_at_least, script, writable_dir
 
 from .task import ExampleConfig
 
@@ -114,17 +116,34 @@ def app_run_config(cfg: ExampleConfig) -> dict[str, Any]:
 ROUND = re.compile(r"(\[ROUND \d+/\d+\].*)")
 
 
-def progress(prog: str) -> Callable[[str], None]:
-    """Shows the app's round lines of Flower's log on stderr."""
+EVENT = re.compile(r"^\s*(?:INFO|WARNING)\s*:\s+(\S.*)")
 
-    def show(line: str) -> None:
-        m = ROUND.search(line)
-        if m:
-            print(f"{prog}: {m.group(1)}", file=sys.stderr, flush=True)
-        elif "Successfully started run" in line:
-            print(f"{prog}: {line.strip().lower().replace('successfully ', '')}", file=sys.stderr, flush=True)
 
-    return show
+@contextmanager
+def progress(prog: str, rounds: int) -> Iterator[Callable[[str], None]]:
+    """Shows the app's round lines of Flower's log on stderr, and on a terminal a bar over the rounds.
+
+    The bar shows the time elapsed and Flower's latest log line: a deployment's round takes a minute or
+    more (a ClientApp process per message), which the round lines alone would leave silent.
+    """
+    err = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("starting the run", total=rounds)
+
+        def show(line: str) -> None:
+            m = ROUND.search(line)
+            if m:
+                bar.advance(task)
+                print(f"{prog}: {m.group(1)}", file=sys.stderr, flush=True)  # above the bar on a terminal
+            elif "Successfully started run" in line:
+                print(f"{prog}: {line.strip().lower().replace('successfully ', '')}", file=sys.stderr, flush=True)
+            else:
+                event = EVENT.search(line)
+                if event:
+                    bar.update(task, description=event.group(1)[:60])
+
+        yield show
 
 
 def compare(cfg: ExampleConfig, flower: dict[str, Any], mode: str, seconds: float) -> int:
@@ -161,8 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: flwr run with {cfg.clients} simulated SuperNodes, local SuperLink on 127.0.0.1:"
               f"{box.link_port} (FLWR_HOME {box.home}; log {log})", file=sys.stderr, flush=True)
         try:
-            code = box.flwr_run(APP_DIR, "--federation-config", f"num-supernodes={cfg.clients}",
-                                config=app_run_config(cfg), log=log, on_line=progress(PROG), timeout=args.timeout)
+            with progress(PROG, cfg.rounds) as on_line:
+                code = box.flwr_run(APP_DIR, "--federation-config", f"num-supernodes={cfg.clients}",
+                                    config=app_run_config(cfg), log=log, on_line=on_line, timeout=args.timeout)
         except RunFailed as exc:
             print(f"{PROG}: {exc}", file=sys.stderr)
             return 1

@@ -79,8 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "--port", str(free_port()), "--node-config", f"partition-id={i} num-partitions={cfg.clients}"],
                     log=box.home / f"supernode-{i}.log",
                 )
-            code = box.flwr_run(APP_DIR, "local", config=app_run_config(cfg), log=box.home / "flwr-run.log",
-                                on_line=progress(PROG), timeout=args.timeout)
+            with progress(PROG, cfg.rounds) as on_line:
+                code = box.flwr_run(APP_DIR, "local", config=app_run_config(cfg), log=box.home / "flwr-run.log",
+                                    on_line=on_line, timeout=args.timeout)
             if not result.exists():
                 failure = f"the Flower run ended without a result (flwr run exit {code})"
         except RunFailed as exc:
