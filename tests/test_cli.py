@@ -193,3 +193,9 @@ def test_simulate_draws_a_progress_bar_on_stderr_on_a_terminal(capsys, monkeypat
     out, err = capsys.readouterr()
     assert "(estimate <1 s)" in err and "/24" in err  # 6 clients x 4 rounds of steps, and the time estimate
     assert "estimate" not in out and "EQUAL" in out
+
+
+def test_sizes_take_e_notation_as_the_benchmarks_do(capsys):
+    # Issue 25: `secagg --dim 1e3` was refused while `bench_secagg --d 1e5` was accepted.
+    code, report = run_json(capsys, "--clients", "4", "--dim", "1e1", "--seed", "1")
+    assert code == 0 and report["dim"] == 10 and report["correct"] is True
