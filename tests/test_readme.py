@@ -2,7 +2,8 @@
 
 Each python block is executed on its own (a fresh namespace), compiled with
 README.md's own line numbers, so a failure's traceback points at the README
-line.  Each bash block runs in bash in a fresh directory, with the checkout
+line; a value it states in a ``# -> value`` comment is compared with what the
+code gives (tests/snippets.py).  Each bash block runs in bash in a fresh directory, with the checkout
 on PYTHONPATH and every fixed port (``7000``) replaced by a free one.  Its
 ``python3 -m sims.*`` and ``python3 -m rfa_flower.*`` commands are parsed
 in-process with ``--help`` appended (every flag before it is still parsed and
@@ -26,6 +27,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from snippets import checked
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -49,8 +51,15 @@ def blocks(language: str) -> list[tuple[int, str]]:
 @pytest.mark.parametrize("start,code", blocks("python"), ids=lambda v: f"README.md:{v}" if isinstance(v, int) else "")
 def test_python_snippet_runs_as_written(start, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a snippet that writes files writes them here
-    # Padding keeps README line numbers in the traceback: "README.md", line N.
-    exec(compile("\n" * (start - 1) + code, str(README), "exec"), {"__name__": "readme_snippet"})
+    # Compiled with README line numbers ("README.md", line N in a traceback); a "# -> value" comment is checked.
+    compiled, namespace, _ = checked(code, str(README), start)
+    exec(compiled, namespace)
+
+
+def test_the_readme_states_values_that_its_tests_compare():
+    # The values a reader takes from a comment are checked (tests/snippets.py), not just printed.
+    counted = sum(checked(code, str(README), start)[2] for start, code in blocks("python"))
+    assert counted >= 8, counted
 
 
 def _free_port() -> int:
