@@ -1,4 +1,5 @@
-"""The README runs as written: every ```python block, and every command of its ```bash blocks.
+"""The README and the docs pages run as written: every ```python block, and every command of their
+```bash blocks (README.md and every Markdown page under docs/).
 
 Each python block is executed on its own (a fresh namespace), compiled with
 README.md's own line numbers, so a failure's traceback points at the README
@@ -31,35 +32,44 @@ from snippets import checked
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
 
 
-def blocks(language: str) -> list[tuple[int, str]]:
-    """(line number of the first code line, code) of every fenced block in ``language``."""
-    found, lines, i = [], README.read_text().splitlines(), 0
-    while i < len(lines):
-        if lines[i].strip() == f"```{language}":
-            start, i = i + 2, i + 1
-            body = []
-            while lines[i].strip() != "```":
-                body.append(lines[i])
-                i += 1
-            found.append((start, "\n".join(body)))
-        i += 1
+def blocks(language: str) -> list[tuple[str, int, str]]:
+    """(page, line number of the first code line, code) of every fenced block in ``language``."""
+    found = []
+    for page in PAGES:
+        lines, i = page.read_text().splitlines(), 0
+        while i < len(lines):
+            if lines[i].strip() == f"```{language}":
+                start, i = i + 2, i + 1
+                body = []
+                while lines[i].strip() != "```":
+                    body.append(lines[i])
+                    i += 1
+                found.append((str(page.relative_to(ROOT)), start, "\n".join(body)))
+            i += 1
     return found
 
 
-@pytest.mark.parametrize("start,code", blocks("python"), ids=lambda v: f"README.md:{v}" if isinstance(v, int) else "")
-def test_python_snippet_runs_as_written(start, code, tmp_path, monkeypatch):
+def where(page: str, start: int) -> str:
+    return f"{page}:{start}"
+
+
+@pytest.mark.parametrize("page,start,code", blocks("python"), ids=lambda v: v if isinstance(v, (str, int)) and not str(v).count("\n") else "")
+def test_python_snippet_runs_as_written(page, start, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a snippet that writes files writes them here
-    # Compiled with README line numbers ("README.md", line N in a traceback); a "# -> value" comment is checked.
-    compiled, namespace, _ = checked(code, str(README), start)
+    # Compiled with the page's line numbers ("docs/x.md", line N in a traceback); a "# -> value" comment is checked.
+    compiled, namespace, _ = checked(code, str(ROOT / page), start)
     exec(compiled, namespace)
 
 
-def test_the_readme_states_values_that_its_tests_compare():
+def test_the_docs_state_values_that_their_tests_compare():
     # The values a reader takes from a comment are checked (tests/snippets.py), not just printed.
-    counted = sum(checked(code, str(README), start)[2] for start, code in blocks("python"))
-    assert counted >= 8, counted
+    counted = {page: 0 for page, _, _ in blocks("python")}
+    for page, start, code in blocks("python"):
+        counted[page] += checked(code, page, start)[2]
+    assert counted["README.md"] >= 4 and sum(counted.values()) >= 12, counted
 
 
 def _free_port() -> int:
@@ -94,28 +104,28 @@ def runnable(code: str) -> tuple[str, list[list[str]]]:
     return "\n".join(out).replace("7000", str(_free_port())), sims
 
 
-@pytest.mark.parametrize("start,code", blocks("bash"), ids=lambda v: f"README.md:{v}" if isinstance(v, int) else "")
-def test_bash_block_runs_without_a_traceback(start, code, tmp_path, capsys):
+@pytest.mark.parametrize("page,start,code", blocks("bash"), ids=lambda v: v if isinstance(v, (str, int)) and not str(v).count("\n") else "")
+def test_bash_block_runs_without_a_traceback(page, start, code, tmp_path, capsys):
     script, sims = runnable(code)
     for module, *flags in sims:
         with pytest.raises(SystemExit) as info:
             mod = importlib.import_module(module)
             main = getattr(mod, "main", None) or importlib.import_module(f"{module}.__main__").main
             main([*flags, "--help"])
-        assert info.value.code == 0, f"README.md:{start}: python3 -m {module} {' '.join(flags)}: {capsys.readouterr().err}"
+        assert info.value.code == 0, f"{where(page, start)}: python3 -m {module} {' '.join(flags)}: {capsys.readouterr().err}"
     if not script.strip():
         return
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run(["bash", "-c", "set -euo pipefail\n" + script], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=240)
     logs = "".join(p.read_text() for p in tmp_path.glob("*.log"))
-    where = f"README.md:{start}: exit {proc.returncode}\n{proc.stderr[-3000:]}\n{logs[-2000:]}"
-    assert proc.returncode == 0, where
-    assert "Traceback" not in proc.stderr + logs, where
+    failure = f"{where(page, start)}: exit {proc.returncode}\n{proc.stderr[-3000:]}\n{logs[-2000:]}"
+    assert proc.returncode == 0, failure
+    assert "Traceback" not in proc.stderr + logs, failure
 
 
 def test_the_bash_blocks_cover_every_command_line():
     # Every CLI shows up in some block, so the test above exercises each of them.
-    text = "\n".join(code for _, code in blocks("bash"))
+    text = "\n".join(code for _, _, code in blocks("bash"))
     for command in ("secagg demo", "secagg serve", "secagg client", "secagg inspect", "secagg keygen", "rfa demo"):
         assert f"python3 -m {command}" in text, command
