@@ -164,7 +164,7 @@ class GeometricMedianRule(Aggregator):
     ``init="zero"`` starts from 0 (``rounds=1`` is one-step RFA) and
     ``init="previous"`` from the previous aggregate, which the training loop
     passes as ``previous`` (0 when there is none); both are public, so they
-    cost no call.  README ("Warm start") has the measured comparison.
+    cost no call.  docs/reproductions/rfa.md ("Warm start") has the measured comparison.
     """
 
     rounds: int = 3

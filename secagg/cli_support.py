@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 import rich.console
 
-# The exit codes, documented in the README ("Exit codes").
+# The exit codes, documented in docs/guide/tcp.md ("Exit codes").
 OK = 0
 FAILED = 1  # the run finished without the right result, or the OS refused a file or a port
 USAGE = 2  # a flag's value was refused before anything ran (argparse uses 2 as well)

@@ -1,6 +1,6 @@
 """Side by side in Flower's simulation runtime: one secure round of ours (mean, geometric median) and of Flower's SecAgg+.
 
-    python3 -m sims.bench_flower --n 10 50 100    # d = 10,000: the README's table
+    python3 -m sims.bench_flower --n 10 50 100    # d = 10,000: the table in docs/guide/flower.md
     python3 -m sims.bench_flower                  # n = 10
     python3 -m sims.bench_flower --quick          # n = 3, d = 100: a smoke run (the tests)
 

@@ -2,7 +2,7 @@
 
 The cases are the ones a new user hits (issue 15): out-of-range flags,
 Ctrl-C, a port in use, unwritable output paths, existing keys, a closed
-pipe.  Each must exit with the code the README's "Exit codes" table gives and
+pipe.  Each must exit with the code the "Exit codes" table of docs/guide/tcp.md gives and
 print no traceback.  The subprocesses of one test run concurrently (the
 suite runs on 2 cores).
 """

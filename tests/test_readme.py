@@ -1,8 +1,10 @@
-"""The README runs as written: every ```python block, and every command of its ```bash blocks.
+"""The README and the docs pages run as written: every ```python block, and every command of their
+```bash blocks (README.md and every Markdown page under docs/).
 
 Each python block is executed on its own (a fresh namespace), compiled with
 README.md's own line numbers, so a failure's traceback points at the README
-line.  Each bash block runs in bash in a fresh directory, with the checkout
+line; a value it states in a ``# -> value`` comment is compared with what the
+code gives (tests/snippets.py).  Each bash block runs in bash in a fresh directory, with the checkout
 on PYTHONPATH and every fixed port (``7000``) replaced by a free one.  Its
 ``python3 -m sims.*`` and ``python3 -m rfa_flower.*`` commands are parsed
 in-process with ``--help`` appended (every flag before it is still parsed and
@@ -17,7 +19,6 @@ runnable: this test picks new blocks up by itself.
 
 from __future__ import annotations
 
-import ast
 import codeop
 import importlib
 import os
@@ -29,55 +30,51 @@ import time
 from pathlib import Path
 
 import pytest
+from snippets import checked
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
 
 
-def blocks(language: str) -> list[tuple[int, str]]:
-    """(line number of the first code line, code) of every fenced block in ``language``."""
-    found, lines, i = [], README.read_text().splitlines(), 0
-    while i < len(lines):
-        if lines[i].strip() == f"```{language}":
-            start, i = i + 2, i + 1
-            body = []
-            while lines[i].strip() != "```":
-                body.append(lines[i])
-                i += 1
-            found.append((start, "\n".join(body)))
-        i += 1
+def blocks(language: str) -> list[tuple[str, int, str]]:
+    """(page, line number of the first code line, code) of every fenced block in ``language``."""
+    found = []
+    for page in PAGES:
+        lines, i = page.read_text().splitlines(), 0
+        while i < len(lines):
+            if lines[i].strip() == f"```{language}":
+                start, i = i + 2, i + 1
+                body = []
+                while lines[i].strip() != "```":
+                    body.append(lines[i])
+                    i += 1
+                found.append((str(page.relative_to(ROOT)), start, "\n".join(body)))
+            i += 1
     return found
 
 
-REPL_SCREEN = 2000  # characters: what a REPL may echo for one line of a snippet
+def where(page: str, start: int) -> str:
+    return f"{page}:{start}"
 
 
-def _echo(value: object) -> None:
-    """A snippet's bare expression, as the REPL would print it: a screenful at most (not 45 KB of bytes)."""
-    shown = repr(value)
-    assert len(shown) <= REPL_SCREEN, f"a REPL would print {len(shown):,} characters: {shown[:80]}..."
-
-
-@pytest.mark.parametrize("start,code", blocks("python"), ids=lambda v: f"README.md:{v}" if isinstance(v, int) else "")
-def test_python_snippet_runs_as_written(start, code, tmp_path, monkeypatch):
+@pytest.mark.parametrize("page,start,code", blocks("python"), ids=lambda v: v if isinstance(v, (str, int)) and not str(v).count("\n") else "")
+def test_python_snippet_runs_as_written(page, start, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a snippet that writes files writes them here
-    # Padding keeps README line numbers in the traceback: "README.md", line N.
-    tree = ast.parse("\n" * (start - 1) + code, str(README))
-    for node in tree.body:
-        if isinstance(node, ast.Expr):  # echoed by the REPL
-            node.value = ast.Call(ast.Name("_echo", ast.Load()), [node.value], [])
-    exec(compile(ast.fix_missing_locations(tree), str(README), "exec"), {"__name__": "readme_snippet", "_echo": _echo})
+    # Compiled with the page's line numbers ("docs/x.md", line N in a traceback); a "# -> value" comment is checked.
+    compiled, namespace, _ = checked(code, str(ROOT / page), start)
+    exec(compiled, namespace)
 
 
-def _is_a_file(start: int) -> bool:
+def _is_a_file(page: str, start: int) -> bool:
     """A block introduced as a file ("`my_app.py`:") is saved, not pasted."""
-    before = [line for line in README.read_text().splitlines()[: start - 2] if line.strip()]
+    before = [line for line in (ROOT / page).read_text().splitlines()[: start - 2] if line.strip()]
     return bool(before) and re.fullmatch(r"`[\w/.-]+\.py`:", before[-1].strip()) is not None
 
 
-@pytest.mark.parametrize("start,code", [(s, c) for s, c in blocks("python") if not _is_a_file(s)],
-                         ids=lambda v: f"README.md:{v}" if isinstance(v, int) else "")
-def test_python_snippet_pastes_into_the_repl(start, code):
+@pytest.mark.parametrize("page,start,code", [b for b in blocks("python") if not _is_a_file(*b[:2])],
+                         ids=lambda v: v if isinstance(v, (str, int)) and not str(v).count("\n") else "")
+def test_python_snippet_pastes_into_the_repl(page, start, code):
     # Issue 25: three snippets raised SyntaxError in the Python 3.11 REPL, which ends an indented block at
     # a blank line and takes one statement at a time.  Fed line by line, as a paste is.
     compiler, buffer = codeop.CommandCompiler(), []
@@ -86,9 +83,17 @@ def test_python_snippet_pastes_into_the_repl(start, code):
         try:
             complete = compiler("\n".join(buffer), "<stdin>", "single")
         except SyntaxError as exc:
-            pytest.fail(f"README.md:{number}: {exc.msg} when pasted into the REPL (a blank line ends a block)")
+            pytest.fail(f"{page}:{number}: {exc.msg} when pasted into the REPL (a blank line ends a block)")
         if complete is not None:
             buffer = []
+
+
+def test_the_docs_state_values_that_their_tests_compare():
+    # The values a reader takes from a comment are checked (tests/snippets.py), not just printed.
+    counted = {page: 0 for page, _, _ in blocks("python")}
+    for page, start, code in blocks("python"):
+        counted[page] += checked(code, page, start)[2]
+    assert counted["README.md"] >= 4 and sum(counted.values()) >= 12, counted
 
 
 def _free_port() -> int:
@@ -125,31 +130,32 @@ def runnable(code: str, port: int | None = None) -> tuple[str, list[list[str]]]:
     return "\n".join(out).replace("7000", str(port or _free_port())), sims
 
 
-@pytest.mark.parametrize("start,code", blocks("bash"), ids=lambda v: f"README.md:{v}" if isinstance(v, int) else "")
-def test_bash_block_runs_without_a_traceback(start, code, tmp_path, capsys):
+@pytest.mark.parametrize("page,start,code", blocks("bash"), ids=lambda v: v if isinstance(v, (str, int)) and not str(v).count("\n") else "")
+def test_bash_block_runs_without_a_traceback(page, start, code, tmp_path, capsys):
     script, sims = runnable(code)
     for module, *flags in sims:
         with pytest.raises(SystemExit) as info:
             mod = importlib.import_module(module)
             main = getattr(mod, "main", None) or importlib.import_module(f"{module}.__main__").main
             main([*flags, "--help"])
-        assert info.value.code == 0, f"README.md:{start}: python3 -m {module} {' '.join(flags)}: {capsys.readouterr().err}"
+        assert info.value.code == 0, f"{where(page, start)}: python3 -m {module} {' '.join(flags)}: {capsys.readouterr().err}"
     if not script.strip():
         return
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run(["bash", "-c", "set -euo pipefail\n" + script], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=240)
     logs = "".join(p.read_text() for p in tmp_path.glob("*.log"))
-    where = f"README.md:{start}: exit {proc.returncode}\n{proc.stderr[-3000:]}\n{logs[-2000:]}"
-    assert proc.returncode == 0, where
-    assert "Traceback" not in proc.stderr + logs, where
+    failure = f"{where(page, start)}: exit {proc.returncode}\n{proc.stderr[-3000:]}\n{logs[-2000:]}"
+    assert proc.returncode == 0, failure
+    assert "Traceback" not in proc.stderr + logs, failure
 
 
-SERVER_BLOCKS = [(start, code) for start, code in blocks("bash") if "secagg serve" in code]
+SERVER_BLOCKS = [b for b in blocks("bash") if "secagg serve" in b[2]]
 
 
-@pytest.mark.parametrize("start,code", SERVER_BLOCKS, ids=lambda v: f"README.md:{v}" if isinstance(v, int) else "")
-def test_a_server_block_on_a_busy_port_stops_at_once_with_the_servers_error(start, code, tmp_path):
+@pytest.mark.parametrize("page,start,code", SERVER_BLOCKS,
+                         ids=lambda v: v if isinstance(v, (str, int)) and not str(v).count("\n") else "")
+def test_a_server_block_on_a_busy_port_stops_at_once_with_the_servers_error(page, start, code, tmp_path):
     # Issue 25: `until grep -q listening serve.log` waited forever when the port was taken, and raced
     # the shell creating serve.log.  Every wait has its own time limit and stops on the server's error.
     waits = [line for line in code.splitlines() if "until grep" in line]
@@ -162,14 +168,15 @@ def test_a_server_block_on_a_busy_port_stops_at_once_with_the_servers_error(star
         began = time.monotonic()
         proc = subprocess.run(["bash", "-c", "set -euo pipefail\n" + script], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=60)
-    assert proc.returncode != 0
-    assert time.monotonic() - began < 20  # not the 30 s time limit: the server's exit ends the wait
-    assert "secagg: the port is already in use" in proc.stdout + proc.stderr
-    assert "No such file" not in proc.stderr and "Traceback" not in proc.stdout + proc.stderr
+    failure = f"{where(page, start)}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode != 0, failure
+    assert time.monotonic() - began < 20, failure  # not the 30 s limit: the server's exit ends the wait
+    assert "secagg: the port is already in use" in proc.stdout + proc.stderr, failure
+    assert "No such file" not in proc.stderr and "Traceback" not in proc.stdout + proc.stderr, failure
 
 
 def test_the_bash_blocks_cover_every_command_line():
     # Every CLI shows up in some block, so the test above exercises each of them.
-    text = "\n".join(code for _, code in blocks("bash"))
+    text = "\n".join(code for _, _, code in blocks("bash"))
     for command in ("secagg demo", "secagg serve", "secagg client", "secagg inspect", "secagg keygen", "rfa demo"):
         assert f"python3 -m {command}" in text, command

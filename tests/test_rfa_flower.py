@@ -605,7 +605,7 @@ def test_a_nodes_policy_comes_from_its_node_config_and_a_setup_below_it_is_refus
     assert info.value.item == "min-threshold"
 
 
-# ---- `flwr run`: the shipped app with Flower's defaults, and the README's own app -------------------
+# ---- `flwr run`: the shipped app with Flower's defaults, and the docs' own app (docs/guide/flower.md) -------------------
 
 
 def flwr_run(app: Path, log: Path, *args: str, timeout: float = 600) -> tuple[int, str]:
@@ -638,9 +638,9 @@ def test_the_shipped_app_runs_under_flwr_run_with_flowers_default_federation(tmp
 
 
 @pytest.mark.deployment
-def test_the_readmes_own_app_runs_under_flwr_run(tmp_path):
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("### Your own Flower app"):]
+def test_the_docs_own_flower_app_runs_under_flwr_run(tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "guide" / "flower.md").read_text()
+    section = readme[readme.index("## Your own Flower app"):]
     section = section[:section.index("\n**Making the package available")]
     toml = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
@@ -655,5 +655,5 @@ def test_the_readmes_own_app_runs_under_flwr_run(tmp_path):
     assert code == 0, out[-3000:]
     assert re.findall(r"\[ROUND (\d)/5\] 5 nodes sampled, 5 trained, 5 included", out) == list("12345"), out[-3000:]
     distances = [float(d) for d in re.search(r"distance to the honest target per round: \[(.*?)\]", out).group(1).split(",")]
-    print("README own app, distance per round:", distances)
+    print("docs own app, distance per round:", distances)
     assert len(distances) == 6 and distances[-1] < 0.2 and distances == sorted(distances, reverse=True)
