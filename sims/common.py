@@ -161,7 +161,7 @@ def timed(label: str) -> Iterator[None]:
 def not_a_command(module: str) -> NoReturn:
     """``python3 -m`` on a module of shared code: say so in one line (exit 2) instead of silently doing nothing."""
     print(f"python3 -m {module}: shared code of the simulations, not a command; run a simulation instead, "
-          "e.g. python3 -m sims.fig1_weiszfeld --help (README, section Simulations)", file=sys.stderr)
+          "e.g. python3 -m sims.fig1_weiszfeld --help (docs/reproductions/ lists them)", file=sys.stderr)
     raise SystemExit(USAGE)
 
 
