@@ -63,14 +63,12 @@ class SimParser(argparse.ArgumentParser):
         return ns
 
 
-def parser(name: str, description: str, *, seeds: str = "3; quick: 1") -> argparse.ArgumentParser:
-    """The common flags: --out, --quick, --seeds, --quiet (with --help showing every default).
-
-    ``seeds``: the default --help states, for a simulation whose ``seeds`` count differs."""
+def parser(name: str, description: str) -> argparse.ArgumentParser:
+    """The common flags: --out, --quick, --seeds, --quiet (with --help showing every default)."""
     p = SimParser(prog=f"python3 -m sims.{name}", description=description, formatter_class=HelpFormatter)
     p.add_argument("--out", type=Path, default=Path("out") / name, help="output folder (created if missing)")
     p.add_argument("--quick", action="store_true", help="a small, fast version (used by the tests)")
-    p.add_argument("--seeds", type=positive_int, default=None, help=f"number of random seeds (default: {seeds})")
+    p.add_argument("--seeds", type=positive_int, default=None, help="number of random seeds (default: 3, quick: 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or messages; the files are still written")
     p.add_argument("--json", action="store_true", help="at the end, print what was written (and every CSV's rows) as JSON on stdout")
     return p

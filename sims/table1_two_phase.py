@@ -390,8 +390,7 @@ def _rates(text: str) -> list[float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = parser(NAME, "Table 1 of Yi et al. on digits: RASHB one-phase rules against the two-phase Cent2P / Mean2P.",
-               seeds="1: the grid is 360 runs")
+    p = parser(NAME, "Table 1 of Yi et al. on digits: RASHB one-phase rules against the two-phase Cent2P / Mean2P.")
     p.add_argument("--workers", type=int, default=1, help="parallel training processes")
     p.add_argument("--rounds", type=int, default=None, help=f"training rounds (default: {ROUNDS}; quick: {QUICK_ROUNDS})")
     p.add_argument("--empire-epsilon", type=float, default=EMPIRE_EPSILON, help="Empire's epsilon")

@@ -45,12 +45,3 @@ def test_quick_run_cent2p_worst_case_is_above_every_one_phase_rules_worst_case(r
     one_phase = [rule for rule in table1.RULES if rule not in table1.TWO_PHASE]
     assert t["Cent2P"]["Worst"] > max(t[rule]["Worst"] for rule in one_phase)
     assert t["Cent2P"]["Worst"] == min(t["Cent2P"][a] for a in table1.ATTACKS)
-
-
-def test_help_states_the_seed_count_a_run_uses(capsys, tmp_path):
-    # Issue 25: --help said 3 seeds (the other simulations' default) while a run used 1.
-    with pytest.raises(SystemExit):
-        table1.main(["--help"])
-    assert "number of random seeds (default: 1:" in " ".join(capsys.readouterr().out.split())
-    args = table1.parser(table1.NAME, "").parse_args(["--out", str(tmp_path)])
-    assert table1.seeds_of(args) == [0]
