@@ -1,0 +1,166 @@
+"""Rerun the commands behind the figures the docs state, and rewrite those figures in place.
+
+A figure in README.md or in a page under docs/ sits between markers, inline::
+
+    <!-- fig:demo-seconds -->36<!-- /fig -->
+
+or, for a block a command prints (a table), on lines of their own around the fenced block.  Each id
+comes from one *source* below: a command, run from the checkout, and a function from what it printed
+to its figures.  So a figure cannot drift from its command: rerun, and the text follows.
+
+    python3 -m sims.figures                 # rerun every source, rewrite every figure
+    python3 -m sims.figures --only demo     # one source (repeatable)
+    python3 -m sims.figures --list          # each id, its source's command, the pages it appears on
+    python3 -m sims.figures --check         # only check: every marker has a source, every source a marker
+
+``--check`` runs nothing and is what the test suite runs; a full rerun takes as long as its commands
+(the test suite alone is several minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from rich.console import Console
+
+from secagg.cli_support import script
+
+log = Console(stderr=True)  # progress goes to stderr; the pages are the output
+
+ROOT = Path(__file__).resolve().parents[1]
+INLINE = re.compile(r"<!-- fig:(?P<id>[a-z0-9-]+) -->(?P<value>.*?)<!-- /fig -->")
+BLOCK = re.compile(r"^<!-- fig:(?P<id>[a-z0-9-]+) -->\n(?P<value>```.*?\n```)\n<!-- /fig -->$", re.S | re.M)
+
+
+class FigureError(RuntimeError):
+    """A source's command failed, or printed something its figures cannot be read from."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One command and the figures read from its output (stdout and stderr, joined)."""
+
+    command: tuple[str, ...]
+    ids: tuple[str, ...]
+    read: Callable[[str], Mapping[str, str]]
+
+
+def _search(pattern: str, text: str, what: str) -> re.Match[str]:
+    m = re.search(pattern, text, re.M)
+    if m is None:
+        raise FigureError(f"no {what} in the output (pattern {pattern!r})")
+    return m
+
+
+def _demo(out: str) -> dict[str, str]:
+    rows = [line.rstrip() for line in out.splitlines() if line.startswith(("┃", "│"))]
+    if len(rows) < 2:
+        raise FigureError("no table in the demo's output")
+    return {"demo-table": "```\n" + "\n".join(rows) + "\n```",
+            "demo-seconds": _search(r"^\((\d+(?:\.\d+)?) s\)$", out, "run time").group(1)}
+
+
+def _tests(out: str) -> dict[str, str]:
+    m = _search(r"(\d+) passed(?:, [^\n]*?)? in (\d+(?:\.\d+)?)s", out, "pytest summary")
+    return {"tests-count": f"{int(m.group(1)):,}", "tests-seconds": f"{float(m.group(2)):.0f}"}
+
+
+SOURCES: dict[str, Source] = {
+    # the teaching demo: its table and its run time
+    "demo": Source(("python3", "-m", "rfa", "demo"), ("demo-table", "demo-seconds"), _demo),
+    # the whole test suite: how many tests, how many seconds
+    "tests": Source(("python3", "-m", "pytest", "-q", "-p", "no:cacheprovider"), ("tests-count", "tests-seconds"),
+                    _tests),
+}
+IDS = {fid: name for name, source in SOURCES.items() for fid in source.ids}
+
+
+def pages(root: Path | None = None) -> list[Path]:
+    root = root or ROOT  # looked up when called, so a test can point it elsewhere
+    return [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
+
+
+def markers(text: str) -> list[str]:
+    return [m.group("id") for m in INLINE.finditer(text)] + [m.group("id") for m in BLOCK.finditer(text)]
+
+
+def rewrite(text: str, figures: Mapping[str, str]) -> str:
+    """``text`` with every marked figure whose id is in ``figures`` replaced by its new value."""
+    def inline(m: re.Match[str]) -> str:
+        value = figures.get(m.group("id"))
+        return m.group(0) if value is None else f"<!-- fig:{m.group('id')} -->{value}<!-- /fig -->"
+
+    def block(m: re.Match[str]) -> str:
+        value = figures.get(m.group("id"))
+        return m.group(0) if value is None else f"<!-- fig:{m.group('id')} -->\n{value}\n<!-- /fig -->"
+
+    return INLINE.sub(inline, BLOCK.sub(block, text))
+
+
+def check(root: Path | None = None) -> list[str]:
+    """Problems: markers whose id no source produces, and ids no page shows."""
+    root = root or ROOT
+    seen: dict[str, list[str]] = {}
+    for page in pages(root):
+        for fid in markers(page.read_text()):
+            seen.setdefault(fid, []).append(str(page.relative_to(root)))
+    problems = [f"{', '.join(where)}: fig:{fid} has no source in sims/figures.py" for fid, where in seen.items()
+                if fid not in IDS]
+    problems += [f"fig:{fid} ({IDS[fid]}) appears on no page" for fid in IDS if fid not in seen]
+    return problems
+
+
+def run_source(name: str) -> dict[str, str]:
+    source = SOURCES[name]
+    log.print(f"[bold]{name}[/]: {' '.join(source.command)}")
+    start = time.monotonic()
+    proc = subprocess.run(source.command, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise FigureError(f"{' '.join(source.command)} exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
+    figures = dict(source.read(proc.stdout + "\n" + proc.stderr))
+    if set(figures) != set(source.ids):
+        raise FigureError(f"read {sorted(figures)}, expected {sorted(source.ids)}")
+    log.print(f"  {len(figures)} figures in {time.monotonic() - start:.0f} s")
+    return figures
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python3 -m sims.figures", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", action="append", choices=sorted(SOURCES), help="rerun only this source (repeatable)")
+    ap.add_argument("--list", action="store_true", help="list every figure id, its command and its pages")
+    ap.add_argument("--check", action="store_true", help="run nothing; check markers against sources")
+    args = ap.parse_args(argv)
+    problems = check()
+    if args.list:
+        for fid, name in IDS.items():
+            where = [str(p.relative_to(ROOT)) for p in pages() if fid in markers(p.read_text())]
+            print(f"{fid:16} {' '.join(SOURCES[name].command):40} {', '.join(where)}")
+    if problems or args.check or args.list:
+        for p in problems:
+            print(p, file=sys.stderr)
+        return 1 if problems else 0
+    figures: dict[str, str] = {}
+    for name in args.only or list(SOURCES):
+        try:
+            figures.update(run_source(name))
+        except FigureError as exc:
+            print(f"{name}: {exc}", file=sys.stderr)
+            return 1
+    for page in pages():
+        text = page.read_text()
+        new = rewrite(text, figures)
+        if new != text:
+            page.write_text(new)
+            log.print(f"rewrote {page.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    script("sims.figures", main)

@@ -1,0 +1,84 @@
+"""sims.figures: every figure marked in the docs has a source command, and a rerun rewrites it in place."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from sims import figures
+
+DEMO_OUTPUT = """┏━━━━━━━━┳━━━━━━━┓
+┃ method ┃  acc. ┃
+┡━━━━━━━━╇━━━━━━━┩
+│ FedAvg │  9.2% │
+└────────┴───────┘
+plots and CSV in out/demo/
+(36 s)
+"""
+
+
+def test_every_marker_in_the_docs_has_a_source_and_every_source_a_marker():
+    assert figures.check() == []
+    assert figures.main(["--check"]) == 0
+
+
+def test_a_marker_without_a_source_is_reported(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("took <!-- fig:no-such-figure -->3<!-- /fig --> s")
+    problems = figures.check(tmp_path)
+    assert any("fig:no-such-figure has no source" in p for p in problems)
+    assert any("appears on no page" in p for p in problems)  # and the real ids are missing there
+
+
+def test_rewrite_replaces_inline_and_block_figures_and_leaves_the_rest():
+    text = ("a <!-- fig:demo-seconds -->10.7<!-- /fig --> s, b <!-- fig:tests-count -->9<!-- /fig -->\n"
+            "<!-- fig:demo-table -->\n```\nold\n```\n<!-- /fig -->\n")
+    new = figures.rewrite(text, {"demo-seconds": "36", "demo-table": "```\nnew row\n```"})
+    assert "<!-- fig:demo-seconds -->36<!-- /fig -->" in new
+    assert "<!-- fig:tests-count -->9<!-- /fig -->" in new  # not rerun: unchanged
+    assert "new row" in new and "old" not in new
+
+
+def test_the_demo_and_pytest_outputs_are_read():
+    assert figures._demo(DEMO_OUTPUT) == {"demo-table": "```\n┃ method ┃  acc. ┃\n│ FedAvg │  9.2% │\n```",
+                                          "demo-seconds": "36"}
+    assert figures._tests("....\n1363 passed, 1 warning in 511.59s (0:08:31)\n") == {
+        "tests-count": "1,363", "tests-seconds": "512"}
+    with pytest.raises(figures.FigureError, match="pytest summary"):
+        figures._tests("2 failed in 3.0s")
+
+
+def test_a_rerun_rewrites_the_pages_from_the_commands_output(tmp_path, monkeypatch):
+    (tmp_path / "docs").mkdir()
+    page = tmp_path / "docs" / "page.md"
+    page.write_text("ran in <!-- fig:demo-seconds -->1<!-- /fig --> s\n")
+    fake = figures.Source((sys.executable, "-c", "print('(42 s)')"), ("demo-seconds",),
+                          lambda out: {"demo-seconds": figures._search(r"\((\d+) s\)", out, "time").group(1)})
+    monkeypatch.setattr(figures, "SOURCES", {"demo": fake})
+    monkeypatch.setattr(figures, "IDS", {"demo-seconds": "demo"})
+    monkeypatch.setattr(figures, "ROOT", tmp_path)
+    (tmp_path / "README.md").write_text("")
+    assert figures.main(["--only", "demo"]) == 0
+    assert page.read_text() == "ran in <!-- fig:demo-seconds -->42<!-- /fig --> s\n"
+
+
+def test_a_failing_command_is_one_error_and_changes_nothing(tmp_path, monkeypatch, capsys):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("<!-- fig:demo-seconds -->1<!-- /fig -->")
+    fake = figures.Source((sys.executable, "-c", "raise SystemExit(3)"), ("demo-seconds",), lambda out: {})
+    monkeypatch.setattr(figures, "SOURCES", {"demo": fake})
+    monkeypatch.setattr(figures, "IDS", {"demo-seconds": "demo"})
+    monkeypatch.setattr(figures, "ROOT", tmp_path)
+    assert figures.main([]) == 1
+    assert "exited 3" in capsys.readouterr().err
+    assert (tmp_path / "README.md").read_text() == "<!-- fig:demo-seconds -->1<!-- /fig -->"
+
+
+def test_list_and_check_run_no_command(monkeypatch, capsys):
+    def refuse(name):
+        raise AssertionError(f"ran {name}")
+    monkeypatch.setattr(figures, "run_source", refuse)
+    assert figures.main(["--list"]) == 0
+    assert "demo-seconds" in capsys.readouterr().out
+    assert figures.main(["--check"]) == 0
