@@ -27,13 +27,14 @@ from .params import PublicParams
 _ZERO_COUNTER_MODE = modes.CTR(bytes(16))
 
 
-def self_mask_label(u: int) -> bytes:
-    return b"secagg/v1/self-mask|" + u.to_bytes(4, "big")
+def self_mask_label(u: int, call: int = 0) -> bytes:
+    return b"secagg/v4/self-mask|" + u.to_bytes(4, "big") + call.to_bytes(4, "big")
 
 
-def pair_mask_label(u: int, v: int) -> bytes:
+def pair_mask_label(u: int, v: int, call: int = 0) -> bytes:
+    """The pair's label for oracle call ``call``: one X25519 secret keys an independent stream per call (spec 16)."""
     lo, hi = min(u, v), max(u, v)
-    return b"secagg/v1/pair-mask|" + lo.to_bytes(4, "big") + hi.to_bytes(4, "big")
+    return b"secagg/v4/pair-mask|" + lo.to_bytes(4, "big") + hi.to_bytes(4, "big") + call.to_bytes(4, "big")
 
 
 def prg_key(seed: bytes, session_id: bytes, label: bytes) -> bytes:

@@ -1,0 +1,289 @@
+"""Multi-call sessions (protocol_spec.md 16): key rounds once, masked_input and unmasking per call."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from secagg import AbortError, ParameterError, ProtocolViolation
+from secagg.client import ClientState
+from secagg.errors import WeakParameters
+from secagg.messages import CallOpen, ConsistencySignature, EncryptedShares, MaskedInput, Round, UnmaskRequest, decode
+from secagg.params import MAX_CALLS, PublicParams
+from secagg.policy import ClientPolicy
+from secagg.server import Server, ServerState
+from secagg.sharecrypt import ciphertext_bytes
+from secagg.simulation import MultiCallSimulation, setup_session, simulate
+
+MOD = 2**16
+D = 5
+
+
+def call_inputs(ids, calls, seed=0):
+    """The input of every client in every call: independent vectors (data, not secrets)."""
+    gen = np.random.default_rng(seed)
+    return {u: gen.integers(0, MOD, size=(calls, D), dtype=np.uint64) for u in ids}
+
+
+def session(n=7, calls=3, t=4, malicious=False, seed=1, **kw):
+    ids = list(range(1, n + 1))
+    table = call_inputs(ids, calls, seed)
+    opened: dict[int, list] = {u: [] for u in ids}
+
+    def inputs_of(u):
+        def inputs(call, msg):
+            opened[u].append((call, None if msg is None else msg.broadcast))
+            return table[u][call]
+        return inputs
+
+    params, clients = setup_session(
+        {u: table[u][0] for u in ids}, threshold=t, modulus=MOD, malicious=malicious, seed=seed, calls=calls,
+        client_inputs=inputs_of, **kw,
+    )
+    return MultiCallSimulation(params, clients), table, opened
+
+
+def expected(table, included, call):
+    return sum((table[u][call] for u in included), np.zeros(D, np.uint64)) % MOD
+
+
+MODES = [
+    pytest.param(dict(malicious=False), id="hbc"),
+    pytest.param(dict(malicious=True, t=5), id="malicious"),
+]
+
+
+@pytest.mark.parametrize(
+    "mode, round_",
+    [pytest.param(m.values[0], r, id=f"{m.id}-{r}") for m in MODES
+     for r in ["none", "share_keys", "masked_input", "consistency_check", "unmasking"]
+     if r != "consistency_check" or m.values[0]["malicious"]],
+)
+def test_every_call_sum_is_exact_with_a_dropout_in_any_round_of_call_0(mode, round_):
+    sim, table, opened = session(**mode)
+    plan = {} if round_ == "none" else {round_: [3]}
+    first = sim.run_call(plan)
+    assert np.array_equal(first.total, expected(table, first.included, 0))
+    if round_ in ("share_keys", "masked_input"):
+        assert 3 not in first.included
+    for call in (1, 2):
+        if round_ in ("consistency_check", "unmasking"):
+            # Client 3's input is in call 0's sum but it went silent: the next call loses a pinned survivor.
+            with pytest.raises(AbortError, match="pinned"):
+                sim.run_call(broadcast=b"v%d" % call)
+            assert sim.server.result is None and len(sim.server.results) == 1  # nothing of call 1 revealed
+            return
+        result = sim.run_call(broadcast=b"v%d" % call)
+        assert result.call == call and result.included == first.included
+        assert np.array_equal(result.total, expected(table, result.included, call))
+    assert sim.server.state is ServerState.DONE
+    u = first.included[0]
+    assert opened[u] == [(0, None), (1, b"v1"), (2, b"v2")]  # the callback saw each call's broadcast
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_unmasking_dropout_in_a_later_call_keeps_its_sum_and_ends_the_aggregation(mode):
+    sim, table, _ = session(**mode)
+    sim.run_call()
+    second = sim.run_call({"unmasking": [2]})
+    assert second.included == tuple(range(1, 8))  # 2's masked input is in, only its shares are missing
+    assert np.array_equal(second.total, expected(table, second.included, 1))
+    with pytest.raises(AbortError, match="pinned"):
+        sim.run_call()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_masked_input_dropout_in_a_later_call_aborts_before_anything_is_unmasked(mode):
+    sim, _, _ = session(**mode)
+    sim.run_call()
+    with pytest.raises(AbortError, match="pinned"):
+        sim.run_call({"masked_input": [4]})
+    assert sim.server.state is ServerState.ABORTED and len(sim.server.results) == 1
+    # No honest client was asked for a share of call 1.
+    assert all(c.call == 1 and c.state is ClientState.MASKED for u, c in sim.clients.items() if u != 4)
+
+
+def test_results_equal_separate_sessions_sums():
+    sim, table, _ = session(malicious=False, n=6, calls=3)
+    totals = [sim.run_call().total for _ in range(3)]
+    for call, total in enumerate(totals):
+        alone = simulate({u: table[u][call] for u in table}, threshold=4, modulus=MOD, seed=9)
+        assert np.array_equal(total, alone.total)
+
+
+def test_sparse_graph_malicious_calls_are_exact():
+    n = 40
+    sim, table, _ = session(
+        n=n, calls=2, t=None, malicious=True, graph="sparse", tolerated_dropout=0.05, tolerated_corrupt=0.05,
+        min_group=2,
+    )
+    first = sim.run_call({"masked_input": [5]})
+    second = sim.run_call(broadcast=b"x")
+    assert first.included == second.included and 5 not in first.included
+    for call, r in enumerate((first, second)):
+        assert np.array_equal(r.total, expected(table, r.included, call))
+
+
+def test_key_rounds_run_once_and_later_calls_carry_only_masked_input_and_unmasking():
+    sim, _, _ = session(malicious=False, calls=2)
+    first, second = sim.run_call(), sim.run_call()
+    kinds = lambda r: {decode(m, sim.params).KIND for m in r.transcript}
+    assert kinds(first) == {"advertise_keys", "encrypted_shares", "masked_input", "unmasking_shares"}
+    assert kinds(second) == {"masked_input", "unmasking_shares"}
+    assert {decode(m, sim.params).call for m in second.transcript} == {1}
+
+
+@settings(max_examples=8, deadline=None)
+@given(calls=st.integers(1, 4), n=st.integers(3, 6), data=st.data())
+def test_property_every_call_sums_the_survivors_of_call_0(calls, n, data):
+    t = data.draw(st.integers(2, n - 1))
+    dropped = data.draw(st.sets(st.integers(1, n), max_size=n - t))
+    round_ = data.draw(st.sampled_from(["share_keys", "masked_input"]))
+    sim, table, _ = session(n=n, calls=calls, t=t, seed=data.draw(st.integers(0, 2**16)))
+    results = [sim.run_call({round_: sorted(dropped)})] + [sim.run_call() for _ in range(calls - 1)]
+    for call, r in enumerate(results):
+        assert r.included == tuple(u for u in range(1, n + 1) if u not in dropped)
+        assert np.array_equal(r.total, expected(table, r.included, call))
+
+
+# ---- the client's rules ---------------------------------------------------------
+
+
+def test_a_client_whose_mask_key_was_reconstructed_refuses_the_next_call():
+    """Client 3's masked input arrives after the deadline: the server reconstructs its s_sk,
+    which exposes every pairwise mask it would use later, so it refuses to mask call 1."""
+    sim, _, _ = session(malicious=False, calls=2)
+    params, clients = sim.params, sim.clients
+    server = Server(params)
+    inbox = [m for u in clients for m in clients[u].start()]
+    for _ in range(2):  # advertise_keys, share_keys
+        out = [r for m in inbox for r in server.receive(m)]
+        inbox = [r for m in out for r in clients[m.recipient].receive(m.encode())]
+    late = next(m for m in inbox if m.sender == 3)
+    out = [r for m in inbox if m.sender != 3 for r in server.receive(m)]
+    out += server.close_round()
+    assert isinstance(late, MaskedInput)
+    replies = [r for m in out for r in clients[m.recipient].receive(m.encode())]
+    for m in replies:
+        server.receive(m)
+    assert server.state is ServerState.CALL_DONE and 3 not in server.results[0].included
+    opens = server.open_call(b"")
+    assert 3 not in {m.recipient for m in opens}  # an honest server does not ask
+    forged = CallOpen(params.session_id, 0, 3, call=1)
+    before = (clients[3].state, clients[3].call)
+    with pytest.raises(ProtocolViolation, match="out-of-order"):
+        clients[3].receive(forged.encode())
+    assert (clients[3].state, clients[3].call) == before == (ClientState.MASKED, 0)
+
+
+def test_a_client_refuses_a_call_it_skipped_and_one_opened_twice():
+    sim, _, _ = session(malicious=False, calls=3)
+    sim.run_call()
+    client = sim.clients[1]
+    with pytest.raises(ProtocolViolation, match="out-of-order"):
+        client.receive(CallOpen(sim.params.session_id, 0, 1, call=2).encode())
+    sim.run_call()
+    with pytest.raises(ProtocolViolation, match="out-of-order"):
+        client.receive(CallOpen(sim.params.session_id, 0, 1, call=1).encode())
+    assert client.call == 1 and client.state is ClientState.DONE
+
+
+def test_a_client_unmasks_a_later_call_only_over_the_pinned_survivors():
+    sim, _, _ = session(malicious=False, calls=2)
+    first = sim.run_call({"masked_input": [6]})
+    client = sim.clients[1]
+    client.receive(CallOpen(sim.params.session_id, 0, 1, call=1).encode())
+    wider = UnmaskRequest(sim.params.session_id, 0, 1, call=1, survivors=tuple(sorted(first.included + (6,))))
+    with pytest.raises(ProtocolViolation):
+        client.receive(wider.encode())
+    narrower = UnmaskRequest(sim.params.session_id, 0, 1, call=1, survivors=first.included[:-1])
+    with pytest.raises(ProtocolViolation, match="pinned"):
+        client.receive(narrower.encode())
+    assert client.state is ClientState.MASKED
+
+
+def test_a_message_of_one_call_is_refused_in_another():
+    sim, _, _ = session(malicious=False, calls=3)
+    first = sim.run_call()
+    sim.run_call()
+    server = sim.server
+    server.open_call()
+    stale = next(m for m in first.transcript if decode(m, sim.params).KIND == "masked_input")
+    with pytest.raises(ProtocolViolation, match="wrong-call"):
+        server.receive(stale)  # call 0's masked input never counts for call 2
+    old = decode(stale, sim.params)
+    request = UnmaskRequest(sim.params.session_id, 0, old.sender, call=0, survivors=first.included)
+    with pytest.raises(ProtocolViolation, match="wrong-call"):
+        sim.clients[old.sender].receive(request.encode())
+
+
+def test_consistency_signatures_of_one_call_do_not_verify_for_the_next():
+    sim, _, _ = session(malicious=True, t=5, calls=2)
+    first = sim.run_call()
+    signatures = {
+        m.sender: m.signature for m in map(lambda b: decode(b, sim.params), first.transcript)
+        if isinstance(m, ConsistencySignature)
+    }
+    assert len(signatures) == 7
+    server = sim.server
+    lists = [out for m in server.open_call() for reply in sim.clients[m.recipient].receive(m.encode())
+             for out in server.receive(reply)]
+    assert server.round is Round.CONSISTENCY_CHECK and len(lists) == 7
+    # Call 0's signature offered as an answer in call 1: refused.
+    replayed = ConsistencySignature(sim.params.session_id, 1, 0, call=1, signature=signatures[1])
+    with pytest.raises(ProtocolViolation, match="consistency-signature"):
+        server.receive(replayed.encode())
+    # A client shown call 0's signatures in call 1's unmask request refuses to reveal.
+    client = sim.clients[2]
+    client.receive(next(m for m in lists if m.recipient == 2).encode())
+    forged = UnmaskRequest(sim.params.session_id, 0, 2, call=1, survivors=first.included, signatures=signatures)
+    with pytest.raises(ProtocolViolation, match="consistency-signature"):
+        client.receive(forged.encode())
+    assert client.state is ClientState.SIGNED
+
+
+# ---- parameters, policy, wire -----------------------------------------------------
+
+
+def test_calls_are_public_parameters_bounded_by_the_client_policy():
+    sim, _, _ = session(calls=3)
+    assert ClientPolicy(max_calls=3).check(sim.params) >= 2
+    with pytest.raises(WeakParameters, match="max-calls"):
+        ClientPolicy(max_calls=2).check(sim.params)
+    with pytest.raises(WeakParameters, match="max-calls"):
+        ClientPolicy(max_calls=2).screen_wire({"client_ids": [1, 2, 3], "threshold": 2, "calls": 3})
+    with pytest.raises(ParameterError, match="max_calls"):
+        ClientPolicy(max_calls=0)
+    with pytest.raises(ParameterError, match="calls"):
+        dataclasses.replace(sim.params, calls=MAX_CALLS + 1)
+
+
+def test_a_multi_call_client_needs_an_inputs_callback():
+    params = PublicParams.create([1, 2, 3], threshold=2, modulus=MOD, dim=D, calls=2)
+    with pytest.raises(ParameterError, match="inputs callback"):
+        from secagg.client import Client
+
+        Client(params, 1, np.zeros(D, np.uint64))
+
+
+def test_share_keys_carries_one_seed_share_and_commitment_per_call():
+    sim, _, _ = session(calls=4)
+    first = sim.run_call()
+    shares = [decode(m, sim.params) for m in first.transcript]
+    shares = [m for m in shares if isinstance(m, EncryptedShares)]
+    assert shares and all(len(m.commitment) == 32 * 4 for m in shares)
+    assert all(len(c) == ciphertext_bytes(4) for m in shares for c in m.ciphertexts.values())
+
+
+def test_open_call_is_refused_outside_call_done():
+    sim, _, _ = session(calls=2)
+    with pytest.raises(ProtocolViolation, match="out-of-order"):
+        sim.server.open_call()
+    sim.run_call()
+    sim.run_call()
+    assert sim.server.state is ServerState.DONE
+    with pytest.raises(ProtocolViolation, match="out-of-order"):
+        sim.server.open_call()
