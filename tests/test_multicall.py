@@ -287,3 +287,65 @@ def test_open_call_is_refused_outside_call_done():
     assert sim.server.state is ServerState.DONE
     with pytest.raises(ProtocolViolation, match="out-of-order"):
         sim.server.open_call()
+
+
+# ---- over TCP -----------------------------------------------------------------------
+
+
+def test_tcp_server_drives_every_call_and_the_transcript_replays_each():
+    import trio
+
+    from secagg.tcp import run_local_session
+    from secagg.transcript import replay_calls
+
+    sim, table, opened = session(n=5, calls=3, t=3, seed=4)
+    broadcasts = []
+
+    def next_call(result):
+        broadcasts.append(result.total.tobytes()[:8])  # the next call's public input depends on this call's sum
+        return broadcasts[-1]
+
+    run = trio.run(lambda: run_local_session(sim.params, sim.clients, round_timeout=10.0, next_call=next_call))
+    server = run.server
+    assert server.abort is None and [r.call for r in server.results] == [0, 1, 2]
+    for call, result in enumerate(server.results):
+        assert np.array_equal(result.total, expected(table, result.included, call))
+    assert opened[1] == [(0, None), (1, broadcasts[0]), (2, broadcasts[1])]
+    assert all(o.status == "done" and o.calls == 3 for o in run.clients.values())
+    replayed = replay_calls(server.transcript)
+    assert [np.array_equal(a.total, b.total) for a, b in zip(replayed, server.results)] == [True] * 3
+    assert sum(r.channel == "call" for r in server.transcript.records) == 2
+
+
+def test_tcp_server_may_end_a_session_before_its_last_planned_call():
+    import trio
+
+    from secagg.tcp import run_local_session
+
+    sim, table, _ = session(n=4, calls=3, t=3, seed=5)
+    run = trio.run(lambda: run_local_session(sim.params, sim.clients, round_timeout=10.0, next_call=lambda r: None))
+    assert len(run.server.results) == 1 and run.server.result is not None
+    assert all(o.status == "done" and o.calls == 1 for o in run.clients.values())
+
+
+def test_tcp_client_declines_a_multi_call_session_without_an_inputs_callback():
+    import trio
+
+    from secagg.tcp import TcpServer, run_client
+
+    params = PublicParams.create([1, 2, 3], threshold=2, modulus=MOD, dim=D, calls=2)
+    outcomes = {}
+
+    async def main():
+        server = TcpServer(params, round_timeout=1.0, join_timeout=1.0)
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(server.run)
+            outcomes["without"] = await run_client("127.0.0.1", port, 1, np.zeros(D, np.uint64), policy=None)
+            outcomes["too-many"] = await run_client(
+                "127.0.0.1", port, 2, inputs=lambda call, msg: np.zeros(D, np.uint64), policy=ClientPolicy(max_calls=1),
+                allow_insecure=False,
+            )
+
+    trio.run(main)
+    assert outcomes["without"].status == "error" and "inputs callback" in outcomes["without"].detail
+    assert outcomes["too-many"].status == "declined" and "max-calls" in outcomes["too-many"].detail
