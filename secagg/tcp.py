@@ -602,7 +602,8 @@ async def run_client(
     the session instead of sending it (dropout injection).  ``timeout``
     overrides the wait for each server frame.
     ``inputs(call, call_open)``: this client's vector for each call of a multi-call
-    session (``value`` is then unused); a multi-call session without it is declined.
+    session.  A multi-call session is declined with a ``value`` and no ``inputs``
+    (one fixed vector is not a per-call input); with neither, every call's input is random.
     """
     host = loopback_host(host)
     outcome = ClientOutcome(client_id, "error")
@@ -641,7 +642,7 @@ async def run_client(
                 )
                 params = outcome.params = info.params
                 _check_params(params, client_id, client, allow_insecure, policy)
-                if params.calls > 1 and client is None and inputs is None:
+                if params.calls > 1 and client is None and inputs is None and value is not None:
                     raise ParameterError(f"a session of {params.calls} calls needs an inputs callback for every call")
             except (WeakParameters, MalformedMessage, ProtocolViolation, ParameterError) as exc:
                 # Tell the server why, so its operator sees it; then nothing else is sent.
@@ -650,7 +651,11 @@ async def run_client(
                 raise
             if machine is None:
                 if value is None and inputs is None:
-                    value = _random_input(params, rng or SystemRandom())
+                    source = rng or SystemRandom()
+                    if params.calls > 1:
+                        inputs = lambda call, opened: _random_input(params, source)  # noqa: E731
+                    else:
+                        value = _random_input(params, source)
                 machine = Client(
                     params, client_id, value, rng=rng, identity_key=identity_key, ledger=ledger, inputs=inputs
                 )

@@ -317,6 +317,25 @@ def test_tcp_server_drives_every_call_and_the_transcript_replays_each():
     assert sum(r.channel == "call" for r in server.transcript.records) == 2
 
 
+def test_inspect_shows_every_call_of_a_transcript(tmp_path, capsys):
+    import json
+
+    import trio
+
+    from secagg.cli import main
+    from secagg.tcp import run_local_session
+
+    sim, table, _ = session(n=4, calls=2, t=3, seed=6)
+    path = tmp_path / "session.transcript"
+    with open(path, "wb") as file:
+        run = trio.run(lambda: run_local_session(sim.params, sim.clients, round_timeout=10.0, transcript_file=file))
+    assert main(["inspect", str(path), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [c["total"] for c in shown["calls"]] == [[int(v) for v in r.total] for r in run.server.results]
+    assert {r["call"] for r in shown["records"] if r["channel"] == "message"} == {0, 1}
+    assert [r["kind"] for r in shown["records"] if r["channel"] == "call"] == ["call_open"]
+
+
 def test_tcp_server_may_end_a_session_before_its_last_planned_call():
     import trio
 
