@@ -368,3 +368,65 @@ def test_tcp_client_declines_a_multi_call_session_without_an_inputs_callback():
     trio.run(main)
     assert outcomes["without"].status == "error" and "inputs callback" in outcomes["without"].detail
     assert outcomes["too-many"].status == "declined" and "max-calls" in outcomes["too-many"].detail
+
+
+# ---- Flower: a node's later steps ---------------------------------------------------------
+
+
+def _deliver(server, messages, clients):
+    """Move messages between an auto-closing server and the clients until nothing is left to send."""
+    while messages:
+        replies = [r for m in messages for r in clients[m.recipient].receive(m.encode())]
+        messages = [out for r in replies for out in server.receive(r.encode())]
+
+
+def test_a_flower_node_checks_each_later_steps_certificate_as_it_checks_the_first():
+    from flwr.app import ConfigRecord
+
+    from rfa.errors import CertificateViolation
+    from rfa.weiszfeld import weiszfeld_weights
+    from rfa_flower.client_mod import SecureRFAMod
+    from rfa_flower.protocol import SecurePolicy, Setup, encode_step
+
+    policy = SecurePolicy(norm_bound=10.0, alpha_min=1.0, alpha_max=2.0, nu=1e-2, max_clients=8)
+    n, d = 4, 3
+    updates = np.random.default_rng(3).normal(size=(n, d))
+    alphas = np.array([1.0, 1.5, 2.0, 1.0])
+    params = PublicParams.create(range(1, n + 1), threshold=3, modulus=policy.encoding.modulus, dim=d + 1, calls=2)
+    nodes = {u: 100 + u for u in params.client_ids}
+    clients = {
+        u: SecureRFAMod._client(policy, Setup(params, u, "mean", np.zeros(d), nodes),
+                                ConfigRecord({"alpha": float(alphas[u - 1])}), updates[u - 1], bytes([u]) * 32, None)
+        for u in params.client_ids
+    }
+    server = Server(params)
+    _deliver(server, [out for c in clients.values() for m in c.start() for out in server.receive(m.encode())], clients)
+    mean, _, _ = policy.encoding.decode_average(server.results[0].total, n)
+    np.testing.assert_allclose(mean, alphas @ updates / alphas.sum(), atol=1e-9)
+    # A later step whose v lies outside the public ball: every node refuses it before masking anything.
+    for m in server.open_call(encode_step("weiszfeld", np.full(d, 100.0))):
+        with pytest.raises(CertificateViolation, match="norm"):
+            clients[m.recipient].receive(m.encode())
+        assert clients[m.recipient].call == 0 and clients[m.recipient].state is ClientState.DONE
+    v = np.array([0.5, -0.2, 0.1])
+    good = [CallOpen(params.session_id, 0, u, call=1, broadcast=encode_step("weiszfeld", v)) for u in clients]
+    _deliver(server, good, clients)
+    step, _, error = policy.encoding.decode_average(server.results[1].total, n)
+    beta = weiszfeld_weights(updates, v, alphas, policy.nu)
+    np.testing.assert_allclose(step, beta @ updates / beta.sum(), atol=10 * error + 1e-9)
+
+
+def test_a_flower_step_broadcast_decodes_only_as_a_known_kind_of_the_sessions_dimension():
+    from rfa_flower.protocol import SetupError, decode_step, encode_step
+
+    params = PublicParams.create([1, 2, 3], threshold=2, modulus=MOD, dim=4, calls=2)
+    kind, v = decode_step(encode_step("weiszfeld", np.arange(3.0)), params)
+    assert kind == "weiszfeld" and np.array_equal(v, np.arange(3.0))
+    assert decode_step(encode_step("mean", np.arange(3.0)), params)[0] == "mean"  # a mean carries no v
+    import msgpack
+
+    for bad in (b"\xc1", msgpack.packb([1, 2]), encode_step("weiszfeld", np.arange(4.0)),
+                msgpack.packb({"kind": "mean", "v": b"x"}), msgpack.packb({"kind": "other", "v": b""}),
+                encode_step("weiszfeld", np.array([0.0, np.nan, 0.0]))):
+        with pytest.raises(SetupError):
+            decode_step(bad, params)
