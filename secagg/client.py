@@ -157,11 +157,11 @@ class Client:
             raise ParameterError(f"client {client_id}: input values must lie in [0, 2**{params.modulus_bits})")
         return value.astype(params.dtype)
 
-    def _input(self, opened: CallOpen | None) -> np.ndarray:
+    def _input(self, call: int, opened: CallOpen | None) -> np.ndarray:
         if self._inputs is None:
             assert self._value is not None
             return self._value
-        return self._checked(self.params, self.id, self._inputs(self.call, opened))
+        return self._checked(self.params, self.id, self._inputs(call, opened))
 
     # ---- public -------------------------------------------------------------
 
@@ -193,14 +193,14 @@ class Client:
         msg = decode(data, self.params)
         if msg.sender != SERVER or msg.recipient != self.id:
             raise ProtocolViolation(SERVER, "recipient", f"message addressed to {msg.recipient}, not {self.id}")
+        if isinstance(msg, Abort):  # whatever call it names: the session is over
+            self.state = ClientState.ABORTED
+            self.abort_reason = f"server aborted in {msg.at_round} with {msg.count} clients: {msg.reason}"
+            return []
         if isinstance(msg, CallOpen):
             return self._on_call_open(msg)
         if msg.call != self.call:
             raise ProtocolViolation(SERVER, "wrong-call", f"{msg.KIND} of call {msg.call} during call {self.call}")
-        if isinstance(msg, Abort):
-            self.state = ClientState.ABORTED
-            self.abort_reason = f"server aborted in {msg.at_round} with {msg.count} clients: {msg.reason}"
-            return []
         handler, states = {
             KeyRoster: (self._on_roster, {ClientState.ADVERTISED}),
             ForwardedShares: (self._on_forwarded, {ClientState.SHARED}),
@@ -287,7 +287,7 @@ class Client:
                 held[v] = (tuple(map(shamir.share_from_bytes, opened[0])), shamir.share_from_bytes(opened[1]))
             except ValueError as exc:
                 raise ProtocolViolation(v, "share-encoding", str(exc)) from None
-        value = self._input(None)
+        value = self._input(0, None)
         # Agreed once here, reused by every later call (a call's masks differ by their label only).
         secrets = {v: agree(self._s_sk, self._mask_keys[v], v) for v in sorted(senders)}
         reply = self._masked(value, tuple(sorted(senders)), secrets)
@@ -324,12 +324,8 @@ class Client:
                 f"call_open for call {msg.call} while client {self.id} is {self.state.value} in call {self.call}",
             )
         assert self._pinned is not None  # set by call 0's unmasking
+        value = self._input(msg.call, msg)  # may refuse (raise): nothing has changed yet
         self.call = msg.call
-        try:
-            value = self._input(msg)
-        except BaseException:
-            self.call -= 1  # a refused input leaves the client as it was
-            raise
         reply = self._masked(value, tuple(v for v in self._partners if v in self._pinned), self._pair_secrets)
         self._survivors = None
         self.state = ClientState.MASKED

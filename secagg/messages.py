@@ -277,8 +277,9 @@ KINDS: dict[str, type[Message]] = {
 
 
 def max_broadcast_bytes(params: PublicParams) -> int:
-    """The largest public broadcast a call_open may carry: a float64 vector of length d and a header."""
-    return 8 * params.dim + 64
+    """The largest public broadcast a call_open may carry: a float64 vector of length d and a header
+    (0 in a one-call session, which has no call_open: its frame limits stay those of wire version 3)."""
+    return 8 * params.dim + 64 if params.calls > 1 else 0
 
 
 def max_message_bytes(params: PublicParams) -> int:

@@ -102,8 +102,11 @@ def test_a_masked_input_dropout_in_a_later_call_aborts_before_anything_is_unmask
     with pytest.raises(AbortError, match="pinned"):
         sim.run_call({"masked_input": [4]})
     assert sim.server.state is ServerState.ABORTED and len(sim.server.results) == 1
-    # No honest client was asked for a share of call 1.
+    # No honest client was asked for a share of call 1; the abort notices of call 1 end their session.
     assert all(c.call == 1 and c.state is ClientState.MASKED for u, c in sim.clients.items() if u != 4)
+    for notice in sim.server.abort_notices("pinned"):
+        assert notice.call == 1 and sim.clients[notice.recipient].receive(notice.encode()) == []
+    assert all(c.state is ClientState.ABORTED for u, c in sim.clients.items() if u != 4)
 
 
 def test_results_equal_separate_sessions_sums():
