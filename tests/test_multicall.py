@@ -84,11 +84,16 @@ def test_every_call_sum_is_exact_with_a_dropout_in_any_round_of_call_0(mode, rou
     assert opened[u] == [(0, None), (1, b"v1"), (2, b"v2")]  # the callback saw each call's broadcast
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_an_unmasking_dropout_in_a_later_call_keeps_its_sum_and_ends_the_aggregation(mode):
+@pytest.mark.parametrize(
+    "mode, round_",
+    [pytest.param(MODES[0].values[0], "unmasking", id="hbc-unmasking"),
+     pytest.param(MODES[1].values[0], "unmasking", id="malicious-unmasking"),
+     pytest.param(MODES[1].values[0], "consistency_check", id="malicious-consistency_check")],
+)
+def test_a_dropout_after_a_later_calls_masked_input_keeps_its_sum_and_ends_the_aggregation(mode, round_):
     sim, table, _ = session(**mode)
     sim.run_call()
-    second = sim.run_call({"unmasking": [2]})
+    second = sim.run_call({round_: [2]})
     assert second.included == tuple(range(1, 8))  # 2's masked input is in, only its shares are missing
     assert np.array_equal(second.total, expected(table, second.included, 1))
     with pytest.raises(AbortError, match="pinned"):
