@@ -438,3 +438,62 @@ def test_a_flower_step_broadcast_decodes_only_as_a_known_kind_of_the_sessions_di
                 encode_step("weiszfeld", np.array([0.0, np.nan, 0.0]))):
         with pytest.raises(SetupError):
             decode_step(bad, params)
+
+
+# ---- malformed later-call messages: typed errors, no state change ---------------------------
+
+
+def test_malformed_call_open_frames_are_refused_by_the_client_without_a_state_change():
+    import msgpack
+
+    from secagg import MalformedMessage
+    from secagg.messages import PROTOCOL_VERSION, max_broadcast_bytes
+
+    sim, _, _ = session(malicious=False, calls=3)
+    sim.run_call()
+    client, sid = sim.clients[1], sim.params.session_id
+    env = lambda call, body, kind="call_open", rnd="masked_input": msgpack.packb(  # noqa: E731
+        [PROTOCOL_VERSION, sid, rnd, kind, 0, 1, call, body], use_bin_type=True)
+    bad = {
+        "call-0": (env(0, [b""]), MalformedMessage),
+        "call-beyond-L": (env(3, [b""]), MalformedMessage),
+        "broadcast-too-long": (env(1, [bytes(max_broadcast_bytes(sim.params) + 1)]), MalformedMessage),
+        "broadcast-not-bytes": (env(1, ["v"]), MalformedMessage),
+        "body-long": (env(1, [b"", b""]), MalformedMessage),
+        "wrong-round": (env(1, [b""], rnd="unmasking"), MalformedMessage),
+        "forwarded-shares-in-call-1": (env(1, [{}], kind="forwarded_shares"), MalformedMessage),
+        "skips-a-call": (env(2, [b""]), ProtocolViolation),
+    }
+    for name, (frame, error) in bad.items():
+        with pytest.raises(error):
+            client.receive(frame)
+        assert (client.call, client.state) == (0, ClientState.DONE), name
+    assert client.receive(env(1, [b"ok"]))[0].call == 1  # the genuine frame still works
+
+
+def test_a_later_call_refuses_mask_key_shares_and_messages_of_other_calls_without_a_state_change():
+    from secagg.messages import UnmaskingShares
+
+    sim, table, _ = session(malicious=False, calls=2)
+    first = sim.run_call({"masked_input": [7]})
+    server, params = sim.server, sim.params
+    masked = [r for m in server.open_call() for r in sim.clients[m.recipient].receive(m.encode())]
+    requests = [out for r in masked for out in server.receive(r.encode())]
+    assert server.round is Round.UNMASKING and len(requests) == len(first.included)
+    genuine = sim.clients[1].receive(requests[0].encode())[0]
+    forged = [
+        dataclasses.replace(genuine, s_shares={7: 5}),  # a mask key share in a later call: never asked for
+        dataclasses.replace(genuine, call=0),
+        dataclasses.replace(genuine, b_shares={}),
+    ]
+    for msg in forged:
+        before = set(server.waiting_for)
+        with pytest.raises(ProtocolViolation):
+            server.receive(msg.encode())
+        assert set(server.waiting_for) == before
+    assert isinstance(genuine, UnmaskingShares)
+    server.receive(genuine.encode())
+    for m in requests[1:]:
+        for r in sim.clients[m.recipient].receive(m.encode()):
+            server.receive(r.encode())
+    assert np.array_equal(server.results[1].total, expected(table, first.included, 1))
