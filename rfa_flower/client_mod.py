@@ -255,8 +255,8 @@ class SecureRFAMod:
         client = self._client(self._policy(context), setup, local, update, local["seed"], pins.get(key), identity)  # type: ignore[arg-type]
         client.start()
         inbox = list(local["inbox"])  # type: ignore[arg-type]
-        for data in inbox:  # replay: rebuilds exactly the state the last message left
-            client.receive(data)
+        for data in inbox:  # replay: rebuilds exactly the state the last message left (no reply, no masks)
+            client.receive(data, replay=True)
         replies = []
         for data in record["data"]:  # type: ignore[union-attr]
             replies += client.receive(data)  # with a pin, a different survivor list raises: nothing revealed

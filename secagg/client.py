@@ -135,6 +135,7 @@ class Client:
         self._held: dict[int, tuple[tuple[int, ...], int]] = {}  # peer -> (b^(l) shares, s share) held for it
         self._pair_secrets: dict[int, bytes] = {}  # peer -> X25519(s_sk, s_pk_v), agreed once for every call
         self._partners: tuple[int, ...] = ()  # the peers this client masks against in the current call
+        self._replaying = False  # inside receive(replay=True)
         self._survivors: frozenset[int] | None = None  # the list signed (malicious mode)
         self.roster_digest = b""  # malicious mode: root of the roster tree, bound into every later signature
         self.unmasked_over: frozenset[int] | None = None  # the survivor list this client revealed shares for
@@ -186,8 +187,13 @@ class Client:
         self.state = ClientState.ADVERTISED
         return [AdvertiseKeys(self.params.session_id, self.id, SERVER, c_pk=c_pk, s_pk=s_pk, signature=signature)]
 
-    def receive(self, data: bytes | Message) -> list[Message]:
-        """Consume one server message; return the replies. Raises without changing state."""
+    def receive(self, data: bytes | Message, *, replay: bool = False) -> list[Message]:
+        """Consume one server message; return the replies. Raises without changing state.
+
+        ``replay=True`` rebuilds the state from a message this client answered before
+        (a transport that keeps no client in memory, rfa_flower): every check runs and the
+        state moves as before, but no reply is returned, so a masked input is not expanded
+        again (a multi-call session would otherwise replay every earlier call's masks)."""
         if isinstance(data, Message):
             data = data.encode()  # same validation path as bytes off the wire
         msg = decode(data, self.params)
@@ -197,8 +203,15 @@ class Client:
             self.state = ClientState.ABORTED
             self.abort_reason = f"server aborted in {msg.at_round} with {msg.count} clients: {msg.reason}"
             return []
-        if isinstance(msg, CallOpen):
-            return self._on_call_open(msg)
+        self._replaying = replay
+        try:
+            replies = self._on_call_open(msg) if isinstance(msg, CallOpen) else self._dispatch(msg)
+        finally:
+            self._replaying = False
+        return [] if replay else replies
+
+    def _dispatch(self, msg: Message) -> list[Message]:
+        """A message of the current call, to the handler of its kind if the state allows it."""
         if msg.call != self.call:
             raise ProtocolViolation(SERVER, "wrong-call", f"{msg.KIND} of call {msg.call} during call {self.call}")
         handler, states = {
@@ -298,6 +311,9 @@ class Client:
     def _masked(self, value: np.ndarray, partners: tuple[int, ...], secrets: Mapping[int, bytes]) -> MaskedInput:
         """The masked input of the current call: y = x + PRG(b^(l)) + sum of +-PRG(s_uv, l) (Fig. 4, round 2)."""
         p, u, call = self.params, self.id, self.call
+        self._partners = partners
+        if self._replaying:  # the reply was sent before and is dropped (receive(replay=True))
+            return MaskedInput(p.session_id, u, SERVER, call=call)
         acc = MaskAccumulator(p, value)
         acc.add_masks(
             [(self._seeds[call], self_mask_label(u, call), +1)]
@@ -307,7 +323,6 @@ class Client:
         if p.malicious and p.sparse:  # 14.5: my holders check whom I masked against, without me
             assert self._identity is not None
             signature = self._identity.sign(partners_payload(p.session_id, self.roster_digest, u, partners, call))
-        self._partners = partners
         return MaskedInput(p.session_id, u, SERVER, call=call, masked=acc.wire(), signature=signature)
 
     def _on_call_open(self, msg: CallOpen) -> list[Message]:

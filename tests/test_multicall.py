@@ -497,3 +497,31 @@ def test_a_later_call_refuses_mask_key_shares_and_messages_of_other_calls_withou
         for r in sim.clients[m.recipient].receive(m.encode()):
             server.receive(r.encode())
     assert np.array_equal(server.results[1].total, expected(table, first.included, 1))
+
+
+def test_a_client_rebuilt_by_replay_answers_the_next_message_as_the_live_one_did():
+    """rfa_flower keeps no client in memory: it replays the messages received so far with
+    replay=True (no replies, no mask expansion) and then answers the new one."""
+    live_sim, _, _ = session(calls=3, seed=8)
+    live = live_sim.clients[2]
+    frames, replies = [], []
+    receive = live.receive
+
+    def recording(data, **kw):
+        frames.append(data)
+        answers = receive(data, **kw)
+        replies.append([m.encode() for m in answers])
+        return answers
+
+    live.receive = recording
+    for _ in range(3):
+        live_sim.run_call()
+    kinds = [decode(d, live_sim.params).KIND for d in frames]
+    assert kinds.count("call_open") == 2
+    # For every message: a client of the same seed, rebuilt from the earlier ones, answers it identically.
+    for k in range(len(frames)):
+        twin, _, _ = session(calls=3, seed=8)
+        rebuilt = twin.clients[2]
+        rebuilt.start()
+        assert all(rebuilt.receive(data, replay=True) == [] for data in frames[:k])  # nothing sent again
+        assert [m.encode() for m in rebuilt.receive(frames[k])] == replies[k], kinds[k]
