@@ -45,7 +45,7 @@ from .keys import (
     verify_signature,
     x25519_point,
 )
-from .masking import MaskAccumulator, pair_mask_label, self_mask_label
+from .masking import MaskAccumulator, pair_mask_keys, self_mask_label
 from .messages import (
     SERVER,
     Abort,
@@ -133,7 +133,7 @@ class Client:
         self._seeds: list[bytes] = []  # b^(l), one per call
         self._own_shares: tuple[tuple[int, ...], int] = ((), 0)
         self._held: dict[int, tuple[tuple[int, ...], int]] = {}  # peer -> (b^(l) shares, s share) held for it
-        self._pair_secrets: dict[int, bytes] = {}  # peer -> X25519(s_sk, s_pk_v), agreed once for every call
+        self._pair_keys: dict[int, list[bytes]] = {}  # peer -> the PRG key of our pair's mask in each call
         self._partners: tuple[int, ...] = ()  # the peers this client masks against in the current call
         self._replaying = False  # inside receive(replay=True)
         self._survivors: frozenset[int] | None = None  # the list signed (malicious mode)
@@ -301,14 +301,17 @@ class Client:
             except ValueError as exc:
                 raise ProtocolViolation(v, "share-encoding", str(exc)) from None
         value = self._input(0, None)
-        # Agreed once here, reused by every later call (a call's masks differ by their label only).
-        secrets = {v: agree(self._s_sk, self._mask_keys[v], v) for v in sorted(senders)}
-        reply = self._masked(value, tuple(sorted(senders)), secrets)
-        self._held, self._pair_secrets = held, secrets
+        # One X25519 agreement and one derivation per pair, here, for every call of the session (16.2).
+        keys = {
+            v: pair_mask_keys(agree(self._s_sk, self._mask_keys[v], v), p.session_id, u, v, p.calls)
+            for v in sorted(senders)
+        }
+        reply = self._masked(value, tuple(sorted(senders)), keys)
+        self._held, self._pair_keys = held, keys
         self.state = ClientState.MASKED
         return [reply]
 
-    def _masked(self, value: np.ndarray, partners: tuple[int, ...], secrets: Mapping[int, bytes]) -> MaskedInput:
+    def _masked(self, value: np.ndarray, partners: tuple[int, ...], keys: Mapping[int, list[bytes]]) -> MaskedInput:
         """The masked input of the current call: y = x + PRG(b^(l)) + sum of +-PRG(s_uv, l) (Fig. 4, round 2)."""
         p, u, call = self.params, self.id, self.call
         self._partners = partners
@@ -316,8 +319,8 @@ class Client:
             return MaskedInput(p.session_id, u, SERVER, call=call)
         acc = MaskAccumulator(p, value)
         acc.add_masks(
-            [(self._seeds[call], self_mask_label(u, call), +1)]
-            + [(secrets[v], pair_mask_label(u, v, call), +1 if v > u else -1) for v in partners]
+            [(self._seeds[call], self_mask_label(u, call), +1)],
+            keyed=[(keys[v][call], +1 if v > u else -1) for v in partners],
         )
         signature = None
         if p.malicious and p.sparse:  # 14.5: my holders check whom I masked against, without me
@@ -341,7 +344,7 @@ class Client:
         assert self._pinned is not None  # set by call 0's unmasking
         value = self._input(msg.call, msg)  # may refuse (raise): nothing has changed yet
         self.call = msg.call
-        reply = self._masked(value, tuple(v for v in self._partners if v in self._pinned), self._pair_secrets)
+        reply = self._masked(value, tuple(v for v in self._partners if v in self._pinned), self._pair_keys)
         self._survivors = None
         self.state = ClientState.MASKED
         return [reply]

@@ -43,7 +43,7 @@ from .keys import (
     verify_signature,
     x25519_point,
 )
-from .masking import MaskAccumulator, pair_mask_label, self_mask_label
+from .masking import MaskAccumulator, pair_mask_keys, self_mask_label
 from .messages import (
     SERVER,
     Abort,
@@ -451,6 +451,7 @@ class Server:
         assert self._masked_sum is not None
         total = MaskAccumulator(p, self._masked_sum.value)
         masks = [(seeds[v], self_mask_label(v, call), -1) for v in self._u3]
+        keyed: list[tuple[bytes, int]] = []
         s_pks: dict[int, X25519PublicKey] = {}  # one key object per survivor, not per (dropped, survivor) pair
         for v in dropped:
             s_sk = X25519PrivateKey.from_private_bytes(keys[v])
@@ -458,8 +459,9 @@ class Server:
                 # y_u holds +PRG(s_uv) if v > u, else -PRG(s_uv): remove it.
                 if u not in s_pks:
                     s_pks[u] = X25519PublicKey.from_public_bytes(self._keys[u][1])
-                masks.append((agree(s_sk, s_pks[u], u), pair_mask_label(u, v, call), -1 if v > u else +1))
-        total.add_masks(masks)
+                key = pair_mask_keys(agree(s_sk, s_pks[u], u), p.session_id, u, v, call + 1)[call]
+                keyed.append((key, -1 if v > u else +1))
+        total.add_masks(masks, keyed)
         counts = {**self.counts, Round.UNMASKING.value: len(self._received)}
         self.result = ServerResult(
             total=total.reduced(),
