@@ -8,8 +8,11 @@ the clients included by secure aggregation.  The server sees only v and the
 oracle's output, never a w_i or a beta_i.  Before every step the server, and
 every client, checks the privacy certificate of ``privacy.py``; a violated
 certificate stops the step before any masked input exists.  All calls on one
-set of vectors form one ``CohortSession``, whose first call pins the survivor
-set: the clients refuse to unmask a later call over any other set.
+set of vectors form one ``CohortSession``, which is one multi-call secure
+aggregation session (``secagg.OracleSession``, protocol_spec.md 16): key
+agreement and secret sharing once, then one masked input and one unmasking per
+call.  Its first call pins the survivor set: the clients refuse to unmask a
+later call over any other set.
 
 What the simulation additionally records (for the report, not visible to the
 server in a deployment): the objective g(v) and the realised maximum
@@ -23,7 +26,7 @@ from typing import Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
-from secagg import SecureAverageOracle
+from secagg import SecureAverageOracle, SurvivorsChanged
 
 from .errors import InvalidArgument, PolicyError, SurvivorSetChanged
 from .privacy import PrivacyPolicy, into_ball, smallest_nu
@@ -114,7 +117,8 @@ def _plans(dropouts: Dropouts | Sequence[Dropouts] | None, calls: int) -> list[D
 
 
 class CohortSession:
-    """One aggregation of one set of client vectors: every oracle call a server may make on them.
+    """One aggregation of one set of client vectors: the ``calls`` oracle calls a server may make on them,
+    in one multi-call secure aggregation session.
 
     The first call pins the survivor set: each later call is answered only by
     the clients it included, and if a later call would reveal a sum over any
@@ -130,7 +134,7 @@ class CohortSession:
         self, points, weights=None, *, nu: float | Literal["auto"] | None = 1e-6, max_weight: float | None = None,
         norm_bound: float | None = None, alpha_range: tuple[float, float] | None = None,
         oracle: SecureAverageOracle | None = None, threshold: int | float = 2 / 3,
-        first_broadcast: Literal["zero", "any"] = "any",
+        first_broadcast: Literal["zero", "any"] = "any", calls: int = 1,
     ):
         if norm_bound is None and max_weight is not None:
             raise PolicyError(
@@ -160,6 +164,7 @@ class CohortSession:
                 f"the largest beta = {beta_max:.3g}: its clipping would distort the step"
             )
         self.cohort, self.policy, self.oracle, self.threshold = cohort, policy, oracle, t
+        self.session = oracle.session(calls)
         self.pinned: tuple[int, ...] | None = None
 
     @property
@@ -192,25 +197,25 @@ class CohortSession:
             beta = weiszfeld_weights(cohort.points, v, cohort.alpha, policy.nu)  # Algorithm 2, line 3
         if dropouts is not None and self.pinned is not None:  # clients outside the pinned set left already
             dropouts = {r: [u for u in who if u in self.pinned] for r, who in dropouts.items()}
-        result = oracle.average(
-            {u: cohort.points[k] for k, u in enumerate(cohort.ids)},
-            {u: float(beta[k]) for k, u in enumerate(cohort.ids)},
-            dropouts=dropouts,
-            clip=True,  # clipping into the public C and beta_max is part of the privacy rule (privacy.py)
-        )
-        index = {u: k for k, u in enumerate(cohort.ids)}
-        included_beta = beta[[index[u] for u in result.included]]
-        # Every client sees the survivor list before it sends its unmasking shares.
-        if self.pinned is None:
-            self.pinned = result.included
-            cohort.keep(result.included)
-        elif result.included != self.pinned:
+        try:
+            result = self.session.average(
+                {u: cohort.points[k] for k, u in enumerate(cohort.ids)},
+                {u: float(beta[k]) for k, u in enumerate(cohort.ids)},
+                dropouts=dropouts,
+                clip=True,  # clipping into the public C and beta_max is part of the privacy rule (privacy.py)
+                broadcast=b"" if v is None else v.astype("<f8").tobytes(),  # the call_open's public v
+            )
+        except SurvivorsChanged as stopped:  # the protocol's pinning (server and every client): nothing unmasked
             raise SurvivorSetChanged(
                 "every client",
                 f"this step's survivor set differs from the one pinned by the first call of the aggregation "
-                f"(lost {sorted(set(self.pinned) - set(result.included))}); two sums over different sets "
-                "would reveal the difference, so nobody unmasks",
-            )
+                f"({stopped}); two sums over different sets would reveal the difference, so nobody unmasks",
+            ) from None
+        index = {u: k for k, u in enumerate(cohort.ids)}
+        included_beta = beta[[index[u] for u in result.included]]
+        if self.pinned is None:
+            self.pinned = result.included
+            cohort.keep(result.included)
         count = len(result.included)
         included_bound = policy.mean_certificate(count) if v is None else policy.certificate(count, v)
         output = into_ball(result.value, policy.norm_bound)
@@ -266,12 +271,12 @@ def secure_geometric_median(
         raise InvalidArgument(f"rounds must be a positive integer, got {rounds!r}")
     if isinstance(init, str) and init not in ("mean", "zero"):
         raise InvalidArgument(f'init must be "mean", "zero" or a vector, got {init!r}')
-    session = CohortSession(
-        points, weights, nu=nu, max_weight=max_weight, norm_bound=norm_bound,
-        alpha_range=alpha_range, oracle=oracle, threshold=threshold,
-    )
     from_mean = isinstance(init, str) and init == "mean"
     calls = rounds + (1 if from_mean else 0)
+    session = CohortSession(
+        points, weights, nu=nu, max_weight=max_weight, norm_bound=norm_bound,
+        alpha_range=alpha_range, oracle=oracle, threshold=threshold, calls=calls,
+    )
     plans = iter(_plans(dropouts, calls))
     records: list[StepRecord] = []
     stopped = None

@@ -12,7 +12,10 @@
   masked input exists), computes beta_i (Algorithm 2, line 3), encodes
   (beta_i w_i, beta_i) and starts a ``secagg.Client``;
 * each later message is fed to that client state machine, whose replies go
-  back.
+  back.  The steps of one aggregation share one multi-call session
+  (protocol_spec.md 16): a later step arrives as a ``call_open`` carrying its
+  kind and v, and the node checks that step's certificate with its own policy,
+  as it checked the first, before computing its input.
 
 Before a step starts the node also checks, with nothing sent yet: that the
 setup names this node for its secagg id; its own policy on the secagg
@@ -66,11 +69,12 @@ from flwr.common.constant import ErrorCode
 from rfa.voting import INNER, OUTER
 from rfa.weiszfeld import weiszfeld_weights
 from secagg import Client, ClientPolicy, SeededRandom, SessionLedger, SystemRandom
+from secagg.messages import CallOpen
 
 from .arrays import Layout
 from .protocol import (
-    CANDIDATES, NodeIdentity, SecurePolicy, Setup, SetupError, TallyPolicy, client_policy, content, node_identity,
-    secagg_record,
+    CANDIDATES, NodeIdentity, SecurePolicy, Setup, SetupError, TallyPolicy, client_policy, content, decode_step,
+    node_identity, secagg_record,
 )
 
 UPDATE = "rfa-update"  # context.state: the local update (ArrayRecord)
@@ -169,16 +173,34 @@ class SecureRFAMod:
         identity: NodeIdentity | None = None, ledger: SessionLedger | None = None,
     ) -> Client:
         """The secagg client of this step, its input the encoding of (beta_i w_i, beta_i); in malicious
-        mode with the node's identity key, and ``ledger`` only when it starts the session (the setup)."""
+        mode with the node's identity key, and ``ledger`` only when it starts the session (the setup).
+
+        A multi-call session's later steps arrive as call_open broadcasts (``decode_step``): the node
+        checks each one's certificate with its own policy, as it checks the setup's, before it
+        computes that step's input."""
         alpha = np.array([float(local["alpha"])])  # type: ignore[arg-type]
-        if setup.kind in ("mean", "tally"):  # a tally's weight is 1 (SecureVoteMod's alpha)
-            beta = float(alpha[0])
-        else:
-            beta = float(weiszfeld_weights(update[None, :], setup.v, alpha, policy.nu)[0])
-        encoded = policy.encoding.encode(update, beta)
+        params = setup.params
+
+        def encoded(kind: str, v: np.ndarray) -> np.ndarray:
+            if kind in ("mean", "tally"):  # a tally's weight is 1 (SecureVoteMod's alpha)
+                beta = float(alpha[0])
+            else:
+                beta = float(weiszfeld_weights(update[None, :], v, alpha, policy.nu)[0])
+            return policy.encoding.encode(update, beta).vector
+
+        def inputs(call: int, opened: CallOpen | None) -> np.ndarray:
+            if opened is None:
+                return encoded(setup.kind, setup.v)
+            kind, v = decode_step(opened.broadcast, params)
+            policy.check_step(kind, params, v, f"client {setup.client_id}")  # refuses before anything is masked
+            return encoded(kind, v)
+
         pinned = None if pin is None else [u for u in setup.nodes if _pin_member(setup, u) in pin]
-        key = identity.key if setup.params.malicious and identity is not None else None
-        return Client(setup.params, setup.client_id, encoded.vector, rng=SeededRandom(seed), pinned=pinned,
+        key = identity.key if params.malicious and identity is not None else None
+        if params.calls > 1:
+            return Client(params, setup.client_id, None, rng=SeededRandom(seed), pinned=pinned,
+                          identity_key=key, ledger=ledger, inputs=inputs)
+        return Client(params, setup.client_id, encoded(setup.kind, setup.v), rng=SeededRandom(seed), pinned=pinned,
                       identity_key=key, ledger=ledger)
 
     def _setup(self, message: Message, context: Context, record: ConfigRecord) -> Message:
@@ -233,8 +255,8 @@ class SecureRFAMod:
         client = self._client(self._policy(context), setup, local, update, local["seed"], pins.get(key), identity)  # type: ignore[arg-type]
         client.start()
         inbox = list(local["inbox"])  # type: ignore[arg-type]
-        for data in inbox:  # replay: rebuilds exactly the state the last message left
-            client.receive(data)
+        for data in inbox:  # replay: rebuilds exactly the state the last message left (no reply, no masks)
+            client.receive(data, replay=True)
         replies = []
         for data in record["data"]:  # type: ignore[union-attr]
             replies += client.receive(data)  # with a pin, a different survivor list raises: nothing revealed

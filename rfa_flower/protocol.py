@@ -10,7 +10,11 @@ holds one ``ConfigRecord`` under ``RECORD``:
   ``advertise_keys``;
 * server -> client, ``op="round"``: ``data`` = the list of secagg messages
   (``secagg.messages``, msgpack bytes) the server state machine addressed to
-  this client; the client answers with the messages its state machine returns;
+  this client; the client answers with the messages its state machine returns.
+  The steps of one aggregation (the median's mean and Weiszfeld steps) are the
+  calls of one multi-call secagg session (protocol_spec.md 16): the setup
+  opens the first, and each later one arrives as a ``call_open`` whose
+  broadcast is ``encode_step`` of the step's kind and v (``decode_step``);
 * client -> server: ``op="reply"`` with ``data``, or ``op="ready"`` after local
   training (the update stays on the client); a node with an identity (malicious-server
   mode) says which in its "ready": ``identity`` = its PKI id;
@@ -198,6 +202,7 @@ POLICY_KEYS = {
     "secagg-tolerated-dropout": "dropout",
     "secagg-min-threshold": "min_threshold",
     "secagg-max-clients": "max_clients",
+    "secagg-max-calls": "max_calls",
 }
 
 
@@ -207,7 +212,7 @@ def client_policy(node_config: Mapping[str, Any]) -> ClientPolicy:
     for key, name in POLICY_KEYS.items():
         if key in node_config:
             value = node_config[key]
-            fields[name] = int(value) if name in ("min_group", "max_clients") else float(value)  # type: ignore[arg-type]
+            fields[name] = int(value) if name in ("min_group", "max_clients", "max_calls") else float(value)  # type: ignore[arg-type]
     try:
         return ClientPolicy(**fields)
     except ParameterError as exc:
@@ -331,18 +336,41 @@ class Setup:
         if (type(nodes) is not dict or set(nodes) != params.id_set
                 or any(type(x) is not int for x in nodes.values()) or len(set(nodes.values())) != len(nodes)):
             raise SetupError("setup must name one distinct node for every secagg id")
-        if kind not in KINDS:
-            raise SetupError(f"unknown step kind {kind!r:.20}")
-        if kind not in BROADCASTS:
-            if v != b"":
-                raise SetupError(f"a {kind} step broadcasts no v")
-            return cls(params, client_id, kind, np.zeros(params.dim - 1), nodes)
-        if type(v) is not bytes or len(v) != 8 * (params.dim - 1):
-            raise SetupError("the broadcast v does not have the session's dimension")
-        vector = np.frombuffer(v, dtype="<f8").astype(np.float64)
-        if not np.all(np.isfinite(vector)):
-            raise SetupError("the broadcast v is not finite")
-        return cls(params, client_id, kind, vector, nodes)
+        return cls(params, client_id, kind, _step_vector(kind, v, params), nodes)
+
+
+def _step_vector(kind: Any, v: Any, params: PublicParams) -> np.ndarray:
+    """The broadcast v of a step of this kind, checked (zeros for a kind that broadcasts none)."""
+    if kind not in KINDS:
+        raise SetupError(f"unknown step kind {kind!r:.20}")
+    if kind not in BROADCASTS:
+        if v != b"":
+            raise SetupError(f"a {kind} step broadcasts no v")
+        return np.zeros(params.dim - 1)
+    if type(v) is not bytes or len(v) != 8 * (params.dim - 1):
+        raise SetupError("the broadcast v does not have the session's dimension")
+    vector = np.frombuffer(v, dtype="<f8").astype(np.float64)
+    if not np.all(np.isfinite(vector)):
+        raise SetupError("the broadcast v is not finite")
+    return vector
+
+
+def encode_step(kind: Kind, v: np.ndarray) -> bytes:
+    """The public input of a later step of a multi-call session: its ``call_open`` broadcast."""
+    data = np.asarray(v, dtype="<f8").tobytes() if kind in BROADCASTS else b""
+    return msgpack.packb({"kind": kind, "v": data}, use_bin_type=True)
+
+
+def decode_step(data: bytes, params: PublicParams) -> tuple[Kind, np.ndarray]:
+    """(kind, v) of a later step's broadcast, checked as a setup's are; ``SetupError`` otherwise."""
+    try:
+        obj = msgpack.unpackb(data, raw=False, max_array_len=4, max_map_len=4)
+        kind, v = obj["kind"], obj["v"]
+    except (KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
+        raise SetupError(f"malformed step broadcast: {exc}") from None
+    if type(obj) is not dict or set(obj) != {"kind", "v"}:
+        raise SetupError("a step broadcast is the map {kind, v}")
+    return kind, _step_vector(kind, v, params)
 
 
 def content(op: str, **fields: Any) -> RecordDict:

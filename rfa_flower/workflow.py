@@ -31,9 +31,12 @@ malicious mode), on the complete graph.  A node whose announced id is not in
 the directory, or is announced by another node too, is left out.  Each node
 checks the keys against its own directory and signs (``client_mod``).
 
-The first step of an aggregation pins its survivor set: later steps are sent
-to those nodes only, and a step whose survivors differ aborts before anything
-is unmasked (each node also refuses it on its own, ``client_mod``).  The
+The steps of one aggregation are the calls of one multi-call secagg session
+(``SecureAverage.session``, protocol_spec.md 16): key agreement and secret
+sharing once, then a ``call_open`` (the step's kind and v), a masked input and
+an unmasking per step.  The first step pins its survivor set: later steps are
+sent to those nodes only, and a step whose survivors differ aborts before
+anything is unmasked (each node also refuses it on its own, ``client_mod``).  The
 median then ends with the last completed iterate, as ``rfa.secure`` does in
 memory.  A first step that aborts leaves the global model unchanged for that
 round, and training goes on.
@@ -65,7 +68,9 @@ from secagg.keys import is_valid_identity_key
 from secagg.rng import RandomSource
 
 from .arrays import Layout
-from .protocol import Kind, SecurePolicy, Setup, SetupError, TallyPolicy, content, secagg_record, wire_items
+from .protocol import (
+    Kind, SecurePolicy, Setup, SetupError, TallyPolicy, content, encode_step, secagg_record, wire_items,
+)
 
 log = logging.getLogger("flwr")  # Flower's logger: `flwr run --stream` and the simulation show these lines
 
@@ -208,54 +213,85 @@ class SecureAverage:
         t = self.policy.threshold_for(n)
         return max(t, n // 2 + 1) if self.malicious else t
 
-    def __call__(
-        self, nodes: Sequence[int] | Mapping[int, int], kind: Kind, v: np.ndarray, *, pinned: bool = False
-    ) -> StepRecord:
-        """One step; raises ``AbortError`` when it reveals nothing.  ``nodes``: the Flower node ids,
-        numbered 1..n as secagg ids; in malicious mode a mapping Flower node id -> its PKI id, the
-        secagg id it plays.  ``pinned``: ``nodes`` are the survivor set of the aggregation's first
-        step, and this step reveals a sum over all of them or aborts."""
-        start = time.perf_counter()
-        if self.identity_keys is not None:
+    def __call__(self, nodes: Sequence[int] | Mapping[int, int], kind: Kind, v: np.ndarray) -> StepRecord:
+        """One step in a session of its own; raises ``AbortError`` when it reveals nothing.  ``nodes``: the
+        Flower node ids, numbered 1..n as secagg ids; in malicious mode a mapping Flower node id -> its
+        PKI id, the secagg id it plays."""
+        return self.session(nodes, 1).step(kind, v)
+
+    def session(self, nodes: Sequence[int] | Mapping[int, int], calls: int) -> "StepSession":
+        """A session of up to ``calls`` steps over ``nodes`` (as for one step): one key agreement."""
+        return StepSession(self, nodes, calls)
+
+
+class StepSession:
+    """The steps of one aggregation as the calls of one multi-call secagg session (protocol_spec.md 16).
+
+    ``step(kind, v)`` runs the next call: the first sends every node its setup (and runs the key
+    rounds), each later one a ``call_open`` with the step's kind and v, to the survivors of the
+    first only (a later step that loses one aborts before anything is unmasked)."""
+
+    def __init__(self, average: SecureAverage, nodes: Sequence[int] | Mapping[int, int], calls: int):
+        if average.identity_keys is not None:
             if not isinstance(nodes, Mapping):
                 raise SetupError("malicious-server mode: nodes must map each Flower node id to its PKI id "
                                  "(announced_identities of the ready replies)")
             secagg_id = dict(nodes)
-            unknown = sorted(u for u in secagg_id.values() if u not in self.identity_keys)
+            unknown = sorted(u for u in secagg_id.values() if u not in average.identity_keys)
             if unknown or len(set(secagg_id.values())) != len(secagg_id):
                 raise SetupError(f"malicious-server mode: every node needs its own PKI id of the directory; "
                                  f"unknown {unknown[:5]}, or one id given twice")
         else:
             secagg_id = {node: k + 1 for k, node in enumerate(sorted(nodes))}
-        nodes = tuple(sorted(secagg_id))
-        node_of = {k: node for node, k in secagg_id.items()}
-        encoding = self.policy.encoding
-        encoding.check_capacity(len(nodes))
-        params = PublicParams.create(
-            secagg_id.values(),
-            threshold=self.threshold_for(len(nodes)),
-            modulus=encoding.modulus,
-            dim=v.size + 1,
-            rng=self.rng,
-            malicious=self.malicious,
-            identity_keys={u: self.identity_keys[u] for u in secagg_id.values()} if self.identity_keys else None,
-        )
-        certificate = self.policy.check_step(kind, params, v, "server")
-        # auto_close=False: a round closes once every reply of the round trip has been read, never in
-        # the middle of one node's reply (so no node can answer a round it has not yet been sent).
-        server = Server(params, auto_close=False, pinned=params.client_ids if pinned else None)
-        outgoing = [
-            Message(
-                content("setup", setup=Setup(params, secagg_id[n], kind, v, node_of).encode()),
-                dst_node_id=n, message_type=self.message_type,
+        self.average = average
+        self.secagg_id = secagg_id
+        self.nodes = tuple(sorted(secagg_id))
+        self.node_of = {k: node for node, k in secagg_id.items()}
+        self.calls = calls
+        self.server: Server | None = None
+
+    def step(self, kind: Kind, v: np.ndarray) -> StepRecord:
+        """The session's next step; raises ``AbortError`` when it reveals nothing."""
+        start = time.perf_counter()
+        average, secagg_id, nodes, node_of = self.average, self.secagg_id, self.nodes, self.node_of
+        encoding = average.policy.encoding
+        if self.server is None:
+            encoding.check_capacity(len(nodes))
+            params = PublicParams.create(
+                secagg_id.values(),
+                threshold=average.threshold_for(len(nodes)),
+                modulus=encoding.modulus,
+                dim=v.size + 1,
+                rng=average.rng,
+                malicious=average.malicious,
+                identity_keys=(
+                    {u: average.identity_keys[u] for u in secagg_id.values()} if average.identity_keys else None
+                ),
+                calls=self.calls,
             )
-            for n in nodes
-        ]
+            certificate = average.policy.check_step(kind, params, v, "server")
+            # auto_close=False: a round closes once every reply of the round trip has been read, never in
+            # the middle of one node's reply (so no node can answer a round it has not yet been sent).
+            server = self.server = Server(params, auto_close=False)
+            asked_ids = params.client_ids
+            outgoing = [
+                Message(
+                    content("setup", setup=Setup(params, secagg_id[n], kind, v, node_of).encode()),
+                    dst_node_id=n, message_type=average.message_type,
+                )
+                for n in nodes
+            ]
+        else:
+            server, params = self.server, self.server.params
+            certificate = average.policy.check_step(kind, params, v, "server")
+            # Later steps go to the pinned survivors only (open_call), with the step's kind and v.
+            outgoing = self._messages(server.open_call(encode_step(kind, v)))
+            asked_ids = server.pinned or ()
         received = 0
         violations: list[tuple[int, str]] = []
         while server.result is None:
             asked = {m.metadata.dst_node_id for m in outgoing}
-            replies = self.grid.send_and_receive(outgoing, timeout=self.timeout)
+            replies = average.grid.send_and_receive(outgoing, timeout=average.timeout)
             index = server.round
             for reply in replies:
                 node = reply.metadata.src_node_id
@@ -275,21 +311,14 @@ class SecureAverage:
                     violations.append((node, str(exc)))
                     log.warning("node %d broke the protocol: %s", node, exc)
             assert server.round is index
-            answers = server.close_round()  # whoever did not answer dropped; AbortError below t
-            per_node: dict[int, list[bytes]] = {}
-            for msg in answers:
-                per_node.setdefault(node_of[msg.recipient], []).append(msg.encode())
-            outgoing = [
-                Message(content("round", data=data), dst_node_id=n, message_type=self.message_type)
-                for n, data in per_node.items()
-            ]
+            outgoing = self._messages(server.close_round())  # whoever did not answer dropped; AbortError below t
         result = server.result
         value, sum_weights, error = encoding.decode_average(result.total, len(result.included))
         return StepRecord(
             kind=kind,
             broadcast=v.copy(),
-            output=value if kind == "tally" else _project(value, self.policy.norm_bound),  # a tally is counts
-            nodes=nodes,
+            output=value if kind == "tally" else _project(value, average.policy.norm_bound),  # a tally is counts
+            nodes=tuple(node_of[u] for u in asked_ids),
             included=tuple(node_of[u] for u in result.included),
             certified_weight=certificate,
             error_bound=error,
@@ -298,6 +327,16 @@ class SecureAverage:
             seconds=time.perf_counter() - start,
             violations=tuple(violations),
         )
+
+    def _messages(self, answers: list) -> list[Message]:
+        """The server's secagg messages as Flower "round" messages, one per node."""
+        per_node: dict[int, list[bytes]] = {}
+        for msg in answers:
+            per_node.setdefault(self.node_of[msg.recipient], []).append(msg.encode())
+        return [
+            Message(content("round", data=data), dst_node_id=n, message_type=self.average.message_type)
+            for n, data in per_node.items()
+        ]
 
 
 class SecureRFA:
@@ -390,16 +429,14 @@ class SecureRFA:
         if self.malicious and ids is None:
             raise SetupError("malicious-server mode: nodes must map each Flower node id to its PKI id")
         zero = np.zeros(dim)
-        steps = [average(ids if self.malicious else tuple(sorted(nodes)),
-                         "weiszfeld" if isinstance(self.rule, OneStepRule) else "mean", zero)]
-        pinned: Sequence[int] | Mapping[int, int] = (
-            {n: ids[n] for n in steps[0].included} if self.malicious and ids is not None else steps[0].included
-        )
+        calls = 1 + self.rule.rounds if isinstance(self.rule, GeometricMedianRule) else 1
+        session = average.session(ids if self.malicious else tuple(sorted(nodes)), calls)  # type: ignore[arg-type]
+        steps = [session.step("weiszfeld" if isinstance(self.rule, OneStepRule) else "mean", zero)]
         stopped = None
         if isinstance(self.rule, GeometricMedianRule):
             for _ in range(self.rule.rounds):
                 try:
-                    steps.append(average(pinned, "weiszfeld", steps[-1].output, pinned=True))
+                    steps.append(session.step("weiszfeld", steps[-1].output))
                 except AbortError as exc:
                     stopped = str(exc)
                     log.warning("the median stopped after %d of %d steps (last completed iterate kept): %s",

@@ -17,19 +17,21 @@ from .errors import (
     ParameterError,
     ProtocolViolation,
     SecAggError,
+    SurvivorsChanged,
     WeakParameters,
 )
 from .messages import Round, decode
 from .params import InsecureParametersWarning, PublicParams, max_colluding
 from .rng import SeededRandom, SystemRandom
 from .server import Server, ServerResult
-from .simulation import SimulationResult, simulate
+from .simulation import MultiCallSimulation, SimulationResult, simulate
 
 __all__ = [
     "__version__",
     "AbortError",
     "Client",
     "ClientState",
+    "MultiCallSimulation",
     "EncodingOverflow",
     "InsecureParameters",
     "InsecureParametersWarning",
@@ -44,6 +46,7 @@ __all__ = [
     "Server",
     "ServerResult",
     "SimulationResult",
+    "SurvivorsChanged",
     "SystemRandom",
     "WeakParameters",
     "decode",
@@ -54,9 +57,9 @@ __all__ = [
 from .encoding import FixedPointEncoding  # noqa: E402
 from .ledger import FileLedger, MemoryLedger, SessionLedger  # noqa: E402
 from .policy import ClientPolicy  # noqa: E402
-from .oracle import AverageResult, SecureAverageOracle  # noqa: E402
+from .oracle import AverageResult, OracleSession, SecureAverageOracle  # noqa: E402
 
 __all__ += [
-    "AverageResult", "ClientPolicy", "FileLedger", "FixedPointEncoding", "MemoryLedger", "SecureAverageOracle",
+    "AverageResult", "ClientPolicy", "OracleSession", "FileLedger", "FixedPointEncoding", "MemoryLedger", "SecureAverageOracle",
     "SessionLedger",
 ]

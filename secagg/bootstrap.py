@@ -1,10 +1,10 @@
 """Session bootstrapping over TCP: the hello frame and the parameters frame.
 
-1. The client connects and sends ``{"type": "hello", "version": 3, "id": I}``.
+1. The client connects and sends ``{"type": "hello", "version": 4, "id": I}``.
 2. The server binds the connection to ``I`` (refusing an id that is unknown,
    already bound, or arrives after ``advertise_keys`` closed) and answers
    ``{"type": "params", "version", "session_id", "client_ids", "threshold",
-   "modulus_bits", "dim", "malicious", "identity_keys", "graph",
+   "modulus_bits", "dim", "malicious", "identity_keys", "graph", "calls",
    "round_timeout", "join_seconds"}`` or ``{"type": "refused", "rule",
    "detail"}`` before closing.
 3. The client rebuilds ``PublicParams`` (which validates them, identity keys
@@ -105,6 +105,7 @@ def params_to_wire(params: PublicParams) -> dict[str, Any]:
         "malicious": params.malicious,
         "identity_keys": {u: params.identity_keys[u] for u in params.client_ids} if params.malicious else {},
         "graph": graph,
+        "calls": params.calls,
     }
 
 
@@ -144,6 +145,7 @@ def params_from_wire(obj: Mapping[str, Any], field: str = "params", *, allow_ins
             malicious=obj["malicious"],
             identity_keys=dict(keys),
             allow_insecure=allow_insecure,
+            calls=_int(obj, "calls", field) if "calls" in obj else 1,  # absent: a one-call session
         )
     except ParameterError as exc:
         raise MalformedMessage(str(exc), field=field) from None

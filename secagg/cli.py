@@ -43,7 +43,7 @@ from .policy import ClientPolicy
 from .rng import SeededRandom, SystemRandom
 from .simulation import setup_session, simulate
 from .tcp import TcpServer, TcpServerResult, leave_at, run_client, run_local_session
-from .transcript import read_transcript, replay
+from .transcript import read_transcript, replay_calls
 
 
 def _random_inputs(n: int, dim: int, modulus_bits: int, rng) -> dict[int, np.ndarray]:
@@ -237,6 +237,9 @@ def _server_summary(res: TcpServerResult) -> dict:
         "bytes_received": res.bytes_received,
         "violations": [vars(v) for v in res.violations],
     }
+    if p.calls > 1:  # a multi-call session: every completed call (the last one also below)
+        out["calls"] = [{"call": r.call, "included": list(r.included), "total": [int(v) for v in r.total]}
+                        for r in res.results]
     if res.result is not None:
         out["included"] = list(res.result.included)
         out["total"] = [int(v) for v in res.result.total]
@@ -307,6 +310,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             dim=args.dim,
             malicious=args.malicious,
             identity_keys=keys,
+            calls=args.calls,
             **({} if args.graph == "complete" else
                dict(graph="sparse", dropout=args.tolerated_dropout, corrupt=args.tolerated_corrupt)),
         )
@@ -339,10 +343,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         _print_rounds(console, res)
         _print_violations(console, res)
-        if res.result is not None:
-            head = ", ".join(str(int(v)) for v in res.result.total[:8])
-            console.print(f"included: {len(res.included)} of {params.n} clients: {list(res.included)}")
-            console.print(f"total (first {min(8, params.dim)} of {params.dim}): [{head}{', ...' if params.dim > 8 else ''}]")
+        for r in res.results:
+            head = ", ".join(str(int(v)) for v in r.total[:8])
+            call = f"call {r.call}: " if params.calls > 1 else ""
+            console.print(f"{call}included: {len(r.included)} of {params.n} clients: {list(r.included)}")
+            console.print(f"{call}total (first {min(8, params.dim)} of {params.dim}): "
+                          f"[{head}{', ...' if params.dim > 8 else ''}]")
     if res.abort is not None:
         print(f"secagg serve: session aborted: {res.abort}", file=sys.stderr)
         return ABORTED
@@ -350,14 +356,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _load_input(path: str) -> np.ndarray:
+    """A 1-D input, or a 2-D one with one row per call of a multi-call session."""
     try:
         x = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty or truncated file
         raise ParameterError(f"cannot load {path}: {exc}") from None
-    if not isinstance(x, np.ndarray) or x.ndim != 1 or x.size == 0 or x.dtype.kind not in "ui" or int(x.min()) < 0:
+    if not isinstance(x, np.ndarray) or x.ndim not in (1, 2) or x.size == 0 or x.dtype.kind not in "ui" or int(x.min()) < 0:
         what = f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else "an .npz archive"
-        raise ParameterError(f"{path} must hold a non-empty 1-D array of non-negative integers, got {what}")
+        raise ParameterError(
+            f"{path} must hold a non-empty 1-D array of non-negative integers (2-D: one row per call), got {what}"
+        )
     return x.astype(np.uint64)
+
+
+def _rows(value: np.ndarray):
+    """The inputs callback of ``secagg client --input`` with a 2-D file: row ``call`` for each call."""
+
+    def inputs(call: int, opened: object) -> np.ndarray:
+        if call >= value.shape[0]:
+            raise ParameterError(f"--input has {value.shape[0]} rows, none for call {call}")
+        return value[call]
+
+    return inputs
 
 
 def cmd_client(args: argparse.Namespace) -> int:
@@ -372,15 +392,18 @@ def cmd_client(args: argparse.Namespace) -> int:
             ledger = FileLedger.beside_key(args.identity_dir, args.id)  # session ids signed in, beside the key
         policy = ClientPolicy(
             min_group=args.min_group, corrupt=args.tolerated_corrupt, dropout=args.tolerated_dropout,
-            min_threshold=args.min_threshold, max_clients=args.max_clients,
+            min_threshold=args.min_threshold, max_clients=args.max_clients, max_calls=args.max_calls,
         )
     except SecAggError as exc:
         print(f"secagg client: {exc}", file=sys.stderr)
         return USAGE
+    inputs = None
+    if value is not None and value.ndim == 2:
+        value, inputs = None, _rows(value)
     outcome = trio.run(
         lambda: run_client(
             host, port, args.id, value, identity_key=identity, trusted_keys=trusted, timeout=args.timeout,
-            policy=policy, ledger=ledger,
+            policy=policy, ledger=ledger, inputs=inputs,
         )
     )
     if args.json:
@@ -514,16 +537,22 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             row["round"] = r.payload
         else:
             row["bytes"] = len(r.payload)
+        if r.channel == "call":
+            calls_opened = sum(1 for x in rows if x["channel"] == "call") + 1
+            row.update(call=calls_opened, kind="call_open")
         if r.channel == "message" and r.payload:
             try:
                 msg = decode(r.payload, tr.params)  # type: ignore[arg-type]
-                row.update(round=msg.round.value, kind=msg.KIND, sender=msg.sender)
+                row.update(round=msg.round.value, kind=msg.KIND, sender=msg.sender, call=msg.call)
             except SecAggError as exc:
                 row["error"] = str(exc)
         rows.append(row)
     try:
-        result = replay(tr)
-        outcome = {"included": list(result.included), "total": [int(v) for v in result.total]}
+        results = replay_calls(tr)
+        outcome = {"included": list(results[-1].included), "total": [int(v) for v in results[-1].total]}
+        if tr.params.calls > 1:
+            outcome["calls"] = [{"call": r.call, "included": list(r.included), "total": [int(v) for v in r.total]}
+                                for r in results]
     except SecAggError as exc:
         outcome = {"replay_error": str(exc)}
     p = tr.params
@@ -535,19 +564,22 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     mode = "malicious-server" if p.malicious else "honest-but-curious"
     console.print(
         f"session {p.session_id.hex()[:16]}..., {mode}: n={p.n}, t={p.threshold}, d={p.dim}, M=2^{p.modulus_bits}"
+        + (f", {p.calls} calls planned" if p.calls > 1 else "")
     )
     table = Table(title=f"{len(rows)} records")
-    for col in ("seconds", "client", "channel", "round", "kind", "bytes", "verdict"):
+    columns = ("seconds", "client", "channel", "call", "round", "kind", "bytes", "verdict")
+    for col in columns:
         table.add_column(col)
     for row in rows:
-        table.add_row(*(str(row.get(c, "")) for c in ("seconds", "client", "channel", "round", "kind", "bytes", "verdict")))
+        table.add_row(*(str(row.get(c, "")) for c in columns))
     if not args.quiet:
         console.print(table)
     if "replay_error" in outcome:
         console.print(f"replay: {outcome['replay_error']}")
     else:
-        head = outcome["total"][:8]
-        console.print(f"replay: {len(outcome['included'])} clients included, total starts {head}")
+        for call in outcome.get("calls", [dict(outcome, call=None)]):
+            label = "" if call["call"] is None else f" call {call['call']}:"
+            console.print(f"replay:{label} {len(call['included'])} clients included, total starts {call['total'][:8]}")
     return failed
 
 
@@ -642,12 +674,17 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--round-timeout", type=_SECONDS, default=10.0, help="seconds per round")
     srv.add_argument("--join-timeout", type=_SECONDS, default=60.0, help="seconds for clients to connect and advertise keys")
     srv.add_argument("--transcript", default=None, help="write every frame received to this file (msgpack)")
+    srv.add_argument("--calls", type=_POSITIVE, default=1,
+                     help="oracle calls in the session: key rounds once, then a masked input and an unmasking "
+                          "per call (protocol_spec.md 16)")
     _output_flags(srv, "print a machine-readable summary on stdout", "log warnings only")
 
     cli = command("client", "run one client against `secagg serve`", cmd_client)
     cli.add_argument("--server", type=_server_address, required=True, help="127.0.0.1:PORT or [::1]:PORT")
     cli.add_argument("--id", type=_POSITIVE, required=True, help="this client's id, one of the server's 1..n")
-    cli.add_argument("--input", default=None, help=".npy file with a 1-D non-negative integer vector (default: random)")
+    cli.add_argument("--input", default=None,
+                     help=".npy file with a 1-D non-negative integer vector, or a 2-D one with a row per call of a "
+                          "multi-call session (default: random, fresh for every call)")
     cli.add_argument("--identity-dir", default=None, help="malicious-server mode: the trusted key directory")
     cli.add_argument("--timeout", type=_SECONDS, default=None,
                      help="seconds to wait for each server frame (default: the server's deadlines plus 30 s)")
@@ -667,6 +704,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="complete graph: t at least this fraction of n")
     policy.add_argument("--max-clients", type=_CLIENTS, default=defaults.max_clients,
                         help="largest session to join")
+    policy.add_argument("--max-calls", type=_POSITIVE, default=defaults.max_calls,
+                        help="most oracle calls of one session to take part in: each publishes one more sum over "
+                             "the same survivors (protocol_spec.md 16)")
     _output_flags(cli, "print this client's outcome as JSON on stdout", "log warnings only")
 
     demo = command("demo", "server and N clients in one process over loopback TCP", cmd_demo)

@@ -14,12 +14,19 @@ this session's roster (roster.py), and an injected ledger refuses a session
 id signed in before (ledger.py); a pinned survivor set restricts which list
 the client will unmask (one aggregation, one set).  A ``receive`` that
 raises leaves the client exactly as it was.
+
+A multi-call session (``params.calls`` = L > 1, protocol_spec.md 16) runs the
+key rounds once: share_keys shares one fresh self-mask seed per call, and
+after unmasking call l the client accepts a ``call_open`` for call l + 1 only
+if that unmasking listed it (so no honest peer revealed a share of its mask
+key) and then masks the input its ``inputs`` callback returns, against the
+survivors pinned by call 0 only.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -38,11 +45,12 @@ from .keys import (
     verify_signature,
     x25519_point,
 )
-from .masking import MaskAccumulator, pair_mask_label, self_mask_label
+from .masking import MaskAccumulator, pair_mask_keys, self_mask_label
 from .messages import (
     SERVER,
     Abort,
     AdvertiseKeys,
+    CallOpen,
     ConsistencySignature,
     EncryptedShares,
     ForwardedShares,
@@ -68,8 +76,12 @@ class ClientState(enum.Enum):
     SHARED = "shared"  # sent encrypted shares, waits for the forwarded ones
     MASKED = "masked"  # sent masked input, waits for survivors / unmask request
     SIGNED = "signed"  # malicious mode: signed the survivor list
-    DONE = "done"  # revealed its shares
+    DONE = "done"  # revealed its shares for the current call (a multi-call session may open the next)
     ABORTED = "aborted"
+
+
+# A client's input for one call: (call index, the call_open that opened it, None for call 0) -> vector.
+Inputs = Callable[[int, "CallOpen | None"], np.ndarray]
 
 
 class Client:
@@ -77,25 +89,27 @@ class Client:
         self,
         params: PublicParams,
         client_id: int,
-        value: np.ndarray,
+        value: np.ndarray | None,
         *,
         rng: RandomSource | None = None,
         identity_key: Ed25519PrivateKey | None = None,
         ledger: SessionLedger | None = None,
         pinned: Iterable[int] | None = None,
+        inputs: Inputs | None = None,
     ):
         """``ledger``: where a client with a long-term identity records the session ids it
         signs in; ``start()`` refuses one recorded before (malicious mode, ledger.py).
         ``pinned``: the survivor set of the earlier calls of the same aggregation; the
         client signs and unmasks only a survivor list equal to it (protocol_spec.md, RFA
-        section "Across calls")."""
+        section "Across calls").
+        ``inputs``: the input of each call of a multi-call session, asked for when the
+        call opens (required when ``params.calls > 1``; ``value`` is then ignored)."""
         if client_id not in params.id_set:
             raise ParameterError(f"client id {client_id} is not in this session")
-        value = np.asarray(value)
-        if value.shape != (params.dim,) or value.dtype.kind not in "ui":
-            raise ParameterError(f"client {client_id}: input must be an integer vector of length {params.dim}")
-        if value.size and (int(value.min()) < 0 or int(value.max()) >= params.modulus):
-            raise ParameterError(f"client {client_id}: input values must lie in [0, 2**{params.modulus_bits})")
+        if params.calls > 1 and inputs is None:
+            raise ParameterError(f"client {client_id}: a session of {params.calls} calls needs an inputs callback")
+        if inputs is None:
+            value = self._checked(params, client_id, value)
         if params.malicious:
             if identity_key is None:
                 raise ParameterError(f"client {client_id}: malicious-server mode needs an identity key")
@@ -104,7 +118,9 @@ class Client:
         self.params = params
         self.id = client_id
         self.state = ClientState.START
-        self._value = value.astype(params.dtype)
+        self.call = 0  # the oracle call in progress
+        self._value = value if inputs is None else None
+        self._inputs = inputs
         self._rng = rng or SystemRandom()
         self._identity = identity_key
         self._ledger = ledger
@@ -114,9 +130,12 @@ class Client:
         self._roster: dict[int, tuple[bytes, bytes, bytes | None]] = {}
         self._channels: dict[int, tuple[bytes, bytes]] = {}  # peer -> (send key, receive key)
         self._mask_keys: dict[int, X25519PublicKey] = {}  # peer -> its pairwise-mask public key
-        self._seed = b""
-        self._own_shares: tuple[int, int] = (0, 0)
-        self._held: dict[int, tuple[int, int]] = {}  # peer -> (b share, s share) held for it
+        self._seeds: list[bytes] = []  # b^(l), one per call
+        self._own_shares: tuple[tuple[int, ...], int] = ((), 0)
+        self._held: dict[int, tuple[tuple[int, ...], int]] = {}  # peer -> (b^(l) shares, s share) held for it
+        self._pair_keys: dict[int, list[bytes]] = {}  # peer -> the PRG key of our pair's mask in each call
+        self._partners: tuple[int, ...] = ()  # the peers this client masks against in the current call
+        self._replaying = False  # inside receive(replay=True)
         self._survivors: frozenset[int] | None = None  # the list signed (malicious mode)
         self.roster_digest = b""  # malicious mode: root of the roster tree, bound into every later signature
         self.unmasked_over: frozenset[int] | None = None  # the survivor list this client revealed shares for
@@ -126,7 +145,24 @@ class Client:
 
     def __repr__(self) -> str:
         p = self.params
-        return reprs.fields("Client", id=self.id, n=p.n, threshold=p.threshold, dim=p.dim, state=self.state.value)
+        return reprs.fields(
+            "Client", id=self.id, n=p.n, threshold=p.threshold, dim=p.dim, call=self.call, state=self.state.value
+        )
+
+    @staticmethod
+    def _checked(params: PublicParams, client_id: int, value: object) -> np.ndarray:
+        value = np.asarray(value)
+        if value.shape != (params.dim,) or value.dtype.kind not in "ui":
+            raise ParameterError(f"client {client_id}: input must be an integer vector of length {params.dim}")
+        if value.size and (int(value.min()) < 0 or int(value.max()) >= params.modulus):
+            raise ParameterError(f"client {client_id}: input values must lie in [0, 2**{params.modulus_bits})")
+        return value.astype(params.dtype)
+
+    def _input(self, call: int, opened: CallOpen | None) -> np.ndarray:
+        if self._inputs is None:
+            assert self._value is not None
+            return self._value
+        return self._checked(self.params, self.id, self._inputs(call, opened))
 
     # ---- public -------------------------------------------------------------
 
@@ -151,17 +187,33 @@ class Client:
         self.state = ClientState.ADVERTISED
         return [AdvertiseKeys(self.params.session_id, self.id, SERVER, c_pk=c_pk, s_pk=s_pk, signature=signature)]
 
-    def receive(self, data: bytes | Message) -> list[Message]:
-        """Consume one server message; return the replies. Raises without changing state."""
+    def receive(self, data: bytes | Message, *, replay: bool = False) -> list[Message]:
+        """Consume one server message; return the replies. Raises without changing state.
+
+        ``replay=True`` rebuilds the state from a message this client answered before
+        (a transport that keeps no client in memory, rfa_flower): every check runs and the
+        state moves as before, but no reply is returned, so a masked input is not expanded
+        again (a multi-call session would otherwise replay every earlier call's masks)."""
         if isinstance(data, Message):
             data = data.encode()  # same validation path as bytes off the wire
         msg = decode(data, self.params)
         if msg.sender != SERVER or msg.recipient != self.id:
             raise ProtocolViolation(SERVER, "recipient", f"message addressed to {msg.recipient}, not {self.id}")
-        if isinstance(msg, Abort):
+        if isinstance(msg, Abort):  # whatever call it names: the session is over
             self.state = ClientState.ABORTED
             self.abort_reason = f"server aborted in {msg.at_round} with {msg.count} clients: {msg.reason}"
             return []
+        self._replaying = replay
+        try:
+            replies = self._on_call_open(msg) if isinstance(msg, CallOpen) else self._dispatch(msg)
+        finally:
+            self._replaying = False
+        return [] if replay else replies
+
+    def _dispatch(self, msg: Message) -> list[Message]:
+        """A message of the current call, to the handler of its kind if the state allows it."""
+        if msg.call != self.call:
+            raise ProtocolViolation(SERVER, "wrong-call", f"{msg.KIND} of call {msg.call} during call {self.call}")
         handler, states = {
             KeyRoster: (self._on_roster, {ClientState.ADVERTISED}),
             ForwardedShares: (self._on_forwarded, {ClientState.SHARED}),
@@ -200,18 +252,19 @@ class Client:
         # so a refused roster leaves even the injected RNG where it was.
         channels = {v: channel_keys(agree(self._c_sk, roster[v][0], v), p.session_id, u, v) for v in peers}
         mask_keys = {v: X25519PublicKey.from_public_bytes(roster[v][1]) for v in peers}
-        seed = self._rng.bytes(shamir.SECRET_BYTES)
+        # Spec 16.2: one fresh seed per planned call, all shared now; unmasking call l reveals b^(l) only.
+        seeds = [self._rng.bytes(shamir.SECRET_BYTES) for _ in range(p.calls)]
         holders = peers + [u]
-        b_shares, s_shares = shamir.split_many([seed, raw_private(self._s_sk)], holders, p.threshold, self._rng)
+        *b_shares, s_shares = shamir.split_many([*seeds, raw_private(self._s_sk)], holders, p.threshold, self._rng)
         ciphertexts = {
-            v: encrypt_shares(channels[v][0], p.session_id, u, v, b_shares[v], s_shares[v], self._rng) for v in peers
+            v: encrypt_shares(channels[v][0], p.session_id, u, v, [b[v] for b in b_shares], s_shares[v], self._rng)
+            for v in peers
         }
-        reply = EncryptedShares(
-            p.session_id, u, SERVER, commitment=seed_commitment(p.session_id, u, seed), ciphertexts=ciphertexts
-        )
-        self._roster, self._channels, self._mask_keys, self._seed = roster, channels, mask_keys, seed
+        commitment = b"".join(seed_commitment(p.session_id, u, seed, call) for call, seed in enumerate(seeds))
+        reply = EncryptedShares(p.session_id, u, SERVER, commitment=commitment, ciphertexts=ciphertexts)
+        self._roster, self._channels, self._mask_keys, self._seeds = roster, channels, mask_keys, seeds
         self.roster_digest = digest
-        self._own_shares = (b_shares[u], s_shares[u])
+        self._own_shares = (tuple(b[u] for b in b_shares), s_shares[u])
         self.state = ClientState.SHARED
         return [reply]
 
@@ -238,27 +291,61 @@ class Client:
             raise ProtocolViolation(SERVER, "forwarded-sender", f"shares from {sorted(senders - allowed)[:5]}")
         if len(senders) + 1 < p.threshold:
             raise AbortError(Round.MASKED_INPUT.value, len(senders) + 1, p.threshold, "too few peers shared keys")
-        held: dict[int, tuple[int, int]] = {}
+        held: dict[int, tuple[tuple[int, ...], int]] = {}
         for v in sorted(senders):
-            opened = decrypt_shares(self._channels[v][1], p.session_id, v, u, msg.ciphertexts[v])
+            opened = decrypt_shares(self._channels[v][1], p.session_id, v, u, msg.ciphertexts[v], p.calls)
             if opened is None:
                 raise ProtocolViolation(SERVER, "share-authentication", f"ciphertext from client {v} does not verify")
             try:
-                held[v] = (shamir.share_from_bytes(opened[0]), shamir.share_from_bytes(opened[1]))
+                held[v] = (tuple(map(shamir.share_from_bytes, opened[0])), shamir.share_from_bytes(opened[1]))
             except ValueError as exc:
                 raise ProtocolViolation(v, "share-encoding", str(exc)) from None
-        acc = MaskAccumulator(p, self._value)
+        value = self._input(0, None)
+        # One X25519 agreement and one derivation per pair, here, for every call of the session (16.2).
+        keys = {
+            v: pair_mask_keys(agree(self._s_sk, self._mask_keys[v], v), p.session_id, u, v, p.calls)
+            for v in sorted(senders)
+        }
+        reply = self._masked(value, tuple(sorted(senders)), keys)
+        self._held, self._pair_keys = held, keys
+        self.state = ClientState.MASKED
+        return [reply]
+
+    def _masked(self, value: np.ndarray, partners: tuple[int, ...], keys: Mapping[int, list[bytes]]) -> MaskedInput:
+        """The masked input of the current call: y = x + PRG(b^(l)) + sum of +-PRG(s_uv, l) (Fig. 4, round 2)."""
+        p, u, call = self.params, self.id, self.call
+        self._partners = partners
+        if self._replaying:  # the reply was sent before and is dropped (receive(replay=True))
+            return MaskedInput(p.session_id, u, SERVER, call=call)
+        acc = MaskAccumulator(p, value)
         acc.add_masks(
-            [(self._seed, self_mask_label(u), +1)]
-            + [(agree(self._s_sk, self._mask_keys[v], v), pair_mask_label(u, v), +1 if v > u else -1)
-               for v in sorted(senders)]
+            [(self._seeds[call], self_mask_label(u, call), +1)],
+            keyed=[(keys[v][call], +1 if v > u else -1) for v in partners],
         )
         signature = None
         if p.malicious and p.sparse:  # 14.5: my holders check whom I masked against, without me
             assert self._identity is not None
-            signature = self._identity.sign(partners_payload(p.session_id, self.roster_digest, u, tuple(sorted(senders))))
-        reply = MaskedInput(p.session_id, u, SERVER, masked=acc.wire(), signature=signature)
-        self._held = held
+            signature = self._identity.sign(partners_payload(p.session_id, self.roster_digest, u, partners, call))
+        return MaskedInput(p.session_id, u, SERVER, call=call, masked=acc.wire(), signature=signature)
+
+    def _on_call_open(self, msg: CallOpen) -> list[Message]:
+        """Spec 16.3: mask call l + 1's input against the pinned survivors, once call l listed this client.
+
+        Only a client whose own unmasking of call l listed it gets here (state DONE):
+        a client the server counted as dropped in any call had its mask key s_sk
+        reconstructed, which exposes every later pairwise mask of its, so its
+        input would be in the clear; it refuses (a dropped client never comes back).
+        """
+        if self.state is not ClientState.DONE or msg.call != self.call + 1:
+            raise ProtocolViolation(
+                SERVER, "out-of-order",
+                f"call_open for call {msg.call} while client {self.id} is {self.state.value} in call {self.call}",
+            )
+        assert self._pinned is not None  # set by call 0's unmasking
+        value = self._input(msg.call, msg)  # may refuse (raise): nothing has changed yet
+        self.call = msg.call
+        reply = self._masked(value, tuple(v for v in self._partners if v in self._pinned), self._pair_keys)
+        self._survivors = None
         self.state = ClientState.MASKED
         return [reply]
 
@@ -297,10 +384,12 @@ class Client:
         """Round consistency_check (malicious mode): sign the survivor set."""
         listed = self._check_survivors(msg.survivors, Round.CONSISTENCY_CHECK)
         assert self._identity is not None
-        signature = self._identity.sign(consistency_payload(self.params.session_id, self.roster_digest, msg.survivors))
+        signature = self._identity.sign(
+            consistency_payload(self.params.session_id, self.roster_digest, msg.survivors, self.call)
+        )
         self._survivors = listed
         self.state = ClientState.SIGNED
-        return [ConsistencySignature(self.params.session_id, self.id, SERVER, signature=signature)]
+        return [ConsistencySignature(self.params.session_id, self.id, SERVER, call=self.call, signature=signature)]
 
     def _check_partners(self, listed: frozenset[int], partners: Mapping[int, tuple[tuple[int, ...], bytes]]) -> None:
         """14.5: reveal a listed neighbour's b-share only if it masked against t - 1 listed clients.
@@ -315,7 +404,9 @@ class Client:
             if v not in partners:
                 raise AbortError(Round.UNMASKING.value, 0, p.threshold - 1, f"no partner set of listed client {v}")
             ids, sig = partners[v]
-            if not verify_signature(p.identity_keys[v], sig, partners_payload(p.session_id, self.roster_digest, v, ids)):
+            if not verify_signature(
+                p.identity_keys[v], sig, partners_payload(p.session_id, self.roster_digest, v, ids, self.call)
+            ):
                 raise ProtocolViolation(SERVER, "partner-signature", f"partner set of client {v} is not signed by it")
             if len(set(ids)) != len(ids) or not set(ids) <= p.neighbours(v):
                 raise ProtocolViolation(v, "partner-set", f"client {v} signed partners that are not its neighbours")
@@ -339,7 +430,7 @@ class Client:
                 raise AbortError(
                     Round.UNMASKING.value, len(signatures), p.consistency_quorum, "too few consistency signatures"
                 )
-            payload = consistency_payload(p.session_id, self.roster_digest, msg.survivors)
+            payload = consistency_payload(p.session_id, self.roster_digest, msg.survivors, self.call)
             for v, sig in signatures.items():
                 if not verify_signature(p.identity_keys[v], sig, payload):
                     raise ProtocolViolation(SERVER, "consistency-signature", f"signature of client {v} does not verify")
@@ -349,7 +440,9 @@ class Client:
             raise ProtocolViolation(SERVER, "unexpected-signatures", "signatures in honest-but-curious mode")
         holdings = {**self._held, self.id: self._own_shares}
         reveal_b = listed & holdings.keys()
-        reveal_s = (holdings.keys() - listed) - {self.id}
+        # The unlisted among this call's partners: in a later call all of them are listed (pinning), so
+        # only call 0 reveals mask keys (spec 16.3).
+        reveal_s = frozenset(self._partners) - listed
         # Bonawitz et al. Sec. 4: revealing both shares of one peer unmasks its input.
         if reveal_b & (self._revealed_s | reveal_s) or reveal_s & (self._revealed_b | reveal_b):
             raise ProtocolViolation(SERVER, "both-shares", "asks for both shares of a peer")
@@ -357,11 +450,14 @@ class Client:
             p.session_id,
             self.id,
             SERVER,
-            b_shares={v: holdings[v][0] for v in sorted(reveal_b)},
+            call=self.call,
+            b_shares={v: holdings[v][0][self.call] for v in sorted(reveal_b)},
             s_shares={v: holdings[v][1] for v in sorted(reveal_s)},
         )
         self._revealed_b |= reveal_b
         self._revealed_s |= reveal_s
         self.unmasked_over = listed
+        if self._pinned is None and p.calls > 1:
+            self._pinned = listed  # every later call of this session must be over the same survivors
         self.state = ClientState.DONE
         return [reply]

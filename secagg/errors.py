@@ -103,3 +103,8 @@ class AbortError(SecAggError):
         self.threshold = threshold
         msg = f"aborted in round {round}: {count} clients remain, threshold is {threshold}"
         super().__init__(msg + (f" ({detail})" if detail else ""))
+
+
+class SurvivorsChanged(AbortError):
+    """A later call of an aggregation lost (or gained) a client of the pinned survivor set: it stops
+    before anything is unmasked, since two sums over different sets reveal their difference."""

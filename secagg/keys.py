@@ -88,25 +88,29 @@ def keys_payload(session_id: bytes, u: int, c_pk: bytes, s_pk: bytes) -> bytes:
     return b"secagg/v1/advertise|" + session_id + u.to_bytes(4, "big") + c_pk + s_pk
 
 
-def consistency_payload(session_id: bytes, roster: bytes, survivors: tuple[int, ...]) -> bytes:
+def consistency_payload(session_id: bytes, roster: bytes, survivors: tuple[int, ...], call: int = 0) -> bytes:
     """What a client signs in consistency_check: the session, the roster digest and the survivor set.
 
     ``roster`` is the root of the tree over this session's advertised keys
     (roster.py), which holds the signer's own fresh keys: no signature from
-    another session verifies on it, even under the same session id (4.2)."""
-    return b"secagg/v3/consistency|" + session_id + roster + msgpack.packb(sorted(survivors))
+    another session verifies on it, even under the same session id (4.2).  ``call`` is the
+    oracle call: a signature of one call does not verify for another (16.4)."""
+    return b"secagg/v4/consistency|" + session_id + roster + call.to_bytes(4, "big") + msgpack.packb(sorted(survivors))
 
 
-def partners_payload(session_id: bytes, roster: bytes, u: int, partners: tuple[int, ...]) -> bytes:
+def partners_payload(session_id: bytes, roster: bytes, u: int, partners: tuple[int, ...], call: int = 0) -> bytes:
     """What a client signs with its masked input on a sparse graph in malicious mode: the
     neighbours it masked against, so that its share holders can check them (14.5).  Bound
-    to the roster digest like the consistency signature."""
-    return b"secagg/v3/partners|" + session_id + roster + u.to_bytes(4, "big") + msgpack.packb(sorted(partners))
+    to the roster digest and the call like the consistency signature."""
+    return (b"secagg/v4/partners|" + session_id + roster + u.to_bytes(4, "big") + call.to_bytes(4, "big")
+            + msgpack.packb(sorted(partners)))
 
 
-def seed_commitment(session_id: bytes, u: int, seed: bytes) -> bytes:
-    """SHA-256 commitment to u's self-mask seed; lets the server check its reconstruction."""
-    return hashlib.sha256(b"secagg/v1/seed-commitment|" + session_id + u.to_bytes(4, "big") + seed).digest()
+def seed_commitment(session_id: bytes, u: int, seed: bytes, call: int = 0) -> bytes:
+    """SHA-256 commitment to u's self-mask seed of one call; lets the server check its reconstruction."""
+    return hashlib.sha256(
+        b"secagg/v4/seed-commitment|" + session_id + u.to_bytes(4, "big") + call.to_bytes(4, "big") + seed
+    ).digest()
 
 
 def verify_signature(public: bytes, signature: bytes | None, payload: bytes) -> bool:

@@ -27,17 +27,28 @@ from .params import PublicParams
 _ZERO_COUNTER_MODE = modes.CTR(bytes(16))
 
 
-def self_mask_label(u: int) -> bytes:
-    return b"secagg/v1/self-mask|" + u.to_bytes(4, "big")
+def self_mask_label(u: int, call: int = 0) -> bytes:
+    return b"secagg/v4/self-mask|" + u.to_bytes(4, "big") + call.to_bytes(4, "big")
 
 
 def pair_mask_label(u: int, v: int) -> bytes:
     lo, hi = min(u, v), max(u, v)
-    return b"secagg/v1/pair-mask|" + lo.to_bytes(4, "big") + hi.to_bytes(4, "big")
+    return b"secagg/v4/pair-mask|" + lo.to_bytes(4, "big") + hi.to_bytes(4, "big")
 
 
 def prg_key(seed: bytes, session_id: bytes, label: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=session_id, info=label).derive(seed)
+
+
+def pair_mask_keys(secret: bytes, session_id: bytes, u: int, v: int, calls: int) -> list[bytes]:
+    """The PRG keys of the pair's masks in calls 0, ..., calls - 1 (protocol_spec.md 4.3, 16.2).
+
+    The 32-byte blocks of one HKDF output: HKDF-Expand's block counter separates the calls,
+    block l does not depend on ``calls``, and block 0 is ``prg_key(secret, sid, pair_mask_label)``.
+    One derivation per pair for the whole session, not one per call.
+    """
+    okm = HKDF(algorithm=hashes.SHA256(), length=32 * calls, salt=session_id, info=pair_mask_label(u, v)).derive(secret)
+    return [okm[32 * call:32 * (call + 1)] for call in range(calls)]
 
 
 # Elements per block of the blocked expansion: the block of the value and of the
@@ -84,16 +95,19 @@ class MaskAccumulator:
         """value += sign * PRG(seed, session, label) mod M, with sign in {+1, -1}."""
         self.add_masks([(seed, label, sign)])
 
-    def add_masks(self, masks: Iterable[tuple[bytes, bytes, int]]) -> None:
-        """value += sum of sign * PRG(seed, session, label) mod M over (seed, label, sign) triples.
+    def add_masks(
+        self, masks: Iterable[tuple[bytes, bytes, int]], keyed: Iterable[tuple[bytes, int]] = ()
+    ) -> None:
+        """value += sum of sign * PRG(seed, session, label) mod M over (seed, label, sign) triples,
+        and over (PRG key, sign) pairs whose key is derived already (``pair_mask_keys``).
 
         Block by block: each stream's CTR state carries on from one block to the next, so the
         result is exactly that of expanding the streams whole, with a cache-sized working set.
         """
+        keys = [(prg_key(seed, self._params.session_id, label), sign) for seed, label, sign in masks]
         streams = [
-            (Cipher(algorithms.AES(prg_key(seed, self._params.session_id, label)), _ZERO_COUNTER_MODE).encryptor(),
-             np.add if sign > 0 else np.subtract)
-            for seed, label, sign in masks
+            (Cipher(algorithms.AES(key), _ZERO_COUNTER_MODE).encryptor(), np.add if sign > 0 else np.subtract)
+            for key, sign in keys + list(keyed)
         ]
         width = self._params.element_bytes
         block = min(self._params.dim, _BLOCK)

@@ -1,8 +1,9 @@
 """Typed protocol messages and their strict msgpack wire format.
 
 Every message is one msgpack array, the envelope
-``[version, session_id, round, kind, sender, recipient, body]``, where the
-server is party 0 and ``body`` is a kind-specific array (see
+``[version, session_id, round, kind, sender, recipient, call, body]``, where
+the server is party 0, ``call`` is the oracle call of a multi-call session
+(0 for its key rounds) and ``body`` is a kind-specific array (see
 protocol_spec.md).  ``decode`` checks every type, length, id and array size
 against the public parameters and raises ``MalformedMessage`` (or
 ``ProtocolViolation`` for a message of another session) instead of returning
@@ -23,9 +24,11 @@ from .errors import MalformedMessage, ProtocolViolation
 from .params import PublicParams
 from .roster import DIGEST_BYTES, MAX_PATH, RosterProof
 from .shamir import SHARE_BYTES, share_from_bytes, share_to_bytes
-from .sharecrypt import CIPHERTEXT_BYTES
+from .sharecrypt import ciphertext_bytes
 
-PROTOCOL_VERSION = 3  # 2: chunked Shamir shares over GF(2**32 - 5); 3: signatures bind the roster digest
+# 2: chunked Shamir shares over GF(2**32 - 5); 3: signatures bind the roster digest;
+# 4: multi-call sessions (the call index in the envelope, one seed share per call, call_open)
+PROTOCOL_VERSION = 4
 SERVER = 0
 KEY_BYTES = 32
 SIGNATURE_BYTES = 64
@@ -61,6 +64,7 @@ class Message:
     session_id: bytes
     sender: int
     recipient: int
+    call: int = 0  # the oracle call this message belongs to (0 in advertise_keys and share_keys)
 
     @property
     def round(self) -> Round:
@@ -71,7 +75,9 @@ class Message:
         raise NotImplementedError
 
     def encode(self) -> bytes:
-        envelope = [PROTOCOL_VERSION, self.session_id, self.round.value, self.KIND, self.sender, self.recipient]
+        envelope = [
+            PROTOCOL_VERSION, self.session_id, self.round.value, self.KIND, self.sender, self.recipient, self.call
+        ]
         return _packer().pack(envelope + [self.body()])
 
 
@@ -112,7 +118,7 @@ class EncryptedShares(Message):
     KIND = "encrypted_shares"
     ROUND = Round.SHARE_KEYS
     FROM_SERVER = False
-    commitment: bytes = b""  # SHA-256 commitment to the self-mask seed
+    commitment: bytes = b""  # SHA-256 commitments to the self-mask seeds b^(0..L-1), concatenated
     ciphertexts: Mapping[int, bytes] = field(default_factory=dict)  # receiver -> ciphertext
 
     def body(self) -> list[Any]:
@@ -189,6 +195,22 @@ class ForwardedShares(Message):
 
 
 @dataclass(frozen=True)
+class CallOpen(Message):
+    """Opens oracle call ``call`` >= 1 of a multi-call session (its masked_input round).
+
+    ``broadcast`` is the call's public input, opaque to secagg (RFA: the v of a
+    Weiszfeld step); the client hands it to its inputs callback."""
+
+    KIND = "call_open"
+    ROUND = Round.MASKED_INPUT
+    FROM_SERVER = True
+    broadcast: bytes = b""
+
+    def body(self) -> list[Any]:
+        return [self.broadcast]
+
+
+@dataclass(frozen=True)
 class SurvivorList(Message):
     KIND = "survivor_list"
     ROUND = Round.CONSISTENCY_CHECK
@@ -246,6 +268,7 @@ KINDS: dict[str, type[Message]] = {
         UnmaskingShares,
         KeyRoster,
         ForwardedShares,
+        CallOpen,
         SurvivorList,
         UnmaskRequest,
         Abort,
@@ -253,14 +276,23 @@ KINDS: dict[str, type[Message]] = {
 }
 
 
+def max_broadcast_bytes(params: PublicParams) -> int:
+    """The largest public broadcast a call_open may carry: a float64 vector of length d and a header
+    (0 in a one-call session, which has no call_open: its frame limits stay those of wire version 3)."""
+    return 8 * params.dim + 64 if params.calls > 1 else 0
+
+
 def max_message_bytes(params: PublicParams) -> int:
     """An upper bound on the size of any valid encoded message of this session."""
-    per_client = 16 + max(3 * KEY_BYTES + SIGNATURE_BYTES, CIPHERTEXT_BYTES, 2 * (SHARE_BYTES + 8))
+    per_client = 16 + max(3 * KEY_BYTES + SIGNATURE_BYTES, ciphertext_bytes(params.calls), 2 * (SHARE_BYTES + 8))
     partners = 0
     if params.malicious and params.sparse:  # unmask_request: k partner lists of k ids (5 bytes each at most)
         k = params.graph.degree  # type: ignore[union-attr]
         partners = k * (16 + SIGNATURE_BYTES + 5 * k) + 16 + (MAX_PATH + 1) * (DIGEST_BYTES + 2)  # + roster proof
-    return 512 + MAX_TEXT + max(params.dim * params.element_bytes + SIGNATURE_BYTES, params.n * per_client + partners)
+    return 512 + MAX_TEXT + max(
+        params.dim * params.element_bytes + SIGNATURE_BYTES, params.n * per_client + partners,
+        max_broadcast_bytes(params), COMMITMENT_BYTES * params.calls,
+    )
 
 
 # ---- decoding ---------------------------------------------------------------
@@ -347,7 +379,10 @@ def _unpack(data: bytes, params: PublicParams) -> Any:
             raw=False,
             strict_map_key=False,
             use_list=True,
-            max_bin_len=max(params.dim * params.element_bytes, CIPHERTEXT_BYTES, 128),
+            max_bin_len=max(
+                params.dim * params.element_bytes, ciphertext_bytes(params.calls), max_broadcast_bytes(params),
+                COMMITMENT_BYTES * params.calls, 128,
+            ),
             max_str_len=MAX_TEXT,
             max_array_len=limit,
             max_map_len=limit,
@@ -362,8 +397,8 @@ def decode(data: bytes, params: PublicParams) -> Message:
     """Parse and validate one message of the session ``params``."""
     obj = _unpack(data, params)
     r = _Reader(params, None)
-    envelope = r.array(obj, "envelope", 7)
-    version, session_id, round_name, kind, sender, recipient, body = envelope
+    envelope = r.array(obj, "envelope", 8)
+    version, session_id, round_name, kind, sender, recipient, call, body = envelope
     r.int(version, "version", PROTOCOL_VERSION, PROTOCOL_VERSION)
     max_id = params.client_ids[-1]  # sorted
     sender = r.int(sender, "sender", 0, max_id)
@@ -377,6 +412,11 @@ def decode(data: bytes, params: PublicParams) -> Message:
     round_ = Round(round_name)
     if cls.ROUND is not None and round_ is not cls.ROUND:
         raise r.fail("round", f"a {kind} message belongs to round {cls.ROUND}, not {round_}")
+    call = r.int(call, "call", 0, params.calls - 1)
+    if call and (round_ in (Round.ADVERTISE_KEYS, Round.SHARE_KEYS) or cls is ForwardedShares):
+        raise r.fail("call", f"{kind} belongs to the session's key rounds, call 0, not call {call}")
+    if cls is CallOpen and not call:
+        raise r.fail("call", "call 0 is opened by forwarded_shares, not call_open")
     if round_ is Round.CONSISTENCY_CHECK and not params.malicious:
         raise r.fail("round", "consistency_check exists only in malicious-server mode")
     if cls.FROM_SERVER:
@@ -390,7 +430,7 @@ def decode(data: bytes, params: PublicParams) -> Message:
     r.bin(session_id, "session_id", len(params.session_id))
     if session_id != params.session_id:
         raise ProtocolViolation(sender, "session-id", "message belongs to another session")
-    header = dict(session_id=session_id, sender=sender, recipient=recipient)
+    header = dict(session_id=session_id, sender=sender, recipient=recipient, call=call)
     return _decode_body(cls, header, round_, body, r)
 
 
@@ -406,8 +446,8 @@ def _decode_body(cls: type[Message], header: dict, round_: Round, body: Any, r: 
         commitment, cts = r.array(body, "body", 2)
         return EncryptedShares(
             **header,
-            commitment=r.bin(commitment, "commitment", COMMITMENT_BYTES),
-            ciphertexts=r.bin_map(cts, "ciphertexts", CIPHERTEXT_BYTES),
+            commitment=r.bin(commitment, "commitment", COMMITMENT_BYTES * p.calls),
+            ciphertexts=r.bin_map(cts, "ciphertexts", ciphertext_bytes(p.calls)),
         )
     if cls is MaskedInput:
         signed = p.malicious and p.sparse
@@ -447,7 +487,13 @@ def _decode_body(cls: type[Message], header: dict, round_: Round, body: Any, r: 
         return KeyRoster(**header, keys=keys, proof=proof)
     if cls is ForwardedShares:
         (cts,) = r.array(body, "body", 1)
-        return ForwardedShares(**header, ciphertexts=r.bin_map(cts, "ciphertexts", CIPHERTEXT_BYTES))
+        return ForwardedShares(**header, ciphertexts=r.bin_map(cts, "ciphertexts", ciphertext_bytes(p.calls)))
+    if cls is CallOpen:
+        (broadcast,) = r.array(body, "body", 1)
+        broadcast = r.bin(broadcast, "broadcast")
+        if len(broadcast) > max_broadcast_bytes(p):
+            raise r.fail("broadcast", f"{len(broadcast)} bytes, more than {max_broadcast_bytes(p)}")
+        return CallOpen(**header, broadcast=broadcast)
     if cls is SurvivorList:
         (ids,) = r.array(body, "body", 1)
         return SurvivorList(**header, survivors=r.id_list(ids, "survivors"))

@@ -17,6 +17,12 @@ into the bounds happens only when asked for (``clip=True``); the result then
 counts the clipped inputs, and ``error_bound`` is infinite when an included
 input was clipped (how far it was clipped is private; ``quantization_error``
 still bounds the distance to the average of the clipped inputs).
+
+An aggregation that makes several calls over one cohort (RFA's Weiszfeld
+steps) opens one ``OracleSession`` (``oracle.session(calls)``): its calls share
+one secure aggregation session, whose key rounds run once (protocol_spec.md
+16).  The oracle counts ``calls`` (the RFA paper's cost measure) and
+``sessions`` (key agreements and secret sharings) apart.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import numpy as np
 from . import reprs
 from .encoding import FixedPointEncoding
 from .errors import OutOfBounds, ParameterError
-from .simulation import SimulationResult, simulate
+from .simulation import MultiCallSimulation, SimulationResult, setup_session, simulate
 
 
 @dataclass(frozen=True)
@@ -45,8 +51,8 @@ class AverageResult:
     clipped_weights: int  # included clients whose beta exceeded the weight bound
     underflows: int  # included clients whose beta encoded to zero
     refused: Mapping[int, OutOfBounds]  # on_refusal="dropout": who refused to encode, and why
-    bytes_per_client: float  # mean bytes sent + received by a client in this call
-    session: SimulationResult
+    bytes_per_client: float  # mean bytes sent + received by a client in this call (call 0: key rounds too)
+    session: SimulationResult  # this call's part of the session
 
     def __repr__(self) -> str:
         return reprs.fields(
@@ -111,7 +117,8 @@ class SecureAverageOracle:
         self.malicious = malicious
         self.seed = seed
         self.runner = runner
-        self.calls = 0
+        self.calls = 0  # oracle calls, the RFA paper's cost measure
+        self.sessions = 0  # secure aggregation sessions (key rounds) they took
         self.bytes_total = 0
 
     def __repr__(self) -> str:
@@ -125,6 +132,7 @@ class SecureAverageOracle:
             modulus_bits=int(enc.modulus_bits),
             malicious=self.malicious,
             calls=self.calls,
+            sessions=self.sessions,
         )
 
     def threshold_for(self, n: int) -> int | None:
@@ -150,6 +158,43 @@ class SecureAverageOracle:
         (``on_refusal="raise"``), or makes the refusing clients drop out before
         their first message (``"dropout"``, listed in ``AverageResult.refused``).
         """
+        ids, encoded, refused, dropouts = self._encode(vectors, weights, dropouts, clip, on_refusal)
+        # A refusing client sends nothing: in the session it is a dropout at its first round.
+        blank = np.zeros(self._dim(vectors, ids) + 1, dtype=np.uint64)
+        seed = self._seed()
+        self.calls += 1
+        self.sessions += 1
+        session = self.runner(
+            {u: encoded[u].vector if u in encoded else blank for u in ids},
+            threshold=self.threshold_for(len(ids)),
+            modulus=self.encoding.modulus,
+            dropouts=dropouts,
+            malicious=self.malicious,
+            seed=seed,
+            **self.graph,
+        )
+        return self._result(session, ids, encoded, refused)
+
+    def session(self, calls: int) -> "OracleSession":
+        """A multi-call session: ``calls`` averages over one cohort, with one set of key rounds."""
+        return OracleSession(self, calls)
+
+    def _seed(self) -> int | None:
+        return None if self.seed is None else (self.seed << 32) + self.calls
+
+    @staticmethod
+    def _dim(vectors: Mapping[int, np.ndarray], ids: list[int]) -> int:
+        return int(np.shape(vectors[ids[0]])[0])
+
+    def _encode(
+        self,
+        vectors: Mapping[int, np.ndarray],
+        weights: Mapping[int, float],
+        dropouts: Mapping[str, Iterable[int]] | None,
+        clip: bool,
+        on_refusal: str,
+    ) -> tuple[list[int], dict, dict[int, OutOfBounds], Mapping[str, Iterable[int]] | None]:
+        """Each client encodes its own input (client side); refusals become dropouts at the first round."""
         if on_refusal not in ("raise", "dropout"):
             raise ParameterError(f'on_refusal must be "raise" or "dropout", got {on_refusal!r}')
         ids = sorted(vectors)
@@ -161,7 +206,6 @@ class SecureAverageOracle:
         dims = {np.shape(vectors[u]) for u in ids}
         if len(dims) != 1 or len(next(iter(dims))) != 1:
             raise ParameterError(f"vectors must be 1-D and of one length, got shapes {sorted(dims)[:3]}")
-        (d,) = dims.pop()
         encoded = {}
         refused: dict[int, OutOfBounds] = {}
         for u in ids:  # each client encodes its own input (client side)
@@ -171,22 +215,14 @@ class SecureAverageOracle:
                 if on_refusal == "raise":
                     raise
                 refused[u] = exc
-        # A refusing client sends nothing: in the session it is a dropout at its first round.
-        blank = np.zeros(d + 1, dtype=np.uint64)
         if refused:
             dropouts = dict(dropouts or {})
             dropouts["advertise_keys"] = sorted(set(dropouts.get("advertise_keys", ())) | refused.keys())
-        seed = None if self.seed is None else (self.seed << 32) + self.calls
-        self.calls += 1
-        session = self.runner(
-            {u: encoded[u].vector if u in encoded else blank for u in ids},
-            threshold=self.threshold_for(len(ids)),
-            modulus=self.encoding.modulus,
-            dropouts=dropouts,
-            malicious=self.malicious,
-            seed=seed,
-            **self.graph,
-        )
+        return ids, encoded, refused, dropouts
+
+    def _result(
+        self, session: SimulationResult, ids: list[int], encoded: Mapping, refused: Mapping[int, OutOfBounds]
+    ) -> AverageResult:
         value, sum_weights, error = self.encoding.decode_average(session.total, len(session.included))
         traffic = sum(session.bytes_sent.values()) + sum(session.bytes_received.values())
         self.bytes_total += traffic
@@ -207,3 +243,79 @@ class SecureAverageOracle:
             bytes_per_client=traffic / len(ids),
             session=session,
         )
+
+
+class OracleSession:
+    """Up to ``calls`` oracle calls over one cohort in one secure aggregation session (protocol_spec.md 16).
+
+    The first ``average`` runs the key rounds and pins the survivor set; each
+    later one is a masked_input and an unmasking round over that set only.  A
+    later call that loses a survivor (a dropout, or a client refusing its
+    input) stops with ``SurvivorsChanged`` before anything is unmasked, and so
+    does every call after it.  In memory only (``simulate``'s transport); the
+    TCP server and the Flower workflow run the same protocol over the network.
+    """
+
+    def __init__(self, oracle: SecureAverageOracle, calls: int):
+        if type(calls) is not int or calls < 1:
+            raise ParameterError(f"calls must be a positive integer, got {calls!r}")
+        self.oracle = oracle
+        self.calls = calls
+        self.done = 0  # calls completed
+        self._ids: list[int] = []
+        self._pending: dict[int, np.ndarray] = {}  # each client's encoded input for the call in progress
+        self._simulation: MultiCallSimulation | None = None
+
+    def __repr__(self) -> str:
+        return reprs.fields("OracleSession", calls=self.calls, done=self.done, clients=len(self._ids))
+
+    def average(
+        self,
+        vectors: Mapping[int, np.ndarray],
+        weights: Mapping[int, float],
+        dropouts: Mapping[str, Iterable[int]] | None = None,
+        *,
+        clip: bool = False,
+        on_refusal: Literal["raise", "dropout"] = "raise",
+        broadcast: bytes = b"",
+    ) -> AverageResult:
+        """The session's next call; arguments as ``SecureAverageOracle.average``.
+
+        ``broadcast`` is the call's public input as the server announces it (call_open);
+        the first call has none.  A later call names clients of the first (usually its
+        survivors); one it leaves out sends nothing."""
+        oracle = self.oracle
+        if self.done >= self.calls:
+            raise ParameterError(f"the session's {self.calls} planned calls are done")
+        ids, encoded, refused, dropouts = oracle._encode(vectors, weights, dropouts, clip, on_refusal)
+        if self._simulation is not None:
+            if not set(ids) <= set(self._ids):
+                raise ParameterError(f"clients {sorted(set(ids) - set(self._ids))[:5]} are not in this session")
+            # A client of the session left out of a later call sends nothing in it (pinning then stops the call).
+            absent = set(self._ids) - set(ids)
+            if absent:
+                dropouts = dict(dropouts or {})
+                dropouts["masked_input"] = sorted(set(dropouts.get("masked_input", ())) | absent)
+        blank = np.zeros(oracle._dim(vectors, ids) + 1, dtype=np.uint64)
+        self._pending = {u: encoded[u].vector if u in encoded else blank for u in ids}
+        if self._simulation is None:
+            params, clients = setup_session(
+                self._pending,
+                threshold=oracle.threshold_for(len(ids)),
+                modulus=oracle.encoding.modulus,
+                malicious=oracle.malicious,
+                seed=oracle._seed(),
+                calls=self.calls,
+                client_inputs=self._inputs_of,
+                **oracle.graph,
+            )
+            self._ids, self._simulation = ids, MultiCallSimulation(params, clients)
+            oracle.sessions += 1
+        oracle.calls += 1
+        session = self._simulation.run_call(dropouts, broadcast)
+        self.done += 1
+        return oracle._result(session, ids, encoded, refused)
+
+    def _inputs_of(self, u: int):
+        """Client u's inputs callback: in this simulation the cohort's owner hands each client its vector."""
+        return lambda call, opened: self._pending[u]

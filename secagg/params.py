@@ -39,6 +39,7 @@ MAX_DIM = 2**27
 SECURITY_BITS = 40  # sparse graphs: privacy failure at most 2**-40 over the graph
 CORRECTNESS_BITS = 20  # sparse graphs: abort for too few holders at most 2**-20
 MIN_GROUP = 10  # sparse graphs, malicious server: default fewest honest inputs in a sum it can learn
+MAX_CALLS = 64  # oracle calls one session can plan (each adds a self-mask seed share per peer to share_keys)
 
 
 class InsecureParametersWarning(UserWarning):
@@ -80,6 +81,7 @@ class PublicParams:
     identity_keys: Mapping[int, bytes] = field(default_factory=dict)
     graph: NeighbourGraph | None = None
     allow_insecure: bool = False  # downgrade the refusal of an insecure t to a warning
+    calls: int = 1  # L: the oracle calls of this session, each a masked_input and an unmasking (spec 16)
 
     def __post_init__(self) -> None:
         if not isinstance(self.session_id, bytes) or len(self.session_id) != SESSION_ID_BYTES:
@@ -98,6 +100,8 @@ class PublicParams:
             raise ParameterError(f"modulus must be 2**k with 1 <= k <= 64, got k={self.modulus_bits!r}")
         if not isinstance(self.dim, int) or not 1 <= self.dim <= MAX_DIM:
             raise ParameterError(f"vector length must be in [1, {MAX_DIM}], got {self.dim!r}")
+        if type(self.calls) is not int or not 1 <= self.calls <= MAX_CALLS:
+            raise ParameterError(f"calls must be an integer in [1, {MAX_CALLS}], got {self.calls!r}")
         if self.malicious:
             missing = [i for i in ids if i not in self.identity_keys]
             if missing:
@@ -167,6 +171,7 @@ class PublicParams:
         dropout: float | None = None,
         corrupt: float | None = None,
         min_group: int | None = None,
+        calls: int = 1,
     ) -> "PublicParams":
         """Validate and build the parameters; draw a fresh session id.
 
@@ -183,6 +188,7 @@ class PublicParams:
         ``malicious=True`` the graph is also sized so that every sum a cheating
         server can learn covers at least ``min_group`` honest inputs (default
         ``MIN_GROUP``; protocol_spec.md section 14.5).
+        ``calls`` is L, the oracle calls the session runs over one cohort (section 16).
         """
         ids = tuple(sorted(client_ids))
         sid = session_id if session_id is not None else (rng or SystemRandom()).bytes(SESSION_ID_BYTES)
@@ -217,6 +223,7 @@ class PublicParams:
             malicious=malicious,
             identity_keys=dict(identity_keys or {}),
             allow_insecure=allow_insecure,
+            calls=calls,
         )
         if colluding is not None:
             params.check_threshold(colluding=colluding, allow_insecure=allow_insecure)

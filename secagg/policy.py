@@ -22,7 +22,10 @@ never by the server:
   graph t is a per-neighbourhood threshold, and what protects a client there
   is the sizing for ``corrupt`` and ``dropout`` together with ``min_group``);
 * ``max_clients``: the largest session it joins, which also bounds the size
-  of the parameters frame it reads.
+  of the parameters frame it reads;
+* ``max_calls``: the most oracle calls of one session it takes part in
+  (protocol_spec.md 16): each call publishes one more sum over the same
+  survivors, and each planned call costs a seed share per peer in share_keys.
 
 ``screen_wire`` runs on the decoded frame before any parameter is rebuilt,
 so a frame this client would refuse costs it no more than reading it.
@@ -36,7 +39,7 @@ from typing import Any, Mapping
 
 from .errors import ParameterError, WeakParameters
 from .graph import min_honest_group
-from .params import MIN_GROUP, PublicParams, max_colluding
+from .params import MAX_CALLS, MIN_GROUP, PublicParams, max_colluding
 
 # Per id in a parameters frame: the id (<= 5 bytes), its identity key (32 bytes + 2) and map overhead.
 _FRAME_BYTES_PER_CLIENT = 48
@@ -50,6 +53,7 @@ class ClientPolicy:
     dropout: float = 0.1
     min_threshold: float = 0.5
     max_clients: int = 10_000
+    max_calls: int = 8
 
     def __post_init__(self) -> None:
         if self.min_group is not None and (type(self.min_group) is not int or self.min_group < 1):
@@ -64,6 +68,8 @@ class ClientPolicy:
             raise ParameterError(f"min_threshold must be a fraction in (0, 1], got {self.min_threshold!r}")
         if type(self.max_clients) is not int or self.max_clients < 2:
             raise ParameterError(f"max_clients must be an integer >= 2, got {self.max_clients!r}")
+        if type(self.max_calls) is not int or not 1 <= self.max_calls <= MAX_CALLS:
+            raise ParameterError(f"max_calls must be an integer in [1, {MAX_CALLS}], got {self.max_calls!r}")
 
     @property
     def frame_limit(self) -> int:
@@ -80,9 +86,11 @@ class ClientPolicy:
         """Refuse from the raw frame what needs no parameters to judge: the session's size and,
         unless ``size_only`` (the caller waived every guarantee), a threshold below the smallest
         ``min_group`` (no sum holds more honest inputs than t)."""
-        ids, t = obj.get("client_ids"), obj.get("threshold")
+        ids, t, calls = obj.get("client_ids"), obj.get("threshold"), obj.get("calls")
         if type(ids) is list and len(ids) > self.max_clients:
             raise WeakParameters("max-clients", f"a session of {len(ids)} clients, more than {self.max_clients}")
+        if type(calls) is int and calls > self.max_calls:
+            raise WeakParameters("max-calls", f"a session of {calls} oracle calls, more than {self.max_calls}")
         least = 2 if self.min_group is None else self.min_group
         if not size_only and type(t) is int and t < least:
             raise WeakParameters("min-group", f"t={t}: the server could learn a sum of fewer than {least} inputs")
@@ -93,6 +101,8 @@ class ClientPolicy:
         n, t = params.n, params.threshold
         if n > self.max_clients:
             raise WeakParameters("max-clients", f"a session of {n} clients, more than {self.max_clients}")
+        if params.calls > self.max_calls:
+            raise WeakParameters("max-calls", f"a session of {params.calls} oracle calls, more than {self.max_calls}")
         colluding = math.floor(self.corrupt * n)
         if params.sparse:
             graph = params.graph

@@ -12,6 +12,12 @@ inputs: the inputs in the sum), U4 (signed the survivor list, malicious mode)
 and U5 (sent unmasking shares), as in Bonawitz et al. 2017, Fig. 4.
 A ``receive`` that raises ``MalformedMessage`` or ``ProtocolViolation``
 leaves the server exactly as it was; ``AbortError`` is terminal.
+
+A multi-call session (``params.calls`` = L > 1, protocol_spec.md 16) stops
+in ``CALL_DONE`` after each call's unmasking but the last; ``open_call``
+starts the next call's masked_input round over the survivors of call 0
+(pinned: a later call over any other set aborts before anything is unmasked).
+``results`` holds every completed call's result.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from . import reprs, shamir
-from .errors import AbortError, MalformedMessage, ProtocolViolation
+from .errors import AbortError, MalformedMessage, ProtocolViolation, SurvivorsChanged
 from .keys import (
     agree,
     consistency_payload,
@@ -37,11 +43,12 @@ from .keys import (
     verify_signature,
     x25519_point,
 )
-from .masking import MaskAccumulator, pair_mask_label, self_mask_label
+from .masking import MaskAccumulator, pair_mask_keys, self_mask_label
 from .messages import (
     SERVER,
     Abort,
     AdvertiseKeys,
+    CallOpen,
     ConsistencySignature,
     EncryptedShares,
     ForwardedShares,
@@ -64,17 +71,19 @@ _EMPTY = np.zeros(0, dtype=np.uint64)
 
 class ServerState(enum.Enum):
     COLLECTING = "collecting"
+    CALL_DONE = "call_done"  # a call of a multi-call session is unmasked; open_call starts the next
     DONE = "done"
     ABORTED = "aborted"
 
 
 @dataclass(frozen=True)
 class ServerResult:
-    total: np.ndarray  # uint64, the sum mod M of the inputs of ``included``
+    total: np.ndarray  # uint64, the sum mod M of the inputs of ``included`` in this call
     included: tuple[int, ...]  # U3
     counts: dict[str, int]  # clients that completed each round
     cheaters: dict[int, str] = field(default_factory=dict)  # responders proven to have sent wrong shares
     unattributed: bool = False  # a share was wrong but its sender could not be proven (nobody named for it)
+    call: int = 0  # the oracle call of a multi-call session
 
 
 class Server:
@@ -91,6 +100,8 @@ class Server:
         self.params = params
         self.pinned = None if pinned is None else tuple(sorted(pinned))
         self.state = ServerState.COLLECTING
+        self.call = 0
+        self.results: list[ServerResult] = []  # one per completed call
         self._rounds = rounds_for(params.malicious)
         self._index = 0
         self._expected: frozenset[int] = frozenset(params.client_ids)
@@ -116,7 +127,8 @@ class Server:
         p = self.params
         return reprs.fields(
             "Server", n=p.n, threshold=p.threshold, dim=p.dim, modulus_bits=p.modulus_bits, malicious=p.malicious,
-            state=self.state.value, round=self.round.value, waiting_for=reprs.ids(sorted(self.waiting_for)),
+            state=self.state.value, call=self.call, round=self.round.value,
+            waiting_for=reprs.ids(sorted(self.waiting_for)),
         )
 
     # ---- public -------------------------------------------------------------
@@ -149,6 +161,8 @@ class Server:
         u = msg.sender
         if msg.round is not self.round:
             raise ProtocolViolation(u, "wrong-round", f"{msg.round} message during {self.round}")
+        if msg.call != self.call:  # a message of another call never counts for this one (spec 16.4)
+            raise ProtocolViolation(u, "wrong-call", f"message of call {msg.call} during call {self.call}")
         if u not in self._expected:
             raise ProtocolViolation(u, "not-expected", f"client {u} is not live in {self.round}")
         if u in self._received:
@@ -195,13 +209,32 @@ class Server:
         self._received = {}
         return outgoing
 
+    def open_call(self, broadcast: bytes = b"") -> list[CallOpen]:
+        """Start the next call of a multi-call session: its masked_input round, over the pinned survivors.
+
+        ``broadcast`` is the call's public input (opaque here: RFA's Weiszfeld v)."""
+        p = self.params
+        if self.state is not ServerState.CALL_DONE:
+            raise ProtocolViolation(SERVER, "out-of-order", f"open_call while the session is {self.state.value}")
+        assert self.pinned is not None  # set when call 0 completed
+        self.call += 1
+        self.state = ServerState.COLLECTING
+        self.result = None
+        self._index = self._rounds.index(Round.MASKED_INPUT)
+        self._expected = frozenset(self.pinned)
+        self._received = {}
+        self._masked_sum = None
+        self._signatures = {}
+        self._partner_signatures = {}
+        return [CallOpen(p.session_id, SERVER, u, call=self.call, broadcast=broadcast) for u in self.pinned]
+
     def abort_notices(self, reason: str = "") -> list[Abort]:
         """After an abort: one notice for every client that was still live."""
         if self.state is not ServerState.ABORTED:
             raise ProtocolViolation(SERVER, "not-aborted", "the session has not aborted")
         count = len(self._received)
         return [
-            Abort(self.params.session_id, SERVER, u, at_round=self.round, count=count, reason=reason)
+            Abort(self.params.session_id, SERVER, u, call=self.call, at_round=self.round, count=count, reason=reason)
             for u in sorted(self._expected)
         ]
 
@@ -225,19 +258,22 @@ class Server:
             if set(msg.ciphertexts) != want:
                 raise ProtocolViolation(u, "share-recipients", "one ciphertext per neighbour in U1 is required")
         elif isinstance(msg, ConsistencySignature):
-            payload = consistency_payload(p.session_id, self.roster_digest, self._u3)
+            payload = consistency_payload(p.session_id, self.roster_digest, self._u3, self.call)
             if not verify_signature(p.identity_keys[u], msg.signature, payload):
                 raise ProtocolViolation(u, "consistency-signature", "signature over the survivor list is invalid")
         elif isinstance(msg, UnmaskingShares):
             held = (p.neighbours(u) & self._u2) | {u}
-            if set(msg.b_shares) != held & self._u3_set or set(msg.s_shares) != held - self._u3_set:
+            # A later call is over the pinned survivors of call 0: nobody is dropped, no mask key is asked for.
+            dropped = held - self._u3_set if self.call == 0 else set()
+            if set(msg.b_shares) != held & self._u3_set or set(msg.s_shares) != dropped:
                 raise ProtocolViolation(
                     u, "unmasking-shares", "must hold b shares of exactly the survivors and s shares of the dropped"
                 )
         else:
             assert isinstance(msg, MaskedInput)
             if p.malicious and p.sparse and not verify_signature(
-                p.identity_keys[u], msg.signature, partners_payload(p.session_id, self.roster_digest, u, self._partners_of(u))
+                p.identity_keys[u], msg.signature,
+                partners_payload(p.session_id, self.roster_digest, u, self._partners_of(u), self.call),
             ):
                 raise ProtocolViolation(u, "partner-signature", "masked input without a signature on its partners")
 
@@ -280,8 +316,10 @@ class Server:
         return out, self._u2
 
     def _partners_of(self, u: int) -> tuple[int, ...]:
-        """The neighbours whose shares were forwarded to u: those it masked against."""
-        return tuple(sorted(self.params.neighbours(u) & self._u2))
+        """The neighbours u masked against: those whose shares were forwarded to it, in a later call
+        only the pinned survivors among them."""
+        live = self._u2 if self.call == 0 else self._u2 & frozenset(self.pinned or ())
+        return tuple(sorted(self.params.neighbours(u) & live))
 
     def _local_survivors(self, u: int) -> tuple[int, ...]:
         """The survivors among u and its neighbours: the list u acts on.
@@ -298,7 +336,7 @@ class Server:
         # from the first call's: stop before anything is unmasked (the clients would refuse anyway).
         if self.pinned is not None and tuple(sorted(self._received)) != self.pinned:
             lost = sorted(set(self.pinned) - self._received.keys())
-            raise AbortError(
+            raise SurvivorsChanged(
                 Round.MASKED_INPUT.value, len(self._received), p.threshold,
                 f"the survivors differ from the pinned set (lost {lost[:5]}, extra "
                 f"{sorted(self._received.keys() - set(self.pinned))[:5]}): two sums over different sets reveal "
@@ -309,7 +347,9 @@ class Server:
         if p.malicious and p.sparse:  # validated on arrival (14.5)
             self._partner_signatures = {u: m.signature for u, m in self._received.items()}  # type: ignore[attr-defined]
         kind = SurvivorList if p.malicious else UnmaskRequest
-        out: list[Message] = [kind(p.session_id, SERVER, u, survivors=self._local_survivors(u)) for u in self._u3]
+        out: list[Message] = [
+            kind(p.session_id, SERVER, u, call=self.call, survivors=self._local_survivors(u)) for u in self._u3
+        ]
         return out, self._u3_set
 
     def _close_consistency(self) -> tuple[list[Message], frozenset[int]]:
@@ -321,7 +361,7 @@ class Server:
             raise AbortError(Round.CONSISTENCY_CHECK.value, len(signers), quorum, "too few consistency signatures")
         if not p.sparse:
             out: list[Message] = [
-                UnmaskRequest(p.session_id, SERVER, u, survivors=self._u3, signatures=self._signatures)
+                UnmaskRequest(p.session_id, SERVER, u, call=self.call, survivors=self._u3, signatures=self._signatures)
                 for u in sorted(signers)
             ]
             return out, signers
@@ -331,7 +371,7 @@ class Server:
         partners = {v: (self._partners_of(v), self._partner_signatures[v]) for v in self._u3}
         out = [
             UnmaskRequest(
-                p.session_id, SERVER, u, survivors=self._u3, signatures=base,
+                p.session_id, SERVER, u, call=self.call, survivors=self._u3, signatures=base,
                 partners={v: partners[v] for v in sorted(p.neighbours(u) & self._u3_set)},
             )
             for u in sorted(signers)
@@ -386,15 +426,17 @@ class Server:
         return secrets
 
     def _close_unmasking(self) -> tuple[list[Message], frozenset[int]]:
-        """Reconstruct b_u of every survivor and s_sk of every dropped client; unmask the sum."""
-        p = self.params
+        """Reconstruct b_u^(l) of every survivor and s_sk of every dropped client; unmask call l's sum."""
+        p, call = self.params, self.call
         survivors = self._u3_set
-        dropped = sorted(self._u2 - survivors)
+        dropped = sorted(self._u2 - survivors) if call == 0 else []  # later calls: the pinned set, no dropouts
         found = _Findings()
+        span = slice(32 * call, 32 * (call + 1))  # u's commitment to b_u^(l) among its L
         seeds = self._recover(
             "b_shares",
             list(self._u3),
-            {v: (lambda s, v=v: seed_commitment(p.session_id, v, s) == self._commitments[v]) for v in self._u3},
+            {v: (lambda s, v=v: seed_commitment(p.session_id, v, s, call) == self._commitments[v][span])
+             for v in self._u3},
             found,
         )
         keys = self._recover(
@@ -408,7 +450,8 @@ class Server:
         )
         assert self._masked_sum is not None
         total = MaskAccumulator(p, self._masked_sum.value)
-        masks = [(seeds[v], self_mask_label(v), -1) for v in self._u3]
+        masks = [(seeds[v], self_mask_label(v, call), -1) for v in self._u3]
+        keyed: list[tuple[bytes, int]] = []
         s_pks: dict[int, X25519PublicKey] = {}  # one key object per survivor, not per (dropped, survivor) pair
         for v in dropped:
             s_sk = X25519PrivateKey.from_private_bytes(keys[v])
@@ -416,8 +459,9 @@ class Server:
                 # y_u holds +PRG(s_uv) if v > u, else -PRG(s_uv): remove it.
                 if u not in s_pks:
                     s_pks[u] = X25519PublicKey.from_public_bytes(self._keys[u][1])
-                masks.append((agree(s_sk, s_pks[u], u), pair_mask_label(u, v), -1 if v > u else +1))
-        total.add_masks(masks)
+                key = pair_mask_keys(agree(s_sk, s_pks[u], u), p.session_id, u, v, call + 1)[call]
+                keyed.append((key, -1 if v > u else +1))
+        total.add_masks(masks, keyed)
         counts = {**self.counts, Round.UNMASKING.value: len(self._received)}
         self.result = ServerResult(
             total=total.reduced(),
@@ -425,8 +469,15 @@ class Server:
             counts=counts,
             cheaters=found.cheaters,
             unattributed=found.unattributed,
+            call=call,
         )
-        self.state = ServerState.DONE
+        self.results.append(self.result)
+        if call + 1 < p.calls:
+            self.state = ServerState.CALL_DONE
+            if self.pinned is None:
+                self.pinned = self._u3  # spec 16.3: every later call is over these survivors
+        else:
+            self.state = ServerState.DONE
         return [], frozenset()
 
 

@@ -19,14 +19,22 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from typing import Sequence
+
 from .rng import RandomSource
 from .shamir import SHARE_BYTES
 
 NONCE_BYTES = 12
 TAG_BYTES = 16
-PLAINTEXT_BYTES = 2 * SHARE_BYTES
-CIPHERTEXT_BYTES = NONCE_BYTES + PLAINTEXT_BYTES + TAG_BYTES
 ROUND = "share_keys"
+
+
+def ciphertext_bytes(calls: int) -> int:
+    """One sender's shares for one receiver: a self-mask seed share per call and the s_sk share."""
+    return NONCE_BYTES + (calls + 1) * SHARE_BYTES + TAG_BYTES
+
+
+CIPHERTEXT_BYTES = ciphertext_bytes(1)  # a single-call session
 
 
 def _direction_key(shared: bytes, session_id: bytes, sender: int, receiver: int) -> bytes:
@@ -48,11 +56,12 @@ def encrypt_shares(
     session_id: bytes,
     sender: int,
     receiver: int,
-    b_share: int,
+    b_shares: Sequence[int],
     s_share: int,
     rng: RandomSource,
 ) -> bytes:
-    plaintext = b_share.to_bytes(SHARE_BYTES, "big") + s_share.to_bytes(SHARE_BYTES, "big")
+    """The shares of b^(0), ..., b^(L-1) and of s_sk, in that order."""
+    plaintext = b"".join(y.to_bytes(SHARE_BYTES, "big") for y in (*b_shares, s_share))
     nonce = rng.bytes(NONCE_BYTES)
     aead = ChaCha20Poly1305(key)
     return nonce + aead.encrypt(nonce, plaintext, _associated_data(session_id, sender, receiver))
@@ -64,9 +73,10 @@ def decrypt_shares(
     sender: int,
     receiver: int,
     ciphertext: bytes,
-) -> tuple[bytes, bytes] | None:
-    """The two encoded shares, or ``None`` if authentication fails."""
-    if len(ciphertext) != CIPHERTEXT_BYTES:
+    calls: int,
+) -> tuple[list[bytes], bytes] | None:
+    """The encoded shares (one per call's seed, then s_sk's), or ``None`` if authentication fails."""
+    if len(ciphertext) != ciphertext_bytes(calls):
         return None
     aead = ChaCha20Poly1305(key)
     try:
@@ -75,4 +85,5 @@ def decrypt_shares(
         )
     except InvalidTag:
         return None
-    return plaintext[:SHARE_BYTES], plaintext[SHARE_BYTES:]
+    shares = [plaintext[i:i + SHARE_BYTES] for i in range(0, len(plaintext), SHARE_BYTES)]
+    return shares[:-1], shares[-1]

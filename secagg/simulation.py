@@ -5,6 +5,10 @@ requested dropouts (a dropped client goes silent instead of sending its
 message for that round and never returns), plays the deadline by calling
 ``close_round()`` once every live client has had its turn, records the
 server's transcript and measures bytes and seconds per party.
+
+``simulate`` runs a one-call session.  ``MultiCallSimulation`` runs the L
+calls of a multi-call session (protocol_spec.md 16) one at a time, so that
+the caller can compute each call's broadcast from the previous results.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from . import reprs
-from .client import Client
+from .client import Client, Inputs
 from .keys import raw_public
 from .errors import ParameterError
 from .messages import Message, Round, rounds_for
@@ -38,6 +42,7 @@ class SimulationResult:
     bytes_received: dict[int, int]  # per client, from the server
     client_seconds: dict[str, float] = field(default_factory=dict)  # all clients, per round
     server_seconds: dict[str, float] = field(default_factory=dict)  # server, per round
+    call: int = 0  # the oracle call of a multi-call session (bytes and seconds: this call's, key rounds in call 0)
 
     def __repr__(self) -> str:
         return reprs.fields(
@@ -103,6 +108,8 @@ def setup_session(
     tolerated_dropout: float | None = None,
     tolerated_corrupt: float | None = None,
     min_group: int | None = None,
+    calls: int = 1,
+    client_inputs: Callable[[int], Inputs] | None = None,
 ) -> tuple[PublicParams, dict[int, Client]]:
     """Public parameters and one client state machine per input.
 
@@ -111,6 +118,8 @@ def setup_session(
     ``graph="sparse"`` sizes a SecAgg+ graph for the tolerated dropout and
     corrupted fractions (``PublicParams.create``, which also takes
     ``min_group`` in malicious mode); ``threshold`` may then be left to that choice.
+    ``calls`` > 1 plans a multi-call session; ``client_inputs(u)`` is then client u's
+    inputs callback (``inputs`` gives call 0's vectors, which fix d).
     """
     rng: RandomSource = SeededRandom(seed) if seed is not None else SystemRandom()
     dim = check_inputs(inputs, modulus)
@@ -130,9 +139,13 @@ def setup_session(
         dropout=tolerated_dropout,
         corrupt=tolerated_corrupt,
         min_group=min_group,
+        calls=calls,
     )
     clients = {
-        u: Client(params, u, np.asarray(inputs[u]), rng=rng.fork(f"client-{u}"), identity_key=identities.get(u))
+        u: Client(
+            params, u, np.asarray(inputs[u]), rng=rng.fork(f"client-{u}"), identity_key=identities.get(u),
+            inputs=None if client_inputs is None else client_inputs(u),
+        )
         for u in ids
     }
     return params, clients
@@ -175,58 +188,94 @@ def simulate(
         tolerated_corrupt=tolerated_corrupt,
         min_group=min_group,
     )
-    ids = list(params.client_ids)
-    plan = check_dropouts(dropouts, ids, malicious)
-    server = Server(params)
-    transcript: list[bytes] = []
-    sent: dict[int, int] = defaultdict(int)
-    received: dict[int, int] = defaultdict(int)
-    client_seconds: dict[str, float] = defaultdict(float)
-    server_seconds: dict[str, float] = defaultdict(float)
-    gone: set[int] = set()
+    return MultiCallSimulation(params, clients, progress=progress).run_call(dropouts)
 
-    def replies(u: int, round_: Round, produce) -> list[bytes]:
-        """Run a client step, unless the client goes silent in this round (and for good)."""
-        if u in gone or u in plan.get(round_, ()):
-            gone.add(u)
-            return []
-        start = time.perf_counter()
-        encoded = [m.encode() for m in produce()]
-        client_seconds[round_.value] += time.perf_counter() - start
-        sent[u] += sum(map(len, encoded))
-        if progress is not None:
-            progress(round_.value)
-        return encoded
 
-    inbox = [data for u in ids for data in replies(u, Round.ADVERTISE_KEYS, clients[u].start)]
-    while server.result is None:
-        round_ = server.round
-        start = time.perf_counter()
-        outgoing: list[Message] = []
-        for data in inbox:
-            transcript.append(data)
-            outgoing += server.receive(data)
-        if server.round is round_ and server.result is None:
-            outgoing = server.close_round()  # the deadline: whoever did not answer has dropped
-        server_seconds[round_.value] += time.perf_counter() - start
-        inbox = []
-        for msg in outgoing:
-            if msg.recipient in gone:
-                continue
-            data = msg.encode()
-            received[msg.recipient] += len(data)
-            # A server message opens the round of the client's reply (msg.round).
-            inbox += replies(msg.recipient, msg.round, lambda: clients[msg.recipient].receive(data))
+class MultiCallSimulation:
+    """The server and the clients of one session, run call by call (a one-call session is one ``run_call``).
 
-    result = server.result
-    return SimulationResult(
-        total=result.total,
-        included=result.included,
-        transcript=transcript,
-        params=params,
-        counts=result.counts,
-        bytes_sent={u: sent[u] for u in ids},
-        bytes_received={u: received[u] for u in ids},
-        client_seconds=dict(client_seconds),
-        server_seconds=dict(server_seconds),
-    )
+    A client dropped in any round of any call stays silent for the rest of the
+    session.  ``run_call`` raises ``AbortError`` like ``simulate`` does; a later
+    call that loses a survivor of call 0 aborts (pinning, protocol_spec.md 16.3).
+    """
+
+    def __init__(self, params: PublicParams, clients: Mapping[int, Client], *,
+                 progress: Callable[[str], None] | None = None):
+        """``progress(round)`` is called after each client step (a command line draws its bar with it)."""
+        self.params = params
+        self.progress = progress
+        self.clients = dict(clients)
+        self.server = Server(params)
+        self.transcript: list[bytes] = []  # every message the server received, all calls
+        self.gone: set[int] = set()
+        self.results: list[SimulationResult] = []
+
+    def run_call(self, dropouts: Mapping[str, Iterable[int]] | None = None, broadcast: bytes = b"") -> SimulationResult:
+        """Run the next call: the whole session's key rounds first if it is call 0."""
+        params, server, clients, gone = self.params, self.server, self.clients, self.gone
+        ids = list(params.client_ids)
+        plan = check_dropouts(dropouts, ids, params.malicious)
+        transcript: list[bytes] = []
+        sent: dict[int, int] = defaultdict(int)
+        received: dict[int, int] = defaultdict(int)
+        client_seconds: dict[str, float] = defaultdict(float)
+        server_seconds: dict[str, float] = defaultdict(float)
+
+        def replies(u: int, round_: Round, produce) -> list[bytes]:
+            """Run a client step, unless the client goes silent in this round (and for good)."""
+            if u in gone or u in plan.get(round_, ()):
+                gone.add(u)
+                return []
+            start = time.perf_counter()
+            encoded = [m.encode() for m in produce()]
+            client_seconds[round_.value] += time.perf_counter() - start
+            sent[u] += sum(map(len, encoded))
+            if self.progress is not None:
+                self.progress(round_.value)
+            return encoded
+
+        def deliver(outgoing: list[Message]) -> list[bytes]:
+            inbox: list[bytes] = []
+            for msg in outgoing:
+                if msg.recipient in gone:
+                    continue
+                data = msg.encode()
+                received[msg.recipient] += len(data)
+                # A server message opens the round of the client's reply (msg.round).
+                inbox += replies(msg.recipient, msg.round, lambda: clients[msg.recipient].receive(data))
+            return inbox
+
+        if not self.results:
+            inbox = [data for u in ids for data in replies(u, Round.ADVERTISE_KEYS, clients[u].start)]
+        else:
+            # The key rounds are over: a client planned to drop in one is silent from this call's start.
+            gone |= plan.get(Round.ADVERTISE_KEYS, frozenset()) | plan.get(Round.SHARE_KEYS, frozenset())
+            inbox = deliver(server.open_call(broadcast))
+        while server.result is None:
+            round_ = server.round
+            start = time.perf_counter()
+            outgoing: list[Message] = []
+            for data in inbox:
+                transcript.append(data)
+                outgoing += server.receive(data)
+            if server.round is round_ and server.result is None:
+                outgoing = server.close_round()  # the deadline: whoever did not answer has dropped
+            server_seconds[round_.value] += time.perf_counter() - start
+            inbox = deliver(outgoing)
+
+        result = server.result
+        self.transcript += transcript
+        simulated = SimulationResult(
+            total=result.total,
+            included=result.included,
+            transcript=transcript,
+            params=params,
+            counts=result.counts,
+            bytes_sent={u: sent[u] for u in ids},
+            bytes_received={u: received[u] for u in ids},
+            client_seconds=dict(client_seconds),
+            server_seconds=dict(server_seconds),
+            call=result.call,
+        )
+        self.results.append(simulated)
+        return simulated

@@ -29,6 +29,13 @@ The transport's own rules, each logged with the client id and a rule name:
 
 Fewer than ``t`` clients at any round: every connected client gets the
 server's abort notice and the run ends with ``TcpServerResult.abort`` set.
+
+A multi-call session (``params.calls`` > 1, protocol_spec.md 16) stays
+connected between calls: when a call is unmasked the server asks
+``next_call(result)`` for the next call's public broadcast (``None`` ends
+the session there) and opens it; ``TcpServerResult.results`` holds every
+call's result.  A client takes the ``inputs`` callback that gives its vector
+for each call.
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ from .bootstrap import (
     params_to_wire,
     screen_identity,
 )
-from .client import Client, ClientState
+from .client import Client, ClientState, Inputs
 from .errors import AbortError, MalformedMessage, ParameterError, ProtocolViolation, SecAggError, WeakParameters
 from .framing import FrameError, FrameReader, encode_frame, loopback_host
 from .messages import Message, Round, decode, max_message_bytes, rounds_for
@@ -74,6 +81,7 @@ CLIENT_GRACE_SECONDS = 30.0  # clients wait this much beyond the server's announ
 
 EventHook = Callable[[str, Mapping[str, Any]], None]
 BeforeSend = Callable[[Message], Awaitable[bool]]
+NextCall = Callable[[ServerResult], "bytes | None"]  # a call's result -> the next call's broadcast, None: stop
 
 
 @dataclass(frozen=True)
@@ -87,7 +95,7 @@ class Violation:
 @dataclass
 class TcpServerResult:
     params: PublicParams
-    result: ServerResult | None
+    result: ServerResult | None  # the last call's (None if the session ended without completing a call it opened)
     abort: AbortError | None
     counts: dict[str, int]  # clients that completed each round
     round_seconds: dict[str, float]
@@ -96,6 +104,7 @@ class TcpServerResult:
     dropouts: dict[str, list[int]]  # round -> clients that stopped answering there
     violations: list[Violation]
     transcript: Transcript
+    results: list[ServerResult] = field(default_factory=list)  # every completed call, in order
 
     @property
     def included(self) -> tuple[int, ...]:
@@ -132,6 +141,9 @@ class TcpServer:
     ``join_timeout`` (default: ``round_timeout``) bounds ``advertise_keys``,
     which is also when clients may connect.  ``on_event(kind, info)`` is told
     about joins, answers, rounds and dropouts (progress bars use it).
+    ``next_call(result)``: in a multi-call session, the broadcast that opens the
+    call after the one just unmasked, or ``None`` to end the session (default:
+    every planned call, with an empty broadcast).
     """
 
     def __init__(
@@ -146,6 +158,7 @@ class TcpServer:
         transcript_file: BinaryIO | None = None,
         keep_transcript: bool = True,
         on_event: EventHook | None = None,
+        next_call: NextCall | None = None,
     ):
         if round_timeout <= 0 or (join_timeout is not None and join_timeout <= 0):
             raise ParameterError("timeouts must be positive")
@@ -160,6 +173,7 @@ class TcpServer:
         self._rounds = rounds_for(params.malicious)
         self._writer = TranscriptWriter(params, transcript_file, keep=keep_transcript)
         self._on_event = on_event
+        self._next_call = next_call
         self._live: dict[int, _Connection] = {}
         self._bound: dict[int, _Connection] = {}  # every connection ever bound, by id
         self._dead: set[int] = set()
@@ -414,8 +428,13 @@ class TcpServer:
                 self._dropouts.setdefault(round_.value, []).append(u)  # never connected
         self._answered = set()
         if self.server.result is not None:
-            self._finish()
-            return
+            broadcast = self._open_next_call()
+            if broadcast is None:
+                self._finish()
+                return
+            outgoing = self.server.open_call(broadcast)
+            self._emit("call_open", call=self.server.call)
+            log.info("call %d opened (%d bytes of broadcast)", self.server.call, len(broadcast))
         self._round_index += 1
         self._round_start = now
         self._deadline = now + self.round_timeout
@@ -427,6 +446,16 @@ class TcpServer:
                 conn.send(msg.encode())
         self._emit("round_start", round=self.server.round.value, expected=len(self.server.waiting_for))
         self._maybe_close_round()
+
+    def _open_next_call(self) -> bytes | None:
+        """The next call's broadcast, recorded in the transcript; None when the session is over."""
+        if self.server.state is not ServerState.CALL_DONE:
+            return None
+        assert self.server.result is not None
+        broadcast = b"" if self._next_call is None else self._next_call(self.server.result)
+        if broadcast is not None:
+            self._writer.add(None, "call", bytes(broadcast))
+        return broadcast
 
     def _maybe_close_round(self) -> None:
         """Close early once the round is complete, or every client still awaited is known to be gone.
@@ -515,6 +544,7 @@ class TcpServer:
             dropouts={r: sorted(ids) for r, ids in self._dropouts.items()},
             violations=list(self._violations),
             transcript=self._writer.transcript,
+            results=list(self.server.results),
         )
 
 
@@ -530,6 +560,7 @@ class ClientOutcome:
     sent_rounds: list[str] = field(default_factory=list)
     bytes_sent: int = 0
     bytes_received: int = 0
+    calls: int = 0  # the calls this client revealed its shares for
 
 
 class _Stop(Exception):
@@ -553,6 +584,7 @@ async def run_client(
     allow_insecure: bool = False,
     policy: ClientPolicy | None = ClientPolicy(),
     ledger: SessionLedger | None = None,
+    inputs: Inputs | None = None,
 ) -> ClientOutcome:
     """Run one client over TCP until the session ends for it; never raises for protocol events.
 
@@ -569,6 +601,9 @@ async def run_client(
     ``before_send(msg)`` may delay a message or return ``False`` to leave
     the session instead of sending it (dropout injection).  ``timeout``
     overrides the wait for each server frame.
+    ``inputs(call, call_open)``: this client's vector for each call of a multi-call
+    session.  A multi-call session is declined with a ``value`` and no ``inputs``
+    (one fixed vector is not a per-call input); with neither, every call's input is random.
     """
     host = loopback_host(host)
     outcome = ClientOutcome(client_id, "error")
@@ -607,15 +642,23 @@ async def run_client(
                 )
                 params = outcome.params = info.params
                 _check_params(params, client_id, client, allow_insecure, policy)
+                if params.calls > 1 and client is None and inputs is None and value is not None:
+                    raise ParameterError(f"a session of {params.calls} calls needs an inputs callback for every call")
             except (WeakParameters, MalformedMessage, ProtocolViolation, ParameterError) as exc:
                 # Tell the server why, so its operator sees it; then nothing else is sent.
                 with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     await send(encode_refusal(_refusal_rule(exc), str(exc)))
                 raise
             if machine is None:
-                if value is None:
-                    value = _random_input(params, rng or SystemRandom())
-                machine = Client(params, client_id, value, rng=rng, identity_key=identity_key, ledger=ledger)
+                if value is None and inputs is None:
+                    source = rng or SystemRandom()
+                    if params.calls > 1:
+                        inputs = lambda call, opened: _random_input(params, source)  # noqa: E731
+                    else:
+                        value = _random_input(params, source)
+                machine = Client(
+                    params, client_id, value, rng=rng, identity_key=identity_key, ledger=ledger, inputs=inputs
+                )
             replies = machine.start()
             wait = info.join_seconds + info.round_timeout + CLIENT_GRACE_SECONDS
             limit = max_message_bytes(params)
@@ -632,6 +675,8 @@ async def run_client(
                         raise _Stop("done", "the server closed the session")
                     raise _Stop("dropped", f"the server closed the connection while this client was {machine.state.value}")
                 replies = machine.receive(frame)
+                if machine.state is ClientState.DONE:
+                    outcome.calls = machine.call + 1
                 if machine.state is ClientState.ABORTED:
                     raise _Stop("aborted", machine.abort_reason or "the server aborted")
                 wait = 2 * info.round_timeout + CLIENT_GRACE_SECONDS
@@ -716,6 +761,7 @@ async def run_local_session(
     trusted_keys: Mapping[int, bytes] | None = None,
     transcript_file: BinaryIO | None = None,
     on_event: EventHook | None = None,
+    next_call: NextCall | None = None,
 ) -> LocalRun:
     """The server and the given clients in one trio run, over loopback TCP."""
     server = TcpServer(
@@ -725,6 +771,7 @@ async def run_local_session(
         join_timeout=join_timeout,
         transcript_file=transcript_file,
         on_event=on_event,
+        next_call=next_call,
     )
     hooks = before_send or {}
     outcomes: dict[int, ClientOutcome] = {}

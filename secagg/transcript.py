@@ -2,7 +2,7 @@
 
 File format: a sequence of msgpack objects, nothing else.
 
-* First a header map ``{"format": "secagg-transcript", "version": 1,
+* First a header map ``{"format": "secagg-transcript", "version": 2,
   "params": {...}}`` with the public parameters (as in the bootstrap frame).
 * Then one array per event ``[seconds, client, channel, payload, verdict]``:
   ``seconds`` since the server started (float), ``client`` the id bound to
@@ -13,12 +13,14 @@ File format: a sequence of msgpack objects, nothing else.
   - ``"message"``: a protocol frame, ``payload`` its bytes exactly as read;
   - ``"close"``: the transport closed a round itself (deadline or every live
     client answered), ``payload`` the round name;
+  - ``"call"``: the server opened the next call of a multi-call session,
+    ``payload`` the call's public broadcast;
 
   and ``verdict`` ``"ok"`` for an accepted frame, else the rule it broke.
 
-``read_transcript`` loads a file; ``replay`` feeds the accepted frames and
-the closes to a fresh ``Server`` and so recomputes exactly what the server
-computed; ``decode(record.payload, transcript.params)`` parses any frame.
+``read_transcript`` loads a file; ``replay_calls`` feeds the accepted frames,
+the closes and the call openings to a fresh ``Server`` and so recomputes
+exactly what the server computed, call by call (``replay``: the last call); ``decode(record.payload, transcript.params)`` parses any frame.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ from .params import PublicParams
 from .server import Server, ServerResult, ServerState
 
 FORMAT = "secagg-transcript"
-VERSION = 1
-CHANNELS = ("hello", "message", "close")
+VERSION = 2  # 2: the "call" channel of multi-call sessions
+CHANNELS = ("hello", "message", "close", "call")
 
 
 @dataclass(frozen=True)
@@ -120,15 +122,22 @@ def read_transcript(path: str | Path) -> Transcript:
 
 
 def replay(transcript: Transcript) -> ServerResult:
-    """Recompute the server's result from the transcript; raises ``AbortError`` as the server did."""
+    """Recompute the server's result (of the last call) from the transcript; raises ``AbortError`` as the server did."""
+    return replay_calls(transcript)[-1]
+
+
+def replay_calls(transcript: Transcript) -> list[ServerResult]:
+    """Recompute every call's result from the transcript; raises ``AbortError`` as the server did."""
     server = Server(transcript.params)
     for r in transcript.records:
-        if server.state is not ServerState.COLLECTING:
-            break
-        if r.channel == "message" and r.verdict == "ok":
+        if r.channel == "call" and server.state is ServerState.CALL_DONE:
+            server.open_call(r.payload)  # type: ignore[arg-type]
+        elif server.state is not ServerState.COLLECTING:
+            continue
+        elif r.channel == "message" and r.verdict == "ok":
             server.receive(r.payload)  # type: ignore[arg-type]
         elif r.channel == "close" and server.round.value == r.payload:
             server.close_round()
-    if server.result is None:
+    if server.state is ServerState.COLLECTING or not server.results:
         raise MalformedMessage("the transcript ends before the session does", field="transcript")
-    return server.result
+    return list(server.results)

@@ -13,8 +13,8 @@ graph, in three ways:
   then one secure weighted average (secagg's setup, share keys, masked input,
   unmasking: 4 Flower round trips), 64-bit fixed point;
 * ``geometric median``: ``SecureRFA`` with the geometric median (the mean and
-  3 smoothed Weiszfeld steps: 4 secure averages, 16 round trips after the
-  train round);
+  3 smoothed Weiszfeld steps: 4 secure averages, the calls of one secagg
+  session, so 4 + 3 x 2 = 10 round trips after the train round);
 * ``Flower SecAgg+``: Flower's ``SecAggPlusWorkflow(num_shares=n,
   reconstruction_threshold=t)`` under ``DefaultWorkflow`` with FedAvg and
   ``secaggplus_mod`` on the clients, its default quantization.

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from secagg import PublicParams, SeededRandom
-from secagg.masking import _BLOCK, MaskAccumulator, expand, pair_mask_label, self_mask_label
+from secagg.masking import _BLOCK, MaskAccumulator, expand, pair_mask_keys, pair_mask_label, prg_key, self_mask_label
 
 SEED = bytes(range(32))
 SID_A = b"A" * 32
@@ -152,3 +152,13 @@ def test_blocked_expansion_of_several_masks_equals_whole_streams(bits):
     for seed, label, sign in masks:
         expected += sign * np.array(reference_prg(seed, SID_A, label, bits, dim), dtype=object)
     assert [int(v) for v in acc.reduced()] == [int(v) % 2**bits for v in expected]
+
+
+def test_pair_mask_keys_are_hkdf_blocks_one_per_call_the_same_whatever_the_number_of_calls():
+    keys = pair_mask_keys(SEED, SID_A, 9, 2, 5)
+    assert len(set(keys)) == 5 and all(len(k) == 32 for k in keys)
+    assert keys[0] == prg_key(SEED, SID_A, pair_mask_label(2, 9))  # call 0: the one-call session's key
+    assert pair_mask_keys(SEED, SID_A, 2, 9, 3) == keys[:3]  # symmetric, and block l does not depend on L
+    okm = HKDF(algorithm=hashes.SHA256(), length=160, salt=SID_A, info=pair_mask_label(2, 9)).derive(SEED)
+    assert b"".join(keys) == okm  # the documented construction (protocol_spec.md 4.3)
+    assert pair_mask_keys(SEED, SID_B, 2, 9, 1) != keys[:1]

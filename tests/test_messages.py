@@ -163,9 +163,9 @@ def in_body(edit: Callable[[Target, list], Any]) -> Callable[[Target], bytes]:
 
     def mutate(tg: Target) -> bytes:
         env = tg.env
-        body = copy.deepcopy(env[6])
+        body = copy.deepcopy(env[7])
         edit(tg, body)
-        env[6] = body
+        env[7] = body
         return pack(env)
 
     return mutate
@@ -208,8 +208,8 @@ def generic_mutations(kind: str, to_server: bool) -> list[Mutation]:
         ("envelope-scalar", lambda tg: pack(1), MAL),
         ("envelope-short", lambda tg: pack(tg.env[:6]), MAL),
         ("envelope-long", lambda tg: pack(tg.env + [None]), MAL),
-        ("oversized-array", at(6, [0] * 100), MAL),
-        ("oversized-message", lambda tg: pack(tg.env[:6] + [b"\x00" * (max_message_bytes(tg.session.params) + 1)]), MAL),
+        ("oversized-array", at(7, [0] * 100), MAL),
+        ("oversized-message", lambda tg: pack(tg.env[:7] + [b"\x00" * (max_message_bytes(tg.session.params) + 1)]), MAL),
         ("ext-type", at(0, msgpack.ExtType(1, b"x")), MAL),
         ("version-next", at(0, PROTOCOL_VERSION + 1), MAL),
         ("version-1", at(0, 1), MAL),
@@ -235,11 +235,15 @@ def generic_mutations(kind: str, to_server: bool) -> list[Mutation]:
         ("recipient-too-big", at(5, N + 1), MAL),
         ("recipient-negative", at(5, -1), MAL),
         ("recipient-str", at(5, "0"), MAL),
-        ("body-map", at(6, {}), MAL),
-        ("body-nil", at(6, None), MAL),
-        ("body-bytes", at(6, b""), MAL),
-        ("body-longer", at(6, lambda tg, env: env[6] + [None]), MAL),
-        ("body-shorter", at(6, lambda tg, env: env[6][:-1]), MAL),
+        ("call-beyond-the-session", at(6, 1), MAL),  # a one-call session has call 0 only
+        ("call-negative", at(6, -1), MAL),
+        ("call-str", at(6, "0"), MAL),
+        ("call-nil", at(6, None), MAL),
+        ("body-map", at(7, {}), MAL),
+        ("body-nil", at(7, None), MAL),
+        ("body-bytes", at(7, b""), MAL),
+        ("body-longer", at(7, lambda tg, env: env[7] + [None]), MAL),
+        ("body-shorter", at(7, lambda tg, env: env[7][:-1]), MAL),
     ]
     if kind != "abort":
         cases.append(("round-of-another-kind", at(2, other_round), MAL))
@@ -540,7 +544,7 @@ def test_message_classes_cover_every_kind():
 def test_malformed_message_names_the_sender_and_field(make_session):
     tg = make_target(make_session, "encrypted_shares", False)
     env = tg.env
-    env[6][0] = env[6][0][:31]
+    env[7][0] = env[7][0][:31]
     with pytest.raises(MalformedMessage) as info:
         tg.deliver(pack(env))
     assert info.value.party == 1 and info.value.field == "commitment"
@@ -572,5 +576,5 @@ def test_masked_input_packs_the_array_bytes_as_tobytes_would(dtype):
     values = np.arange(40, dtype=dtype) * 3
     for masked in (values, values[::2]):
         msg = MaskedInput(b"s" * 32, 1, 0, masked=masked)
-        envelope = [PROTOCOL_VERSION, msg.session_id, msg.round.value, msg.KIND, 1, 0, [masked.tobytes()]]
+        envelope = [PROTOCOL_VERSION, msg.session_id, msg.round.value, msg.KIND, 1, 0, 0, [masked.tobytes()]]
         assert msg.encode() == msgpack.packb(envelope, use_bin_type=True)

@@ -34,7 +34,7 @@ from secagg.messages import AdvertiseKeys, EncryptedShares, MaskedInput, Unmaski
 
 N, D = 6, 8
 COUNTS = np.array([30.0, 40.0, 50.0, 60.0, 70.0, 80.0])  # num-examples of partition 0..5
-DROPPED = 3  # partition that crashes before sending its masked input in a chosen session of a scenario
+DROPPED = 3  # partition that crashes before sending its masked input in a chosen step of a scenario
 GARBLER = 4  # partition that answers the setup of the session with threshold STRICT_T with garbage
 DOUBLER = 2  # partition that answers a setup with its advertise_keys and a bogus encrypted_shares at once
 STRICT_T = 5  # ceil(0.8 * 6): a stricter threshold than the clients' 2/3, which they accept
@@ -81,6 +81,8 @@ def client_app():
     from flwr.clientapp import ClientApp
 
     from rfa_flower.client_mod import SecureRFAMod
+    import msgpack
+
     from rfa_flower.protocol import RECORD, Setup, content, secagg_record
     from secagg.messages import EncryptedShares
 
@@ -96,30 +98,30 @@ def client_app():
 
     def behave(message, context, call_next):
         """What the scenario's train config asks of this node: drop at the masked input of a given
-        session, answer a setup with two messages, or refuse every step of a given round."""
+        step (a setup, or a later call's call_open, starts one), answer a setup with two messages,
+        or refuse every step of a given round."""
         record = secagg_record(message)
         p = int(context.node_config["partition-id"])
         config = message.content.config_records.get("config")
         if record is None:
             if config is not None and config.get("secure"):
                 context.state["test"] = ConfigRecord({
-                    "drop": int(config.get("drop-session", 0)) if p == DROPPED else 0,
+                    "drop": int(config.get("drop-step", 0)) if p == DROPPED else 0,
                     "double": int(config.get("double", -1)) == p,
                     "refuse": int(config.get("refuse-round", 0)) == int(config.get("server-round", -1)),
-                    "sessions": 0, "rounds": 0,
+                    "steps": 0,
                 })
             return call_next(message, context)
         test = context.state.config_records.get("test")
         if test is None:
             return call_next(message, context)
-        if record["op"] == "setup":
-            test["sessions"], test["rounds"] = int(test["sessions"]) + 1, 0
-            if test["refuse"]:
+        kinds = {msgpack.unpackb(d, strict_map_key=False)[3] for d in record["data"]} if record["op"] == "round" else set()
+        if record["op"] == "setup" or "call_open" in kinds:
+            test["steps"] = int(test["steps"]) + 1
+            if record["op"] == "setup" and test["refuse"]:
                 raise ConnectionError("test: this node takes no step in this round")
-        else:
-            test["rounds"] = int(test["rounds"]) + 1
         context.state["test"] = test
-        if test["drop"] and test["sessions"] == test["drop"] and test["rounds"] == 2:
+        if test["drop"] and test["steps"] == test["drop"] and kinds & {"forwarded_shares", "call_open"}:
             raise ConnectionError("test dropout")  # asked for its masked input
         reply = call_next(message, context)
         if test["double"] and record["op"] == "setup" and not reply.has_error():
@@ -212,9 +214,9 @@ def server_app(results: dict):
                 results[name] = out.arrays.to_numpy_ndarrays()[0]
             # The median with a dropout in its last step, and one with a dropout in its first Weiszfeld step.
             recording = RecordingGrid(grid)
-            results["secure"] = median_run(recording, "secure", **{"drop-session": 3})
+            results["secure"] = median_run(recording, "secure", **{"drop-step": 3})
             results["recording"] = recording
-            results["early"] = median_run(grid, "early", **{"drop-session": 2})
+            results["early"] = median_run(grid, "early", **{"drop-step": 2})
             lax = SecurePolicy(**{**policy().__dict__, "threshold": 0.34})  # below the clients' 2/3
             try:
                 SecureAverage(grid, lax, timeout=60)(sorted(grid.get_node_ids()), "mean", np.zeros(D))
@@ -400,8 +402,9 @@ def test_replies_to_the_secure_server_hold_only_secagg_client_messages(run):
         if record is not None and record["op"] == "setup":
             setup = Setup.decode(record["setup"])
             params_of[setup.params.session_id] = setup.params
-    assert len(params_of) == 3  # mean, first and (aborted) second Weiszfeld step
-    kinds = set()
+    # One multi-call session: the mean, the first and the (aborted) second Weiszfeld step.
+    assert len(params_of) == 1 and next(iter(params_of.values())).calls == 3
+    kinds, calls = set(), set()
     for reply in recording.replies:
         if reply.has_error():
             continue
@@ -414,7 +417,9 @@ def test_replies_to_the_secure_server_hold_only_secagg_client_messages(run):
             decoded = [decode(data, params) for params in params_of.values() if _of_session(data, params)]
             assert len(decoded) == 1
             kinds.add(type(decoded[0]))
+            calls.add(decoded[0].call)
     assert kinds == {AdvertiseKeys, EncryptedShares, MaskedInput, UnmaskingShares}
+    assert calls == {0, 1, 2}  # the third call's masked inputs came, its unmasking did not
 
 
 def _of_session(data, params) -> bool:

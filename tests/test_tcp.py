@@ -194,7 +194,7 @@ async def oversized_prefix(ctx):
 
 async def wrong_types(ctx):
     p = ctx.params
-    await send_then_wait(ctx.port, 20, msgpack.packb([PROTOCOL_VERSION, p.session_id, "advertise_keys", "advertise_keys", 20, 0, ["k", 2, None]]))
+    await send_then_wait(ctx.port, 20, msgpack.packb([PROTOCOL_VERSION, p.session_id, "advertise_keys", "advertise_keys", 20, 0, 0, ["k", 2, None]]))
 
 
 async def wrong_session(ctx):
