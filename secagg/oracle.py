@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, Literal, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Literal, Mapping
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from . import reprs
 from .encoding import FixedPointEncoding
 from .errors import OutOfBounds, ParameterError
 from .simulation import SimulationResult, simulate
+
+if TYPE_CHECKING:
+    from .dp import DistributedDiscreteGaussian, PrivacyCost
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class AverageResult:
     refused: Mapping[int, OutOfBounds]  # on_refusal="dropout": who refused to encode, and why
     bytes_per_client: float  # mean bytes sent + received by a client in this call
     session: SimulationResult
+    noise_std: float = 0.0  # dp: per-coordinate std of the DP noise in ``value``, in its units
+    privacy: "PrivacyCost | None" = None  # dp: what this call spent
 
     def __repr__(self) -> str:
         return reprs.fields(
@@ -90,7 +95,9 @@ class SecureAverageOracle:
         graph: str = "complete",
         tolerated_dropout: float | None = None,
         tolerated_corrupt: float | None = None,
+        dp: "DistributedDiscreteGaussian | None" = None,
     ):
+        self.dp = dp  # differential privacy: the mechanism encodes before masking, decodes the sum (dp.py)
         self.graph: dict[str, object] = {}  # passed to the runner: a sparse graph's sizing
         if graph != "complete":
             self.graph = dict(graph=graph, tolerated_dropout=tolerated_dropout, tolerated_corrupt=tolerated_corrupt)
@@ -162,6 +169,8 @@ class SecureAverageOracle:
         if len(dims) != 1 or len(next(iter(dims))) != 1:
             raise ParameterError(f"vectors must be 1-D and of one length, got shapes {sorted(dims)[:3]}")
         (d,) = dims.pop()
+        if self.dp is not None:
+            return self._average_dp(ids, d, vectors, weights, dropouts, clip)
         encoded = {}
         refused: dict[int, OutOfBounds] = {}
         for u in ids:  # each client encodes its own input (client side)
@@ -206,4 +215,35 @@ class SecureAverageOracle:
             refused=refused,
             bytes_per_client=traffic / len(ids),
             session=session,
+        )
+
+    def _average_dp(self, ids, d, vectors, weights, dropouts, clip) -> AverageResult:
+        """One call through the distributed discrete Gaussian (``dp.py``): clients encode, the server decodes."""
+        from .rng import SeededRandom, SystemRandom
+
+        assert self.dp is not None
+        t = self.threshold_for(len(ids))
+        if t is None:
+            raise ParameterError("differential privacy needs a fixed threshold t: its noise is sized for t survivors")
+        base = SystemRandom() if self.seed is None else SeededRandom(f"secagg/v1/dp|{self.seed}|{self.calls}")
+        plan = self.dp.plan(d, t, self.encoding.weight_bound, base.fork("rotation").bytes(32))  # public seed
+        encoded = {u: plan.encode(vectors[u], weights[u], base.fork(f"client/{u}"), clip=clip, client=u) for u in ids}
+        seed = None if self.seed is None else (self.seed << 32) + self.calls
+        self.calls += 1
+        session = self.runner(
+            {u: encoded[u].vector for u in ids}, threshold=t, modulus=plan.modulus, dropouts=dropouts,
+            malicious=self.malicious, seed=seed, **self.graph,
+        )
+        value, sum_weights, noise_std = plan.decode(session.total, len(session.included))
+        self.dp.spend(plan)
+        traffic = sum(session.bytes_sent.values()) + sum(session.bytes_received.values())
+        self.bytes_total += traffic
+        inside = [encoded[u] for u in session.included]
+        return AverageResult(
+            value=value, included=session.included, sum_weights=sum_weights,
+            error_bound=math.inf, quantization_error=math.inf,  # the noise has no worst case: see noise_std
+            clipped_inputs=sum(1 for e in inside if e.clipped_norm or e.clipped_weight),
+            clipped_values=sum(e.clipped_coordinates for e in inside),
+            clipped_weights=sum(e.clipped_weight for e in inside), underflows=0, refused={},
+            bytes_per_client=traffic / len(ids), session=session, noise_std=noise_std, privacy=plan.cost,
         )
