@@ -216,7 +216,6 @@ class DistributedDiscreteGaussian:
         sensitivity_sq = math.floor(bound_sq)
         target = z * z * sensitivity_sq / t
         sigma2 = Fraction(math.ceil(target)) if target >= 1 else Fraction(math.ceil(target * 2**16), 2**16)
-        dgauss.check_sigma2(sigma2)
         # Hoeffding over the public signs: an honest coordinate exceeds L with probability <= clip_probability / D.
         linf = math.ceil(g * math.sqrt(2 * math.log(2 * D * D / self.clip_probability) / D)) + 1
         linf = min(linf, math.isqrt(sensitivity_sq))
@@ -230,6 +229,7 @@ class DistributedDiscreteGaussian:
             raise EncodingOverflow(
                 f"modulus 2^{bits} could wrap: {n} clients' sum with noise reaches {reach:.4g}, needing {needed} bits"
             )
+        dgauss.check_sigma2(sigma2)
         rho = sensitivity_sq / (2 * t * float(sigma2))
         s2 = float(sigma2)
         j = np.arange(1, n)
