@@ -69,7 +69,7 @@ def test_a_modulus_that_could_wrap_is_refused():
         DistributedDiscreteGaussian(l2_clip=1.0, noise_multiplier=1.0, max_clients=100, modulus_bits=12).plan(
             1000, 67, 1.0, b"s")
     with pytest.raises(EncodingOverflow):
-        DistributedDiscreteGaussian(l2_clip=1.0, noise_multiplier=1.0, max_clients=100, granularity=1e15).plan(
+        DistributedDiscreteGaussian(l2_clip=1.0, noise_multiplier=1.0, max_clients=100, granularity=1e18).plan(
             10, 67, 1.0, b"s")
     plan = DistributedDiscreteGaussian(l2_clip=1.0, noise_multiplier=1.0, max_clients=100).plan(1000, 67, 1.0, b"s")
     assert plan.max_clients * plan.linf < plan.modulus // 2
