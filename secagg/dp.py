@@ -51,9 +51,9 @@ from fractions import Fraction
 import numpy as np
 
 from . import dgauss
-from .accounting import PrivacyAccountant, zcdp_epsilon
+from .accounting import PrivacyAccountant, gaussian_epsilon, zcdp_epsilon
 from .errors import EncodingOverflow, NoisyWeightSum, OutOfBounds, ParameterError
-from .rng import RandomSource
+from .rng import RandomSource, SeededRandom
 from .rotation import Rotation, padded
 
 _SIGMA2_MAX = 2**28  # the exact int64 sampler's comfortable range (dgauss.check_sigma2 allows ~2**30)
@@ -76,6 +76,26 @@ class Encoded:
     clipped_weight: bool  # beta_i exceeded beta_max
     clipped_coordinates: int  # rotated coordinates cut to [-L, L] (honest inputs: almost never)
     rounding_draws: int  # conditional rounding attempts
+
+
+def contribution(vector: np.ndarray, weight: float, d: int, l2_clip: float, weight_bound: float, *,
+                 clip: bool, client: int | None) -> tuple[np.ndarray, bool, bool]:
+    """x_i = (beta_i / beta_max) [w_i clipped to norm C, C] (steps 1-2), and whether w_i and beta_i were clipped."""
+    who = "an input" if client is None else f"client {client}"
+    w = np.asarray(vector, dtype=np.float64)
+    if w.shape != (d,) or not np.all(np.isfinite(w)):
+        raise ParameterError(f"{who}: the vector must be finite with shape ({d},)")
+    weight = float(weight)
+    if not (math.isfinite(weight) and weight > 0):
+        raise ParameterError(f"{who}: the weight must be positive and finite, got {weight!r}")
+    if weight > weight_bound and not clip:
+        raise OutOfBounds(client, "weight", weight_bound, weight)
+    norm = float(np.linalg.norm(w))
+    x = np.empty(d + 1)
+    x[:-1] = w * (l2_clip / norm) if norm > l2_clip else w
+    x[-1] = l2_clip
+    x *= min(weight, weight_bound) / weight_bound
+    return x, norm > l2_clip, weight > weight_bound
 
 
 @dataclass(frozen=True)
@@ -103,20 +123,9 @@ class CallPlan:
     def encode(self, vector: np.ndarray, weight: float, rng: RandomSource, *, clip: bool = True,
                client: int | None = None) -> Encoded:
         """One client's side, steps 1-7 of the module docstring."""
+        x, clipped_norm, clipped_weight = contribution(
+            vector, weight, self.d, self.l2_clip, self.weight_bound, clip=clip, client=client)
         who = "an input" if client is None else f"client {client}"
-        w = np.asarray(vector, dtype=np.float64)
-        if w.shape != (self.d,) or not np.all(np.isfinite(w)):
-            raise ParameterError(f"{who}: the vector must be finite with shape ({self.d},)")
-        weight = float(weight)
-        if not (math.isfinite(weight) and weight > 0):
-            raise ParameterError(f"{who}: the weight must be positive and finite, got {weight!r}")
-        if weight > self.weight_bound and not clip:
-            raise OutOfBounds(client, "weight", self.weight_bound, weight)
-        norm = float(np.linalg.norm(w))
-        x = np.empty(self.d + 1)
-        x[:-1] = w * (self.l2_clip / norm) if norm > self.l2_clip else w
-        x[-1] = self.l2_clip
-        x *= min(weight, self.weight_bound) / self.weight_bound
         y = self.rotation.forward(x) * self.gamma
         low = np.floor(y)
         frac = y - low
@@ -133,7 +142,7 @@ class CallPlan:
         clipped = int(np.count_nonzero(cut != r))
         noisy = cut + dgauss.sample(self.sigma2, self.dim, rng)
         out = noisy.view(np.uint64) & np.uint64(self.modulus - 1)
-        return Encoded(out, norm > self.l2_clip, weight > self.weight_bound, clipped, draws)
+        return Encoded(out, clipped_norm, clipped_weight, clipped, draws)
 
     def decode(self, total: np.ndarray, survivors: int) -> tuple[np.ndarray, float, float]:
         """(average, noisy sum of weights, per-coordinate noise std of the average) from the revealed sum."""
@@ -248,3 +257,78 @@ class DistributedDiscreteGaussian:
         assert self.accountant is not None
         return self.accountant.epsilon(delta)
 
+
+
+def gaussian(rng: RandomSource, size: int) -> np.ndarray:
+    """Standard normal floats by Box-Muller on CSPRNG words (central-DP baseline only)."""
+    words = np.frombuffer(rng.bytes(16 * ((size + 1) // 2)), dtype=np.uint64).reshape(-1, 2)
+    u1 = ((words[:, 0] >> np.uint64(11)) + 1) * 2.0**-53  # (0, 1]
+    u2 = (words[:, 1] >> np.uint64(11)) * 2.0**-53
+    r = np.sqrt(-2 * np.log(u1))
+    return np.concatenate([r * np.cos(2 * np.pi * u2), r * np.sin(2 * np.pi * u2)])[:size]
+
+
+@dataclass(frozen=True)
+class CentralPlan:
+    """One call of the central baseline: exact fixed-point sum, Gaussian noise added by the server."""
+
+    d: int
+    l2_clip: float
+    weight_bound: float
+    noise_multiplier: float
+    frac_bits: int
+    server_rng: RandomSource
+    modulus_bits: int = 64
+    cost: PrivacyCost | None = None
+
+    @property
+    def modulus(self) -> int:
+        return 1 << self.modulus_bits
+
+    def encode(self, vector: np.ndarray, weight: float, rng: RandomSource, *, clip: bool = True,
+               client: int | None = None) -> Encoded:
+        x, clipped_norm, clipped_weight = contribution(
+            vector, weight, self.d, self.l2_clip, self.weight_bound, clip=clip, client=client)
+        q = np.rint(x * 2.0**self.frac_bits).astype(np.int64)
+        return Encoded(q.view(np.uint64), clipped_norm, clipped_weight, 0, 0)
+
+    def decode(self, total: np.ndarray, survivors: int) -> tuple[np.ndarray, float, float]:
+        sigma = self.noise_multiplier * math.sqrt(2) * self.l2_clip  # z times the sensitivity of the sum
+        x = np.asarray(total, dtype=np.uint64).view(np.int64) * 2.0**-self.frac_bits
+        x = x + sigma * gaussian(self.server_rng, self.d + 1)
+        units = x[-1] / self.l2_clip
+        if not units > 0:
+            raise NoisyWeightSum(f"the noisy weight sum of this call is {units * self.weight_bound:.3g} <= 0")
+        return x[:-1] / units, units * self.weight_bound, sigma / units
+
+
+@dataclass
+class CentralGaussian:
+    """The central-DP baseline (Flower's server-side fixed clipping calibration): same clipping and
+    sensitivity as ``DistributedDiscreteGaussian``, but the server adds N(0, (z sqrt(2) C)^2) to the
+    unmasked sum itself, so it must be trusted.  Accounted as a Gaussian mechanism."""
+
+    l2_clip: float
+    noise_multiplier: float
+    max_clients: int = 1024
+    delta: float = 1e-5
+    accountant: PrivacyAccountant | None = None
+
+    def __post_init__(self) -> None:
+        if self.accountant is None:
+            self.accountant = PrivacyAccountant(self.delta)
+
+    def plan(self, d: int, threshold: int, weight_bound: float, seed: bytes) -> CentralPlan:
+        frac_bits = min(40, 61 - math.ceil(math.log2(self.max_clients * math.sqrt(2) * self.l2_clip + 1)))
+        cost = PrivacyCost(1 / (2 * self.noise_multiplier**2), 0.0, self.delta,
+                           gaussian_epsilon(self.noise_multiplier, self.delta))
+        return CentralPlan(d, float(self.l2_clip), float(weight_bound), self.noise_multiplier, frac_bits,
+                           SeededRandom(b"secagg/v1/central-noise|" + seed), cost=cost)  # the server's own noise
+
+    def spend(self, plan: CentralPlan, label: str = "call") -> None:
+        assert self.accountant is not None
+        self.accountant.spend_gaussian(self.noise_multiplier, label)
+
+    def epsilon(self, delta: float | None = None) -> float:
+        assert self.accountant is not None
+        return self.accountant.epsilon(delta)

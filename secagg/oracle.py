@@ -234,8 +234,8 @@ class SecureAverageOracle:
             {u: encoded[u].vector for u in ids}, threshold=t, modulus=plan.modulus, dropouts=dropouts,
             malicious=self.malicious, seed=seed, **self.graph,
         )
+        self.dp.spend(plan)  # the server has seen the noisy sum, whatever decoding makes of it
         value, sum_weights, noise_std = plan.decode(session.total, len(session.included))
-        self.dp.spend(plan)
         traffic = sum(session.bytes_sent.values()) + sum(session.bytes_received.values())
         self.bytes_total += traffic
         inside = [encoded[u] for u in session.included]
