@@ -86,7 +86,7 @@ def bernoulli(rng: RandomSource, num: np.ndarray, den: np.ndarray | int) -> np.n
     return uniform_below(rng, np.broadcast_to(np.asarray(den, dtype=np.int64), num.shape)) < num
 
 
-_NEST = 20  # 20! < 2**62
+_NEST = 12  # 12! < 2**29: one 32-bit word decides 12 draws
 _FACT = math.factorial(_NEST)
 _CUTS = np.array([_FACT // math.factorial(j) for j in range(_NEST, 0, -1)], dtype=np.int64)  # increasing
 
@@ -94,12 +94,12 @@ _CUTS = np.array([_FACT // math.factorial(j) for j in range(_NEST, 0, -1)], dtyp
 def _factorial_run(rng: RandomSource, size: int) -> np.ndarray:
     """S = successes of Bernoulli(1/1), Bernoulli(1/2), ... before the first failure: P[S >= j] = 1/j!.
 
-    One uniform u below 20! decides the first 20 draws at once: the nested events
-    u < 20!/j! have probability exactly 1/j!.  Past 20 (probability 1/20!) the
+    One uniform u below 12! decides the first 12 draws at once: the nested events
+    u < 12!/j! have probability exactly 1/j!.  Past 12 (probability 1/12!) the
     draws continue one at a time.
     """
     u = below(rng, _FACT, size)
-    s = _NEST - np.searchsorted(_CUTS, u, side="right")  # #{j <= 20 : u < 20!/j!}
+    s = _NEST - np.searchsorted(_CUTS, u, side="right")  # #{j <= 12 : u < 12!/j!}
     for i in np.flatnonzero(s == _NEST):
         k = _NEST + 1
         while below(rng, k, 1)[0] == 0:
@@ -117,17 +117,18 @@ def _exp_chain(rng: RandomSource, num: np.ndarray | None, den: int, size: int) -
     the run of Bernoulli(gamma) successes, drawn only as far as the first one
     reaches.  ``num=None`` means gamma = 1 (exp(-1)).
     """
-    s = _factorial_run(rng, size)
-    if num is not None:
-        run = np.zeros(size, dtype=np.int64)
-        live = np.flatnonzero(s > 0)
-        while live.size:
-            ok = bernoulli(rng, num[live], den)
-            run[live[ok]] += 1
-            live = live[ok]
-            live = live[run[live] < s[live]]
-        s = np.minimum(s, run)
-    return (s & 1) == 0
+    s = _factorial_run(rng, size)  # >= 1: the first draw, Bernoulli(1/1), always succeeds
+    if num is None:
+        return (s & 1) == 0
+    first = bernoulli(rng, num, den)
+    run = first.astype(np.int64)
+    live = np.flatnonzero(first & (s > 1))
+    while live.size:
+        hit = bernoulli(rng, num[live], den)
+        run[live[hit]] += 1
+        live = live[hit]
+        live = live[run[live] < s[live]]
+    return (np.minimum(s, run) & 1) == 0
 
 
 def bernoulli_exp(rng: RandomSource, num: np.ndarray, den: int) -> np.ndarray:
