@@ -29,7 +29,6 @@ from secagg.cli_support import OK, USAGE, Console, HelpFormatter, float_in, int_
 from . import plot_style
 from .aggregators import Aggregator, GeometricMedianRule, Mean, OneStepRule
 from .data import digits
-from .dp import RobustDP
 from .errors import RFAError
 from .models import LogisticRegression
 from .privacy import weight_floor
@@ -83,7 +82,11 @@ def _run_all(args: argparse.Namespace, progress) -> tuple[dict[tuple[str, float]
                 nu="auto" if args.max_weight is not None and key != "fedavg" else None,
                 seed=args.seed,
             )
-            dp = None if args.epsilon is None else RobustDP(epsilon=args.epsilon, delta=args.delta)
+            dp = None
+            if args.epsilon is not None:
+                from .dp import RobustDP  # dp-accounting takes seconds to import: only when asked for
+
+                dp = RobustDP(epsilon=args.epsilon, delta=args.delta)
             results[key, rho] = train(model, dataset, rule, config, progress=progress(f"{key} rho={rho:g}"), dp=dp)  # type: ignore[arg-type]
             if dp is not None:
                 args.spent[key, rho] = (dp.spent(), dp.noise_multiplier)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 
 import numpy as np
 
@@ -37,11 +37,13 @@ from secagg.errors import NoisyWeightSum
 from .aggregators import Aggregator, GeometricMedianRule, TwoPhaseRule
 from .corruption import alie_z, choose_corrupted, corrupt_updates, poison_clients
 from .data import FederatedDataset
-from .dp import RobustDP
 from .errors import InvalidArgument, PlaintextOnly, UncertifiableBound
 from .models import ClassificationModel, Model, draw_batch, local_sgd
 from .privacy import PrivacyPolicy, smallest_nu, weight_floor
 from .voting import CorruptedVote, Election, cast_ballots, elect, tally
+
+if TYPE_CHECKING:
+    from .dp import RobustDP  # imported by its users: dp-accounting takes seconds to import
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,7 @@ def _runner(transport: str) -> Callable[..., Any]:
 class _SecureAggregation:
     """The public side of secure mode: one oracle for the run, the policy's public numbers."""
 
-    def __init__(self, rule: Aggregator, config: TrainingConfig, counts: np.ndarray, dp: RobustDP | None = None):
+    def __init__(self, rule: Aggregator, config: TrainingConfig, counts: np.ndarray, dp: "RobustDP | None" = None):
         self.rule = rule
         self.config = config
         self.alpha_range = (float(counts.min()), float(counts.max()))
@@ -238,7 +240,7 @@ def train(
     *,
     local_test: LocalTest | None = None,
     progress: Callable[[int], None] | None = None,
-    dp: RobustDP | None = None,
+    dp: "RobustDP | None" = None,
 ) -> TrainingResult:
     """Run Algorithm 1 (Algorithm 4 if ``config.personalised``) and record each evaluated round.
 
