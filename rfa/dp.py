@@ -51,6 +51,7 @@ class RobustDP:
     nu_fraction: float = 0.5  # Weiszfeld smoothing nu = nu_fraction * C under DP
     equal_weights: bool = True
     central: bool = False
+    seed: int | None = None  # simulations only: reproducible noise (and session keys), so no privacy
     accountant: PrivacyAccountant = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:

@@ -192,6 +192,7 @@ class _SecureAggregation:
             max_clients=max(m, 2),
             runner=_runner(config.transport),
             dp=None if dp is None else dp.mechanism(config.norm_bound, max(m, 2)),
+            seed=None if dp is None else dp.seed,
         )
 
     def __call__(

@@ -219,7 +219,7 @@ class SecureAverageOracle:
 
     def _average_dp(self, ids, d, vectors, weights, dropouts, clip) -> AverageResult:
         """One call through the distributed discrete Gaussian (``dp.py``): clients encode, the server decodes."""
-        from .rng import SeededRandom, SystemRandom
+        from .rng import SeededRandom, SystemRandom, fresh_stream
 
         assert self.dp is not None
         t = self.threshold_for(len(ids))
@@ -227,7 +227,8 @@ class SecureAverageOracle:
             raise ParameterError("differential privacy needs a fixed threshold t: its noise is sized for t survivors")
         base = SystemRandom() if self.seed is None else SeededRandom(f"secagg/v1/dp|{self.seed}|{self.calls}")
         plan = self.dp.plan(d, t, self.encoding.weight_bound, base.fork("rotation").bytes(32))  # public seed
-        encoded = {u: plan.encode(vectors[u], weights[u], base.fork(f"client/{u}"), clip=clip, client=u) for u in ids}
+        encoded = {u: plan.encode(vectors[u], weights[u], fresh_stream(base.fork(f"client/{u}")), clip=clip, client=u)
+                   for u in ids}  # each client's own CSPRNG
         seed = None if self.seed is None else (self.seed << 32) + self.calls
         self.calls += 1
         session = self.runner(
