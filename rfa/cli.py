@@ -6,7 +6,10 @@ each aggregate through real secure aggregation (every average is a secagg
 session).  The same three methods also run without corruption, so the table
 shows how much of its clean accuracy each keeps.  Plots and a CSV go to
 ``--out`` (created and checked before training starts); ``--json`` prints the
-table as JSON on stdout.  Exit codes as for ``secagg`` (``secagg.cli_support``):
+table as JSON on stdout.  ``--epsilon E`` adds differential privacy inside
+secure aggregation (``rfa.dp``): each method's noise is calibrated so that its
+whole run spends at most E at ``--delta``, and the table (key ``epsilon``)
+reports what it spent.  Exit codes as for ``secagg`` (``secagg.cli_support``):
 0 done, 2 a flag's value refused (also a privacy bound nothing can certify),
 130 Ctrl-C, 141 closed pipe.
 """

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from secagg.accounting import PrivacyAccountant, noise_multiplier_for
+from secagg.accounting import PrivacyAccountant, noise_multiplier_for, zcdp_epsilon
 from secagg.dp import CentralGaussian, DistributedDiscreteGaussian
 
 from .errors import InvalidArgument
@@ -80,6 +80,13 @@ class RobustDP:
         kind = CentralGaussian if self.central else DistributedDiscreteGaussian
         return kind(l2_clip=norm_bound, noise_multiplier=self.noise_multiplier, max_clients=max_clients,
                     delta=self.delta, accountant=self.accountant)
+
+    def per_aggregate(self, calls: int, delta: float | None = None) -> float:
+        """epsilon of one aggregate of ``calls`` oracle calls (one secure median: its R (+1) steps)."""
+        if self.noise_multiplier is None:
+            raise InvalidArgument("calibrate() first")
+        z = self.noise_multiplier
+        return zcdp_epsilon(1 / (2 * z * z), delta or self.delta, calls)
 
     def spent(self, delta: float | None = None) -> float:
         """epsilon spent so far at ``delta`` (default: this run's)."""

@@ -66,9 +66,12 @@ def test_demo_epsilon_reports_the_epsilon_each_method_spent(tmp_path, capsys):
     assert main(args) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["method"] for r in rows] == ["fedavg", "rfa", "one_step_rfa"]
-    for row in rows:
-        # Calibrated to the run's calls, so each method spends its target, never more.
-        assert 0.9 * 30 < row["epsilon"] <= 30 and row["noise_multiplier"] > 0
     by = {r["method"]: r for r in rows}
+    for row in rows:
+        # Calibrated to the run's calls, so no method spends more than its target.
+        assert 0 < row["epsilon"] <= 30 and row["noise_multiplier"] > 0
+    # One call per round: every planned call happens (a swamped one still counts), so the target is spent.
+    # (A secure median may stop early when its noisy weight sum is not positive, spending less.)
+    assert 0.9 * 30 < by["fedavg"]["epsilon"] and 0.9 * 30 < by["one_step_rfa"]["epsilon"]
     # RFA makes 4 calls per round to FedAvg's 1: the same epsilon needs more noise per call.
     assert by["rfa"]["noise_multiplier"] > by["fedavg"]["noise_multiplier"]

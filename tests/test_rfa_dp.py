@@ -37,6 +37,8 @@ def test_a_run_spends_its_target_epsilon_round_by_round(rule):
     # Every call is one (xi, rho)-zCDP event with rho <= 1 / (2 z^2): the run is within the zCDP composition.
     z = dp.noise_multiplier
     assert spent[-1] <= zcdp_epsilon(1 / (2 * z * z), 1e-5, dp.accountant.calls) * (1 + 1e-9) + 1e-6
+    # One aggregate (one round's calls) spends less than the run, more than one call.
+    assert dp.per_aggregate(1) <= dp.per_aggregate(rule.oracle_calls) < spent[-1]
 
 
 def test_dp_needs_secure_aggregation_and_one_of_epsilon_or_z():
