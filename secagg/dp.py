@@ -225,8 +225,9 @@ class DistributedDiscreteGaussian:
         sensitivity_sq = math.floor(bound_sq)
         target = z * z * sensitivity_sq / t
         sigma2 = Fraction(math.ceil(target)) if target >= 1 else Fraction(math.ceil(target * 2**16), 2**16)
-        # Hoeffding over the public signs: an honest coordinate exceeds L with probability <= clip_probability / D.
-        linf = math.ceil(g * math.sqrt(2 * math.log(2 * D * D / self.clip_probability) / D)) + 1
+        # Hoeffding over the public signs: a rotated coordinate of an honest vector (norm <= g) exceeds L - 1
+        # with probability <= clip_probability / D, so the vector is cut anywhere with probability <= it.
+        linf = math.ceil(g * math.sqrt(2 * math.log(2 * D / self.clip_probability) / D)) + 1
         linf = min(linf, math.isqrt(sensitivity_sq))
         tail = math.sqrt(2 * math.log(2 * D / self.wrap_probability)) * math.sqrt(n * float(sigma2))
         reach = n * linf + tail  # |coordinate of the noisy sum| stays below this except with wrap_probability
