@@ -77,9 +77,11 @@ class RobustDP:
         """The oracle's mechanism, spending into this run's accountant."""
         if self.noise_multiplier is None:
             raise InvalidArgument("calibrate() first: the noise multiplier depends on the run's calls")
-        kind = CentralGaussian if self.central else DistributedDiscreteGaussian
-        return kind(l2_clip=norm_bound, noise_multiplier=self.noise_multiplier, max_clients=max_clients,
-                    delta=self.delta, accountant=self.accountant)
+        common = dict(l2_clip=norm_bound, noise_multiplier=self.noise_multiplier, max_clients=max_clients,
+                      delta=self.delta, accountant=self.accountant)
+        if self.central:
+            return CentralGaussian(**common, reproducible=self.seed is not None)
+        return DistributedDiscreteGaussian(**common)
 
     def per_aggregate(self, calls: int, delta: float | None = None) -> float:
         """epsilon of one aggregate of ``calls`` oracle calls (one secure median: its R (+1) steps)."""

@@ -53,7 +53,7 @@ import numpy as np
 from . import dgauss
 from .accounting import PrivacyAccountant, gaussian_epsilon, zcdp_epsilon
 from .errors import EncodingOverflow, NoisyWeightSum, OutOfBounds, ParameterError
-from .rng import RandomSource, SeededRandom
+from .rng import RandomSource, SeededRandom, SystemRandom, fresh_stream
 from .rotation import Rotation, padded
 
 _SIGMA2_MAX = 2**28  # the exact int64 sampler's comfortable range (dgauss.check_sigma2 allows ~2**30)
@@ -314,6 +314,7 @@ class CentralGaussian:
     max_clients: int = 1024
     delta: float = 1e-5
     accountant: PrivacyAccountant | None = None
+    reproducible: bool = False  # simulations only: noise derived from the call's public seed (no privacy)
 
     def __post_init__(self) -> None:
         if self.accountant is None:
@@ -324,7 +325,9 @@ class CentralGaussian:
         cost = PrivacyCost(1 / (2 * self.noise_multiplier**2), 0.0, self.delta,
                            gaussian_epsilon(self.noise_multiplier, self.delta))
         return CentralPlan(d, float(self.l2_clip), float(weight_bound), self.noise_multiplier, frac_bits,
-                           SeededRandom(b"secagg/v1/central-noise|" + seed), cost=cost)  # the server's own noise
+                           # The server's own noise: a secret stream, unless a simulation asks to replay it.
+                           SeededRandom(b"secagg/v1/central-noise|" + seed) if self.reproducible
+                           else fresh_stream(SystemRandom()), cost=cost)
 
     def spend(self, plan: CentralPlan, label: str = "call") -> None:
         assert self.accountant is not None

@@ -95,3 +95,20 @@ def test_noise_never_comes_from_a_non_cryptographic_rng(monkeypatch):
     _, oracle = _oracle(z=1.0, seed=None)  # the OS CSPRNG, as deployed
     r = oracle.average({u: np.full(40, 0.1) for u in range(1, 13)}, {u: 1.0 for u in range(1, 13)})
     assert r.noise_std > 0
+
+
+def test_central_baseline_noise_matches_noise_std_and_is_secret_unless_replayed():
+    from secagg.dp import CentralGaussian
+
+    zeros = {u: np.zeros(2000) for u in range(1, 13)}
+    ones = {u: 1.0 for u in zeros}
+
+    def run(reproducible):
+        mech = CentralGaussian(l2_clip=1.0, noise_multiplier=0.5, max_clients=12, reproducible=reproducible)
+        return SecureAverageOracle(0.5, value_bound=1.0, max_clients=12, dp=mech, seed=3).average(zeros, ones)
+
+    r = run(False)
+    assert abs(np.std(r.value) / r.noise_std - 1) < 0.09
+    # Same public seed: the deployed server's noise differs (secret); a replayed simulation's is equal.
+    assert not np.array_equal(run(False).value, r.value)
+    assert np.array_equal(run(True).value, run(True).value)
