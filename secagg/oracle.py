@@ -170,7 +170,7 @@ class SecureAverageOracle:
             raise ParameterError(f"vectors must be 1-D and of one length, got shapes {sorted(dims)[:3]}")
         (d,) = dims.pop()
         if self.dp is not None:
-            return self._average_dp(ids, d, vectors, weights, dropouts, clip)
+            return self._average_dp(ids, d, vectors, weights, dropouts, clip, on_refusal)
         encoded = {}
         refused: dict[int, OutOfBounds] = {}
         for u in ids:  # each client encodes its own input (client side)
@@ -217,11 +217,13 @@ class SecureAverageOracle:
             session=session,
         )
 
-    def _average_dp(self, ids, d, vectors, weights, dropouts, clip) -> AverageResult:
+    def _average_dp(self, ids, d, vectors, weights, dropouts, clip, on_refusal) -> AverageResult:
         """One call through the distributed discrete Gaussian (``dp.py``): clients encode, the server decodes."""
         from .rng import SeededRandom, SystemRandom, fresh_stream
 
         assert self.dp is not None
+        if on_refusal != "raise":
+            raise ParameterError('with dp, a refusal is raised (on_refusal="raise"): clip=True clips instead')
         t = self.threshold_for(len(ids))
         if t is None:
             raise ParameterError("differential privacy needs a fixed threshold t: its noise is sized for t survivors")
