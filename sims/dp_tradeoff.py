@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"test accuracy after {rounds} rounds")
     plot_style.percent_axis(axes[0])
-    plot_style.legend(axes[1])
+    plot_style.legend(axes[1], handles=axes[0].get_legend_handles_labels()[0])  # the left panel has every line
     save_figure(fig, args.out / f"{NAME}.png")
 
     head = "| method | DP | " + " | ".join(labels) + " |"
