@@ -1,6 +1,6 @@
 """Privacy, robustness, accuracy: test accuracy under corruption against epsilon, distributed vs central DP.
 
-    python3 -m sims.dp_tradeoff            # epsilon in {1, 4, 16, 64, no DP}, 140 clients, 20 rounds (about 10 min)
+    python3 -m sims.dp_tradeoff            # epsilon in {1, 4, 16, 64, no DP}, 140 clients, 20 rounds, 3 seeds
     python3 -m sims.dp_tradeoff --quick    # epsilon in {4, no DP}, 20 clients, 2 rounds (a smoke run)
 
 FedAvg, RFA and one-step RFA train a logistic regression on scikit-learn's
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser(NAME, __doc__.splitlines()[0]).parse_args(argv)
     n, rounds = (20, 2) if args.quick else (140, 20)
     epsilons: tuple[float | None, ...] = (4.0, None) if args.quick else (1.0, 4.0, 16.0, 64.0, None)
-    run_seeds = seeds(args) if args.seeds is not None or args.quick else [0]
+    run_seeds = seeds(args)
     runs = []
     for seed in run_seeds:
         for method in METHODS:
