@@ -6,7 +6,10 @@ each aggregate through real secure aggregation (every average is a secagg
 session).  The same three methods also run without corruption, so the table
 shows how much of its clean accuracy each keeps.  Plots and a CSV go to
 ``--out`` (created and checked before training starts); ``--json`` prints the
-table as JSON on stdout.  Exit codes as for ``secagg`` (``secagg.cli_support``):
+table as JSON on stdout.  ``--epsilon E`` adds differential privacy inside
+secure aggregation (``rfa.dp``): each method's noise is calibrated so that its
+whole run spends at most E at ``--delta``, and the table (key ``epsilon``)
+reports what it spent.  Exit codes as for ``secagg`` (``secagg.cli_support``):
 0 done, 2 a flag's value refused (also a privacy bound nothing can certify),
 130 Ctrl-C, 141 closed pipe.
 """
@@ -81,6 +84,7 @@ def _run_all(args: argparse.Namespace, dataset: FederatedDataset, progress
     model = LogisticRegression(dataset.client_X[0].shape[1], dataset.n_classes)
     results = {}
     recorded = {key: _Recorded(rule) for key, (_, rule) in METHODS.items()}
+    args.spent = {}  # (method, rho) -> (epsilon spent, noise multiplier), with --epsilon
     for rho in (0.0, args.rho):
         for key, rule in recorded.items():
             config = TrainingConfig(
@@ -97,11 +101,19 @@ def _run_all(args: argparse.Namespace, dataset: FederatedDataset, progress
                 nu="auto" if args.max_weight is not None and key != "fedavg" else None,
                 seed=args.seed,
             )
-            results[key, rho] = train(model, dataset, rule, config, progress=progress(f"{key} rho={rho:g}"))  # type: ignore[arg-type]
+            dp = None
+            if args.epsilon is not None:
+                from .dp import RobustDP  # dp-accounting takes seconds to import: only when asked for
+
+                dp = RobustDP(epsilon=args.epsilon, delta=args.delta)
+            results[key, rho] = train(model, dataset, rule, config, progress=progress(f"{key} rho={rho:g}"), dp=dp)  # type: ignore[arg-type]
+            if dp is not None:
+                args.spent[key, rho] = (dp.spent(), dp.noise_multiplier)
     return results, recorded
 
 
-def _rows(results: dict[tuple[str, float], TrainingResult], recorded: dict[str, _Recorded], rho: float) -> list[dict]:
+def _rows(results: dict[tuple[str, float], TrainingResult], recorded: dict[str, _Recorded], rho: float,
+          args: argparse.Namespace) -> list[dict]:
     rows = []
     for key in METHODS:
         run, clean = results[key, rho], results[key, 0.0]
@@ -119,6 +131,9 @@ def _rows(results: dict[tuple[str, float], TrainingResult], recorded: dict[str, 
                 # The smoothing the secure steps used (None for the mean), and the certificate no nu can beat.
                 "nu": (max(nus) if len(nus) == 1 else sorted(nus)) if nus else None,
                 "weight_floor": float(max(recorded[key].floors)),
+                # --epsilon: what the run under corruption spent at --delta (the clean run spends the same).
+                "epsilon": args.spent[key, rho][0] if (key, rho) in args.spent else None,
+                "noise_multiplier": args.spent[key, rho][1] if (key, rho) in args.spent else None,
             }
         )
     return rows
@@ -159,14 +174,16 @@ def _table(rows: list[dict], args: argparse.Namespace):
 
     table = Table(title=f"{args.rho:.0%} {args.attack} by weight; {args.rounds} rounds, {args.per_round} of "
                         f"{args.clients} clients each, all through secure aggregation")
-    for col in ("method", "acc.", "clean", "calls", "KiB/cl.", "max w", "cert. w", "nu"):
+    dp = args.epsilon is not None
+    for col in ("method", "acc.", "clean", "calls", "KiB/cl.", "max w", "cert. w", "nu") + (("eps", "z") if dp else ()):
         table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
     for row in rows:
         nu = row["nu"]
         table.add_row(METHODS[row["method"]][0], f"{row['accuracy']:.1%}", f"{row['clean_accuracy']:.1%}",
                       str(row["oracle_calls"]), f"{row['bytes_per_client'] / 1024:,.1f}",
                       f"{row['max_effective_weight']:.3f}", f"{row['max_certified_weight']:.3g}",
-                      "-" if nu is None else (f"{nu:.3g}" if isinstance(nu, float) else "varies"))
+                      "-" if nu is None else (f"{nu:.3g}" if isinstance(nu, float) else "varies"),
+                      *((f"{row['epsilon']:.3g}", f"{row['noise_multiplier']:.3g}") if dp else ()))
     return table
 
 
@@ -190,7 +207,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except (SecAggError, RFAError) as exc:
         print(f"rfa demo: {exc}", file=sys.stderr)
         return USAGE
-    rows = _rows(results, recorded, args.rho)
+    rows = _rows(results, recorded, args.rho, args)
     with (args.out / "demo.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -208,6 +225,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "each call (1 means none: try --max-weight; no bound below "
             f"{max(r['weight_floor'] for r in rows):.3g}, the weight floor, can be certified); "
             "nu: the smoothing RFA used."
+            + (f" eps: the run's epsilon at delta = {args.delta:g} (distributed discrete Gaussian inside secure "
+               "aggregation, every client counted once); z: its noise multiplier." if args.epsilon is not None else "")
         )
         console.print(f"plots and CSV in {args.out}/: " + ", ".join(p.name for p in plots)
                       + f"  ({time.perf_counter() - start:.0f} s)")
@@ -233,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-weight", type=float_in(0, 1, low_open=True), default=None,
                       help="enforce this privacy-weight bound s in (0, 1] (RFA's nu is then chosen to certify it; "
                            "default: none)")
+    demo.add_argument("--epsilon", type=float_in(0, low_open=True), default=None,
+                      help="differential privacy: the whole run's target epsilon (at --delta) per method; noise is "
+                           "added inside secure aggregation (default: no DP)")
+    demo.add_argument("--delta", type=float_in(0, 1, low_open=True, high_open=True), default=1e-5,
+                      help="the delta of --epsilon")
     demo.add_argument("--transport", choices=["memory", "tcp"], default="memory", help="secure aggregation transport")
     demo.add_argument("--seed", type=int, default=0, help="seed of the data split, sampling and corruption")
     demo.add_argument("--out", type=Path, default=Path("out") / "demo", help="folder for the CSV and the plots")

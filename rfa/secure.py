@@ -27,6 +27,7 @@ from typing import Iterable, Literal, Mapping, Sequence
 import numpy as np
 
 from secagg import SecureAverageOracle, SurvivorsChanged
+from secagg.errors import NoisyWeightSum
 
 from .errors import InvalidArgument, PolicyError, SurvivorSetChanged
 from .privacy import PrivacyPolicy, into_ball, smallest_nu
@@ -48,6 +49,7 @@ class StepRecord:
     objective: float  # g(output) = sum_i alpha_i ||output - w_i|| (simulation only)
     error_bound: float  # the oracle's quantization bound for this call
     bytes_per_client: float  # mean bytes a client sent and received in this call
+    noise_std: float = 0.0  # differential privacy: the per-coordinate noise std of the output (rfa/dp.py)
 
 
 @dataclass(frozen=True)
@@ -197,10 +199,13 @@ class CohortSession:
             beta = weiszfeld_weights(cohort.points, v, cohort.alpha, policy.nu)  # Algorithm 2, line 3
         if dropouts is not None and self.pinned is not None:  # clients outside the pinned set left already
             dropouts = {r: [u for u in who if u in self.pinned] for r, who in dropouts.items()}
+        scale = 1.0
+        if getattr(oracle, "dp", None) is not None:  # each step's own weight bound sets its sensitivity (rfa/dp.py)
+            scale = oracle.encoding.weight_bound / (policy.alpha_max if v is None else policy.beta_max)
         try:
             result = self.session.average(
                 {u: cohort.points[k] for k, u in enumerate(cohort.ids)},
-                {u: float(beta[k]) for k, u in enumerate(cohort.ids)},
+                {u: float(beta[k]) * scale for k, u in enumerate(cohort.ids)},
                 dropouts=dropouts,
                 clip=True,  # clipping into the public C and beta_max is part of the privacy rule (privacy.py)
                 broadcast=b"" if v is None else v.astype("<f8").tobytes(),  # the call_open's public v
@@ -224,13 +229,14 @@ class CohortSession:
             broadcast=None if v is None else v.copy(),
             output=output,
             included=result.included,
-            sum_weights=result.sum_weights,
+            sum_weights=result.sum_weights / scale,
             certified_weight=cert,
             included_weight_bound=included_bound,
             realised_max_weight=float(included_beta.max() / included_beta.sum()),
             objective=cohort.objective(output),
             error_bound=result.quantization_error,  # against the clipped inputs, which the rule aggregates
             bytes_per_client=result.bytes_per_client,
+            noise_std=result.noise_std,
         )
 
 
@@ -297,6 +303,10 @@ def secure_geometric_median(
         if not records:
             raise
         stopped = refused.reason  # the last completed iterate is still a certified output
+    except NoisyWeightSum as swamped:  # differential privacy: this step's noise drowned its weights
+        if not records:
+            raise
+        stopped = str(swamped)  # the last iterate is still a (noisy) output
     return SecureAggregate(
         median=v, rounds=tuple(records), policy=session.policy, threshold=session.threshold, stopped=stopped
     )

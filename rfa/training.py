@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 
 import numpy as np
 
 from secagg import SecureAverageOracle, simulate
+from secagg.errors import NoisyWeightSum
 
 from .aggregators import Aggregator, GeometricMedianRule, TwoPhaseRule
 from .corruption import alie_z, choose_corrupted, corrupt_updates, poison_clients
@@ -40,6 +41,9 @@ from .errors import InvalidArgument, PlaintextOnly, UncertifiableBound
 from .models import ClassificationModel, Model, draw_batch, local_sgd
 from .privacy import PrivacyPolicy, smallest_nu, weight_floor
 from .voting import CorruptedVote, Election, cast_ballots, elect, tally
+
+if TYPE_CHECKING:
+    from .dp import RobustDP  # imported by its users: dp-accounting takes seconds to import
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,7 @@ class TrainingConfig:
     rho: float = 0.0  # corrupted fraction, by weight
     corruption_params: Mapping[str, Any] = field(default_factory=dict)
     secure: bool = False
-    transport: Literal["memory", "tcp"] = "memory"
+    transport: Literal["memory", "tcp", "sum"] = "memory"  # "sum": the revealed sum only (large simulations)
     threshold: int | float = 2 / 3  # secure aggregation threshold (int, or a fraction of m)
     norm_bound: float = 100.0  # C: public bound on update norms (secure mode clips to it)
     max_weight: float | None = None  # s: the privacy-weight bound (secure mode)
@@ -73,8 +77,8 @@ class TrainingConfig:
                 raise InvalidArgument(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if not 0 <= self.rho < 1:
             raise InvalidArgument(f"rho must lie in [0, 1), got {self.rho}")
-        if self.transport not in ("memory", "tcp"):
-            raise InvalidArgument(f"transport must be 'memory' or 'tcp', got {self.transport!r}")
+        if self.transport not in ("memory", "tcp", "sum"):
+            raise InvalidArgument(f"transport must be 'memory', 'tcp' or 'sum', got {self.transport!r}")
         if self.data_corruption and self.update_corruption:
             raise InvalidArgument("choose one corruption: data or update")
         if self.momentum is not None:
@@ -101,6 +105,7 @@ class RoundRecord:
     max_effective_weight: float  # secure mode: realised max_i beta_i / sum_j beta_j this round
     certified_weight: float  # secure mode: the largest certificate checked this round
     corrupted_share: float = float("nan")  # the corrupted clients' fraction of this round's weight
+    epsilon: float = float("nan")  # dp: epsilon spent so far at the run's delta (rfa/dp.py)
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,10 @@ def split_local_test(
 
 
 def _runner(transport: str) -> Callable[..., Any]:
+    if transport == "sum":  # simulations only: the revealed sum without running the session
+        from secagg.simulation import revealed_sum
+
+        return revealed_sum
     if transport == "tcp":
         from secagg.tcp import simulate_tcp
 
@@ -159,13 +168,15 @@ def _runner(transport: str) -> Callable[..., Any]:
 class _SecureAggregation:
     """The public side of secure mode: one oracle for the run, the policy's public numbers."""
 
-    def __init__(self, rule: Aggregator, config: TrainingConfig, counts: np.ndarray):
+    def __init__(self, rule: Aggregator, config: TrainingConfig, counts: np.ndarray, dp: "RobustDP | None" = None):
         self.rule = rule
         self.config = config
         self.alpha_range = (float(counts.min()), float(counts.max()))
         m = config.clients_per_round
         t = SecureAverageOracle(config.threshold).threshold_for(m)
         nu = config.nu if config.nu is not None else getattr(rule, "nu", None)
+        if dp is not None and config.nu is None and nu is not None:
+            nu = dp.nu_fraction * config.norm_bound  # the DP smoothing: flatter weights, less noise (rfa/dp.py)
         if nu == "auto":
             if config.max_weight is None:
                 raise InvalidArgument('nu="auto" needs max_weight')
@@ -180,6 +191,8 @@ class _SecureAggregation:
             weight_bound=policy.beta_max,
             max_clients=max(m, 2),
             runner=_runner(config.transport),
+            dp=None if dp is None else dp.mechanism(config.norm_bound, max(m, 2)),
+            seed=None if dp is None else dp.seed,
         )
 
     def __call__(
@@ -228,8 +241,14 @@ def train(
     *,
     local_test: LocalTest | None = None,
     progress: Callable[[int], None] | None = None,
+    dp: "RobustDP | None" = None,
 ) -> TrainingResult:
-    """Run Algorithm 1 (Algorithm 4 if ``config.personalised``) and record each evaluated round."""
+    """Run Algorithm 1 (Algorithm 4 if ``config.personalised``) and record each evaluated round.
+
+    ``dp``: differential privacy inside secure aggregation (``rfa.dp``); needs
+    ``secure=True``; its accountant records every call, and each record carries
+    the epsilon spent so far.
+    """
     if config.secure and rule.mode != "secure":
         raise PlaintextOnly(
             f"{rule.name} needs every update in the clear; secure=True would silently downgrade privacy"
@@ -245,7 +264,15 @@ def train(
     clean = dataset  # voters judge candidates on their unpoisoned data
     if config.data_corruption and corrupted.any():
         dataset = poison_clients(dataset, corrupted, config.data_corruption)
-    secure = _SecureAggregation(rule, config, counts) if config.secure else None
+    if dp is not None:
+        if not config.secure:
+            raise InvalidArgument("dp adds its noise inside secure aggregation: set secure=True")
+        if config.personalised or config.momentum is not None or isinstance(rule, TwoPhaseRule):
+            raise InvalidArgument("dp covers plain rounds of FedAvg, RFA and one-step RFA only")
+        dp.calibrate(config.rounds * rule.oracle_calls)
+        if dp.equal_weights:
+            counts = np.ones(n, dtype=np.int64)  # user-level DP: every client counts once
+    secure = _SecureAggregation(rule, config, counts, dp) if config.secure else None
     if secure is not None:
         # The mean's bound is the floor; refuse before training rather than at the first round.
         t = secure.oracle.threshold_for(m)
@@ -298,12 +325,18 @@ def train(
             updates = corrupt_updates(config.update_corruption, updates, alpha, bad, rng, **params)
         warm = {"previous": previous} if warm_start else {}
         if secure is not None:
-            aggregate, outcome = secure(updates, alpha, selected, **warm)
-            calls += outcome.oracle_calls
-            steps = outcome.rounds
-            per_client = sum(s.bytes_per_client for s in steps)
-            realised = max(s.realised_max_weight for s in steps)
-            certified = max(s.certified_weight for s in steps)
+            try:
+                aggregate, outcome = secure(updates, alpha, selected, **warm)
+            except NoisyWeightSum:  # dp: the noise drowned the first step's weights; this round makes no update
+                aggregate = np.zeros_like(w)
+                calls += 1
+                per_client, realised, certified = np.nan, np.nan, np.nan
+            else:
+                calls += outcome.oracle_calls
+                steps = outcome.rounds
+                per_client = sum(s.bytes_per_client for s in steps)
+                realised = max(s.realised_max_weight for s in steps)
+                certified = max(s.certified_weight for s in steps)
         elif isinstance(rule, TwoPhaseRule):  # Algorithm 3, lines 4-10
             candidates = rule.candidates(updates, alpha)
             proposals = np.stack([_step(w, c, config) for c in candidates])
@@ -323,7 +356,8 @@ def train(
             accuracy, local_accuracy, loss = _evaluate(model, w, dataset, local_test, personal, corrupted)
             history.append(
                 RoundRecord(t_round, calls, accuracy, local_accuracy, loss, per_client, realised, certified,
-                            corrupted_share=float(alpha[bad].sum() / alpha.sum()))
+                            corrupted_share=float(alpha[bad].sum() / alpha.sum()),
+                            epsilon=dp.spent() if dp is not None else float("nan"))
             )
         if progress is not None:
             progress(t_round)

@@ -42,6 +42,10 @@ class EncodingOverflow(ParameterError):
     """The sum of the encoded inputs could wrap around the modulus."""
 
 
+class NoisyWeightSum(SecAggError):
+    """Differential privacy: the noisy weight sum a call revealed is not positive, so no average exists."""
+
+
 class OutOfBounds(ParameterError):
     """A client's input lies outside the public bounds of the encoding; it refuses to encode.
 

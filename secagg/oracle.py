@@ -29,14 +29,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, Literal, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Literal, Mapping
 
 import numpy as np
 
 from . import reprs
 from .encoding import FixedPointEncoding
-from .errors import OutOfBounds, ParameterError
+from .errors import OutOfBounds, ParameterError, SurvivorsChanged
 from .simulation import MultiCallSimulation, SimulationResult, setup_session, simulate
+
+if TYPE_CHECKING:
+    from .dp import CallPlan, DistributedDiscreteGaussian, PrivacyCost
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class AverageResult:
     refused: Mapping[int, OutOfBounds]  # on_refusal="dropout": who refused to encode, and why
     bytes_per_client: float  # mean bytes sent + received by a client in this call (call 0: key rounds too)
     session: SimulationResult  # this call's part of the session
+    noise_std: float = 0.0  # dp: per-coordinate std of the DP noise in ``value``, in its units
+    privacy: "PrivacyCost | None" = None  # dp: what this call spent
 
     def __repr__(self) -> str:
         return reprs.fields(
@@ -96,7 +101,9 @@ class SecureAverageOracle:
         graph: str = "complete",
         tolerated_dropout: float | None = None,
         tolerated_corrupt: float | None = None,
+        dp: "DistributedDiscreteGaussian | None" = None,
     ):
+        self.dp = dp  # differential privacy: the mechanism encodes before masking, decodes the sum (dp.py)
         self.graph: dict[str, object] = {}  # passed to the runner: a sparse graph's sizing
         if graph != "complete":
             self.graph = dict(graph=graph, tolerated_dropout=tolerated_dropout, tolerated_corrupt=tolerated_corrupt)
@@ -158,6 +165,16 @@ class SecureAverageOracle:
         (``on_refusal="raise"``), or makes the refusing clients drop out before
         their first message (``"dropout"``, listed in ``AverageResult.refused``).
         """
+        if self.dp is not None:
+            ids, plan, encoded = self._dp_encode(vectors, weights, clip, on_refusal)
+            seed = self._seed()
+            self.calls += 1
+            self.sessions += 1
+            session = self.runner(
+                {u: encoded[u].vector for u in ids}, threshold=self.threshold_for(len(ids)), modulus=plan.modulus, dropouts=dropouts,
+                malicious=self.malicious, seed=seed, **self.graph,
+            )
+            return self._dp_result(plan, session, ids, encoded)
         ids, encoded, refused, dropouts = self._encode(vectors, weights, dropouts, clip, on_refusal)
         # A refusing client sends nothing: in the session it is a dropout at its first round.
         blank = np.zeros(self._dim(vectors, ids) + 1, dtype=np.uint64)
@@ -186,15 +203,8 @@ class SecureAverageOracle:
     def _dim(vectors: Mapping[int, np.ndarray], ids: list[int]) -> int:
         return int(np.shape(vectors[ids[0]])[0])
 
-    def _encode(
-        self,
-        vectors: Mapping[int, np.ndarray],
-        weights: Mapping[int, float],
-        dropouts: Mapping[str, Iterable[int]] | None,
-        clip: bool,
-        on_refusal: str,
-    ) -> tuple[list[int], dict, dict[int, OutOfBounds], Mapping[str, Iterable[int]] | None]:
-        """Each client encodes its own input (client side); refusals become dropouts at the first round."""
+    def _checked_ids(self, vectors: Mapping[int, np.ndarray], weights: Mapping[int, float], on_refusal: str) -> list[int]:
+        """The clients of a call, once the call's arguments are checked."""
         if on_refusal not in ("raise", "dropout"):
             raise ParameterError(f'on_refusal must be "raise" or "dropout", got {on_refusal!r}')
         ids = sorted(vectors)
@@ -206,6 +216,18 @@ class SecureAverageOracle:
         dims = {np.shape(vectors[u]) for u in ids}
         if len(dims) != 1 or len(next(iter(dims))) != 1:
             raise ParameterError(f"vectors must be 1-D and of one length, got shapes {sorted(dims)[:3]}")
+        return ids
+
+    def _encode(
+        self,
+        vectors: Mapping[int, np.ndarray],
+        weights: Mapping[int, float],
+        dropouts: Mapping[str, Iterable[int]] | None,
+        clip: bool,
+        on_refusal: str,
+    ) -> tuple[list[int], dict, dict[int, OutOfBounds], Mapping[str, Iterable[int]] | None]:
+        """Each client encodes its own input (client side); refusals become dropouts at the first round."""
+        ids = self._checked_ids(vectors, weights, on_refusal)
         encoded = {}
         refused: dict[int, OutOfBounds] = {}
         for u in ids:  # each client encodes its own input (client side)
@@ -242,6 +264,42 @@ class SecureAverageOracle:
             refused=refused,
             bytes_per_client=traffic / len(ids),
             session=session,
+        )
+
+    def _dp_encode(
+        self, vectors: Mapping[int, np.ndarray], weights: Mapping[int, float], clip: bool, on_refusal: str,
+    ) -> tuple[list[int], "CallPlan", dict]:
+        """Each client clips, rotates, rounds and noises its own input (``dp.py``) with its own CSPRNG."""
+        from .rng import SeededRandom, SystemRandom, fresh_stream
+
+        assert self.dp is not None
+        ids = self._checked_ids(vectors, weights, on_refusal)
+        if on_refusal != "raise":
+            raise ParameterError('with dp, a refusal is raised (on_refusal="raise"): clip=True clips instead')
+        t = self.threshold_for(len(ids))
+        if t is None:
+            raise ParameterError("differential privacy needs a fixed threshold t: its noise is sized for t survivors")
+        base = SystemRandom() if self.seed is None else SeededRandom(f"secagg/v1/dp|{self.seed}|{self.calls}")
+        d = self._dim(vectors, ids)
+        plan = self.dp.plan(d, t, self.encoding.weight_bound, base.fork("rotation").bytes(32))  # public seed
+        encoded = {u: plan.encode(vectors[u], weights[u], fresh_stream(base.fork(f"client/{u}")), clip=clip, client=u)
+                   for u in ids}
+        return ids, plan, encoded
+
+    def _dp_result(self, plan: "CallPlan", session: SimulationResult, ids: list[int], encoded: Mapping) -> AverageResult:
+        assert self.dp is not None
+        self.dp.spend(plan)  # the server has seen the noisy sum, whatever decoding makes of it
+        value, sum_weights, noise_std = plan.decode(session.total, len(session.included))
+        traffic = sum(session.bytes_sent.values()) + sum(session.bytes_received.values())
+        self.bytes_total += traffic
+        inside = [encoded[u] for u in session.included]
+        return AverageResult(
+            value=value, included=session.included, sum_weights=sum_weights,
+            error_bound=math.inf, quantization_error=math.inf,  # the noise has no worst case: see noise_std
+            clipped_inputs=sum(1 for e in inside if e.clipped_norm or e.clipped_weight),
+            clipped_values=sum(e.clipped_coordinates for e in inside),
+            clipped_weights=sum(e.clipped_weight for e in inside), underflows=0, refused={},
+            bytes_per_client=traffic / len(ids), session=session, noise_std=noise_std, privacy=plan.cost,
         )
 
 
@@ -287,8 +345,19 @@ class OracleSession:
         oracle = self.oracle
         if self.done >= self.calls:
             raise ParameterError(f"the session's {self.calls} planned calls are done")
-        ids, encoded, refused, dropouts = oracle._encode(vectors, weights, dropouts, clip, on_refusal)
+        plan = None
+        if oracle.dp is not None:  # fresh noise, rotation seed and rounding in every call (dp.py)
+            ids, plan, encoded = oracle._dp_encode(vectors, weights, clip, on_refusal)
+            refused: dict[int, OutOfBounds] = {}
+            modulus = plan.modulus
+        else:
+            ids, encoded, refused, dropouts = oracle._encode(vectors, weights, dropouts, clip, on_refusal)
+            modulus = oracle.encoding.modulus
+        if oracle.runner is not simulate:
+            return self._separate_call(ids, encoded, refused, dropouts, plan, modulus)
         if self._simulation is not None:
+            if modulus != self._simulation.params.modulus:
+                raise ParameterError("a later call of a session must keep its modulus (a DP plan sized it)")
             if not set(ids) <= set(self._ids):
                 raise ParameterError(f"clients {sorted(set(ids) - set(self._ids))[:5]} are not in this session")
             # A client of the session left out of a later call sends nothing in it (pinning then stops the call).
@@ -296,13 +365,13 @@ class OracleSession:
             if absent:
                 dropouts = dict(dropouts or {})
                 dropouts["masked_input"] = sorted(set(dropouts.get("masked_input", ())) | absent)
-        blank = np.zeros(oracle._dim(vectors, ids) + 1, dtype=np.uint64)
+        blank = np.zeros_like(next(iter(encoded.values())).vector)
         self._pending = {u: encoded[u].vector if u in encoded else blank for u in ids}
         if self._simulation is None:
             params, clients = setup_session(
                 self._pending,
                 threshold=oracle.threshold_for(len(ids)),
-                modulus=oracle.encoding.modulus,
+                modulus=modulus,
                 malicious=oracle.malicious,
                 seed=oracle._seed(),
                 calls=self.calls,
@@ -314,7 +383,34 @@ class OracleSession:
         oracle.calls += 1
         session = self._simulation.run_call(dropouts, broadcast)
         self.done += 1
-        return oracle._result(session, ids, encoded, refused)
+        return oracle._result(session, ids, encoded, refused) if plan is None else oracle._dp_result(
+            plan, session, ids, encoded)
+
+    def _separate_call(self, ids, encoded, refused, dropouts, plan, modulus) -> AverageResult:
+        """A custom runner (``SecureAverageOracle(runner=...)``) runs one-call sessions: each call is one,
+        and the session keeps the pinning rule itself."""
+        oracle = self.oracle
+        if self._ids and set(ids) != set(self._ids):
+            raise SurvivorsChanged("masked_input", len(ids), len(self._ids),
+                                   f"call {self.done} names other clients than the survivors of call 0")
+        blank = np.zeros_like(next(iter(encoded.values())).vector)
+        seed = oracle._seed()
+        oracle.calls += 1
+        oracle.sessions += 1
+        session = oracle.runner(
+            {u: encoded[u].vector if u in encoded else blank for u in ids},
+            threshold=oracle.threshold_for(len(ids)), modulus=modulus,
+            dropouts=dropouts, malicious=oracle.malicious, seed=seed, **oracle.graph,
+        )
+        if self._ids and set(session.included) != set(self._ids):
+            # A one-call runner cannot stop before its unmasking; the simulation discards the call instead.
+            raise SurvivorsChanged("masked_input", len(session.included), len(self._ids),
+                                   f"call {self.done} lost survivors of call 0: its result is discarded")
+        if not self._ids:
+            self._ids = list(session.included)
+        self.done += 1
+        return oracle._result(session, ids, encoded, refused) if plan is None else oracle._dp_result(
+            plan, session, ids, encoded)
 
     def _inputs_of(self, u: int):
         """Client u's inputs callback: in this simulation the cohort's owner hands each client its vector."""

@@ -64,3 +64,12 @@ def random_below(rng: RandomSource, bound: int) -> int:
         value = int.from_bytes(rng.bytes(nbytes), "big") & mask
         if value < bound:
             return value
+
+
+def fresh_stream(source: RandomSource) -> SeededRandom:
+    """A ChaCha20 keystream keyed by 32 fresh secret bytes of ``source``: bulk randomness for one party.
+
+    As strong as ``source`` (the key never leaves the party), but one system call
+    instead of one per draw: the DP noise of a vector needs thousands of draws.
+    """
+    return SeededRandom(source.bytes(32))

@@ -26,7 +26,7 @@ from .client import Client, Inputs
 from .keys import raw_public
 from .errors import ParameterError
 from .messages import Message, Round, rounds_for
-from .params import PublicParams
+from .params import SESSION_ID_BYTES, PublicParams
 from .rng import RandomSource, SeededRandom, SystemRandom
 from .server import Server
 
@@ -279,3 +279,27 @@ class MultiCallSimulation:
         )
         self.results.append(simulated)
         return simulated
+
+
+def revealed_sum(
+    inputs: Mapping[int, np.ndarray], *, threshold: int | None = None, modulus: int,
+    dropouts: Mapping[str, Iterable[int]] | None = None, **_: object,
+) -> SimulationResult:
+    """What a session without dropouts reveals, the sum mod M of the inputs, without running it.
+
+    For simulations too large to run every session (``sims.dp_tradeoff``):
+    ``simulate`` reveals exactly this sum (tests/test_simulation.py), so results
+    that depend only on the revealed sum are the same.  No keys, masks or bytes.
+    """
+    if dropouts:
+        raise ParameterError("revealed_sum plays no dropouts: use simulate")
+    ids = tuple(sorted(inputs))
+    bits = modulus.bit_length() - 1
+    total = np.zeros(len(inputs[ids[0]]), dtype=np.uint64)
+    for u in ids:
+        total += np.asarray(inputs[u], dtype=np.uint64)  # uint64 wraps mod 2**64, a multiple of M
+    if bits < 64:
+        total &= np.uint64(modulus - 1)
+    params = PublicParams(bytes(SESSION_ID_BYTES), ids, threshold or len(ids), bits, total.size)
+    zero = {u: 0 for u in ids}
+    return SimulationResult(total, ids, [], params, {}, zero, dict(zero))

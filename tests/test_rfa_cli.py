@@ -15,7 +15,9 @@ def test_demo_json_lists_the_three_methods_with_the_documented_keys(tmp_path, ca
     assert [r["method"] for r in rows] == ["fedavg", "rfa", "one_step_rfa"]
     for row in rows:
         assert set(row) == {"method", "accuracy", "clean_accuracy", "oracle_calls", "bytes_per_client",
-                            "max_effective_weight", "max_certified_weight", "nu", "weight_floor"}
+                            "max_effective_weight", "max_certified_weight", "nu", "weight_floor", "epsilon",
+                            "noise_multiplier"}
+        assert row["epsilon"] is None and row["noise_multiplier"] is None  # no --epsilon: no DP
         assert 0 <= row["accuracy"] <= 1 and 0 <= row["clean_accuracy"] <= 1 and row["bytes_per_client"] > 0
         assert 0 < row["max_effective_weight"] <= row["max_certified_weight"] <= 1
         assert 0 < row["weight_floor"] <= row["max_certified_weight"]
@@ -70,3 +72,20 @@ def test_demo_table_fits_80_columns(tmp_path):
     lines = console.export_text().splitlines()
     assert all(len(line) <= 80 for line in lines)
     assert any("123" in line and "99.9%" in line for line in lines)  # every cell on the row's one line
+
+
+def test_demo_epsilon_reports_the_epsilon_each_method_spent(tmp_path, capsys):
+    args = ["demo", "--json", "--quiet", "--epsilon", "30", "--clients", "8", "--per-round", "8", "--rounds", "2",
+            "--out", str(tmp_path)]
+    assert main(args) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["method"] for r in rows] == ["fedavg", "rfa", "one_step_rfa"]
+    by = {r["method"]: r for r in rows}
+    for row in rows:
+        # Calibrated to the run's calls, so no method spends more than its target.
+        assert 0 < row["epsilon"] <= 30 and row["noise_multiplier"] > 0
+    # One call per round: every planned call happens (a swamped one still counts), so the target is spent.
+    # (A secure median may stop early when its noisy weight sum is not positive, spending less.)
+    assert 0.9 * 30 < by["fedavg"]["epsilon"] and 0.9 * 30 < by["one_step_rfa"]["epsilon"]
+    # RFA makes 4 calls per round to FedAvg's 1: the same epsilon needs more noise per call.
+    assert by["rfa"]["noise_multiplier"] > by["fedavg"]["noise_multiplier"]
