@@ -17,6 +17,7 @@ from .errors import (
     ParameterError,
     ProtocolViolation,
     SecAggError,
+    SimulationError,
     WeakParameters,
 )
 from .messages import Round, decode
@@ -41,6 +42,7 @@ __all__ = [
     "Round",
     "SecAggError",
     "SeededRandom",
+    "SimulationError",
     "Server",
     "ServerResult",
     "SimulationResult",
