@@ -181,18 +181,14 @@ class ClientPool:
     def _receive(self, i: int, doing: str) -> list:
         """The next note from worker i; SimulationError if it dies first."""
         conn, proc = self._conns[i], self._procs[i]
-        while not conn.poll():
-            wait([conn, proc.sentinel])
-            if not conn.poll() and not proc.is_alive():
-                proc.join()
-                raise SimulationError(f"worker {i} (pid {proc.pid}) died while {doing} (exit code {proc.exitcode})")
+        wait([conn, proc.sentinel])  # a note, or the worker's end
         try:
-            return msgpack.unpackb(conn.recv_bytes(), raw=False, strict_map_key=False)
-        except (EOFError, OSError):
-            proc.join(timeout=5)
-            raise SimulationError(
-                f"worker {i} (pid {proc.pid}) closed its pipe while {doing} (exit code {proc.exitcode})"
-            ) from None
+            if conn.poll():
+                return msgpack.unpackb(conn.recv_bytes(), raw=False, strict_map_key=False)
+        except (EOFError, OSError):  # it closed the pipe as it died
+            pass
+        proc.join(timeout=5)
+        raise SimulationError(f"worker {i} (pid {proc.pid}) died while {doing} (exit code {proc.exitcode})")
 
     def _expect_done(self, i: int, note: list) -> None:
         kind = note[0]
