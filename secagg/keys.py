@@ -29,10 +29,6 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from .errors import ProtocolViolation
 
-# Any clamped scalar sends a small-order point to zero; this fixed one is public on purpose.
-_PROBE = X25519PrivateKey.from_private_bytes(bytes([0x40] * 32))
-
-
 def raw_public(key: X25519PrivateKey | Ed25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
@@ -41,15 +37,29 @@ def raw_private(key: X25519PrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
 
 
-def is_small_order(public: bytes) -> bool:
-    try:
-        _PROBE.exchange(X25519PublicKey.from_public_bytes(public))
-    except ValueError:
-        return True
-    return False
-
-
 _P25519 = 2**255 - 19
+# The points of order dividing 8 on Curve25519 and on its twist, as canonical u-coordinates
+# (RFC 7748; libsodium refuses the same list): 0 (order 2), 1 and p - 1 (order 4), and the two of
+# order 8.  X25519 with any clamped scalar (a multiple of 8) sends exactly these to zero.
+_SMALL_ORDER = frozenset(
+    u.to_bytes(32, "little")
+    for u in (
+        0, 1, _P25519 - 1,
+        325606250916557431795983626356110631294008115727848805560023387167927233504,
+        39382357235489614581723060781553021112529911719440698176882885853963445705823,
+    )
+)
+
+
+def is_small_order(public: bytes) -> bool:
+    """Whether an X25519 public key names a point of small order (or is no 32-byte key at all).
+
+    A set lookup on the canonical point, not an agreement: the server checks every advertised
+    key, 2n of them, while the clients wait (an agreement with a fixed clamped scalar decides the
+    same; tests/test_keys.py checks that on every encoding of each point)."""
+    if type(public) is not bytes or len(public) != 32:
+        return True
+    return x25519_point(public) in _SMALL_ORDER
 
 
 def x25519_point(public: bytes) -> bytes:
