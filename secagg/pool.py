@@ -150,7 +150,9 @@ class ClientPool:
                 i = self._owner[u]
                 if i not in busy:
                     raise SimulationError(f"worker {i} finished its part without answering for client {u}")
-                self._collect(i, ready, failed, busy)
+                # Read every worker that has something, not only u's: one that runs ahead never waits on a full pipe.
+                for j in self._readable(busy):
+                    self._collect(j, ready, failed, busy)
             if u in failed:
                 raise failed[u]
             yield u, ready.pop(u)
@@ -189,6 +191,11 @@ class ClientPool:
             pass
         proc.join(timeout=5)
         raise SimulationError(f"worker {i} (pid {proc.pid}) died while {doing} (exit code {proc.exitcode})")
+
+    def _readable(self, busy: set[int]) -> list[int]:
+        """The busy workers with a note waiting, or that have ended (blocks until there is one)."""
+        handles = {self._conns[i]: i for i in busy} | {self._procs[i].sentinel: i for i in busy}
+        return sorted({handles[h] for h in wait(list(handles))})
 
     def _expect_done(self, i: int, note: list) -> None:
         kind = note[0]
