@@ -399,6 +399,11 @@ def _cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _children_cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def _server_process(conn, wire_params: dict, round_timeout: float) -> None:
     """The server process: one TcpServer on 127.0.0.1; reports its port, then its outcome."""
     params = params_from_wire(wire_params)
@@ -631,15 +636,18 @@ def run_pool_pair(cfg: Config, workers: int | None, seed: int) -> tuple[dict, di
     out = []
     for w in (1, workers):
         reset = _reset_peak()  # VmHWM then counts this run's peak alone
+        cpu = _cpu_seconds(), _children_cpu_seconds()
         start = time.perf_counter()
         result = secagg.simulate(
             inputs, threshold=cfg.threshold, modulus=1 << cfg.modulus_bits, dropouts={DROP_ROUND: cfg.dropped},
             seed=seed, workers=w, **cfg.session_kwargs(),
         )
         wall = time.perf_counter() - start
+        cpu = _cpu_seconds() - cpu[0], _children_cpu_seconds() - cpu[1]  # the workers are joined: counted
         out.append({
             "n": cfg.n, "d": cfg.d, "dropout": cfg.dropout, "dropped": len(cfg.dropped), "k": cfg.degree,
             "workers": result.workers, "total_wall_s": wall, "wall_s": wall - result.setup_seconds,
+            "cpu_s": cpu[0], "workers_cpu_s": cpu[1],
             "peak_kb": _status_kb("VmHWM") if reset else None,
             "transcript": hashlib.sha256(b"".join(len(f).to_bytes(4, "big") + f for f in result.transcript)).hexdigest(),
             "total_digest": digest(result.total), "included_ids": list(result.included),
@@ -662,6 +670,9 @@ def run_speedup(cfg: Config, workers: int | None, repeat: int, stat: str, seed: 
         "serial_s": pick(r["total_wall_s"] for r in serial), "pool_s": pick(r["total_wall_s"] for r in pool),
         "serial_wall_s": pick(r["wall_s"] for r in serial), "pool_wall_s": pick(r["wall_s"] for r in pool),
         "speedups": [a["total_wall_s"] / b["total_wall_s"] for a, b in pairs],
+        "serial_cpu_s": pick(r["cpu_s"] for r in serial),
+        "pool_parent_cpu_s": pick(r["cpu_s"] for r in pool), "pool_workers_cpu_s": pick(r["workers_cpu_s"] for r in pool),
+        "load_average": os.getloadavg()[0],
         "serial_peak_kb": None if None in peaks else max(r["peak_kb"] for r in serial),
         "pool_peak_kb": None if None in peaks else max(r["peak_kb"] for r in pool),
         # ru_maxrss of the largest child waited for: a worker, with the pages it shares with this process.
@@ -995,10 +1006,12 @@ def speedup_table(rows: list[dict]) -> Table:
         "speedup = serial s / pool s, one per alternating pair;\n"
         "peak: VmHWM of this process (the server) during the run; worker peak: ru_maxrss of the largest worker, "
         "which counts the pages it shares with this process (the inputs);\n"
-        "same: byte-identical messages at the server in the same order, equal sums and survivors",
+        "same: byte-identical messages at the server in the same order, equal sums and survivors;\n"
+        "CPU: user + system seconds, serial run | pool: this process (the server) + all workers; "
+        "load: the 1-minute load average at the end (other work on the machine slows both runs)",
     )
-    for name in ("n", "d", "dropout", "k", "workers", "serial s", "pool s", "speedup", "serial peak", "pool peak",
-                 "worker peak", "same"):
+    for name in ("n", "d", "dropout", "k", "workers", "serial s", "pool s", "speedup", "serial CPU s",
+                 "pool CPU s", "serial peak", "pool peak", "worker peak", "load", "same"):
         table.add_column(name, justify="right")
     for r in rows:
         peak = lambda kb: "-" if kb is None else fmt_bytes(kb * 1024)
@@ -1006,7 +1019,8 @@ def speedup_table(rows: list[dict]) -> Table:
             str(r["n"]), fmt_d(r["d"]), f"{r['dropout']:.1f} ({r['dropped']})", str(r["k"]), str(r["workers"]),
             f"{r['serial_s']:.2f}", f"{r['pool_s']:.2f}",
             ", ".join(f"{x:.2f}" for x in r["speedups"]),
-            peak(r["serial_peak_kb"]), peak(r["pool_peak_kb"]), peak(r["worker_peak_kb"]),
+            f"{r['serial_cpu_s']:.1f}", f"{r['pool_parent_cpu_s']:.1f} + {r['pool_workers_cpu_s']:.1f}",
+            peak(r["serial_peak_kb"]), peak(r["pool_peak_kb"]), peak(r["worker_peak_kb"]), f"{r['load_average']:.1f}",
             ("[green]yes[/]" if r["same_session"] else "[red]NO[/]") + ("" if r["correct"] else " [red]WRONG SUM[/]"),
         )
     return table
