@@ -53,14 +53,16 @@ def available_cores() -> int:
 
 
 def can_fork() -> bool:
-    return "fork" in multiprocessing.get_all_start_methods()
+    """Whether this process can start workers: fork exists, and it is no daemonic process (which
+    multiprocessing forbids to have children)."""
+    return "fork" in multiprocessing.get_all_start_methods() and not multiprocessing.current_process().daemon
 
 
 def resolve_workers(workers: int | None, n: int) -> int:
     """Worker processes for a session of ``n`` clients: 1 means the serial run in this process.
 
     ``None`` picks one per available core from POOL_MIN_CLIENTS clients up; never more
-    workers than clients, and 1 where ``fork`` is unavailable.
+    workers than clients, and 1 where ``fork`` is unavailable or this process is a daemon.
     """
     if workers is None:
         workers = available_cores() if n >= POOL_MIN_CLIENTS else 1
@@ -105,7 +107,7 @@ class ClientPool:
 
     def __init__(self, build: Callable[[int], Client], ids: Sequence[int], workers: int):
         if not can_fork():
-            raise SimulationError("the client pool needs the fork start method (use workers=1)")
+            raise SimulationError("the client pool needs the fork start method and a non-daemonic process (use workers=1)")
         ctx = multiprocessing.get_context("fork")
         self.workers = workers
         self.seconds = 0.0  # client time of the latest ``step``, summed over workers

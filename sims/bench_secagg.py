@@ -629,31 +629,45 @@ def run_against_hbc(cfg: Config, repeat: int, stat: str, seed: int) -> dict:
 # ---- the client pool against the serial run ------------------------------------------
 
 
-def run_pool_pair(cfg: Config, workers: int | None, seed: int) -> tuple[dict, dict]:
-    """The same seeded session run serially (workers=1) and in the client pool: wall times, peak
-    memory, and whether the server saw the same messages in the same order and got the same sum."""
+def _one_pool_run(conn, cfg: Config, workers: int | None, seed: int) -> None:
+    """In a fresh process: one seeded session; its figures go back as JSON (peaks from this process's start)."""
     inputs = random_inputs(cfg, seed)
+    cpu = _cpu_seconds()
+    start = time.perf_counter()
+    result = secagg.simulate(
+        inputs, threshold=cfg.threshold, modulus=1 << cfg.modulus_bits, dropouts={DROP_ROUND: cfg.dropped},
+        seed=seed, workers=workers, **cfg.session_kwargs(),
+    )
+    wall = time.perf_counter() - start
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers, joined when simulate returned
+    conn.send_bytes(json.dumps({
+        "workers": result.workers, "total_wall_s": wall, "wall_s": wall - result.setup_seconds,
+        "cpu_s": _cpu_seconds() - cpu, "workers_cpu_s": children.ru_utime + children.ru_stime,
+        "peak_kb": _status_kb("VmHWM"), "worker_peak_kb": children.ru_maxrss if result.workers > 1 else None,
+        "transcript": hashlib.sha256(b"".join(len(f).to_bytes(4, "big") + f for f in result.transcript)).hexdigest(),
+        "total_digest": digest(result.total), "included_ids": list(result.included),
+        "correct": bool(np.array_equal(result.total, expected_total(inputs, result.included, cfg.modulus_bits))),
+    }).encode())
+    conn.close()
+
+
+def run_pool_pair(cfg: Config, workers: int | None, seed: int) -> tuple[dict, dict]:
+    """The same seeded session run serially (workers=1) and in the client pool, each in a fresh process
+    (so each peak is its own): wall and CPU times, peak memory, and what the server saw and summed."""
+    ctx = multiprocessing.get_context("spawn")
     out = []
     for w in (1, workers):
-        reset = _reset_peak()  # VmHWM then counts this run's peak alone
-        cpu = _cpu_seconds(), _children_cpu_seconds()
-        start = time.perf_counter()
-        result = secagg.simulate(
-            inputs, threshold=cfg.threshold, modulus=1 << cfg.modulus_bits, dropouts={DROP_ROUND: cfg.dropped},
-            seed=seed, workers=w, **cfg.session_kwargs(),
-        )
-        wall = time.perf_counter() - start
-        cpu = _cpu_seconds() - cpu[0], _children_cpu_seconds() - cpu[1]  # the workers are joined: counted
-        out.append({
-            "n": cfg.n, "d": cfg.d, "dropout": cfg.dropout, "dropped": len(cfg.dropped), "k": cfg.degree,
-            "workers": result.workers, "total_wall_s": wall, "wall_s": wall - result.setup_seconds,
-            "cpu_s": cpu[0], "workers_cpu_s": cpu[1],
-            "peak_kb": _status_kb("VmHWM") if reset else None,
-            "transcript": hashlib.sha256(b"".join(len(f).to_bytes(4, "big") + f for f in result.transcript)).hexdigest(),
-            "total_digest": digest(result.total), "included_ids": list(result.included),
-            "correct": bool(np.array_equal(result.total, expected_total(inputs, result.included, cfg.modulus_bits))),
-        })
-        del result
+        here, there = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_one_pool_run, args=(there, cfg, w, seed))  # not a daemon: it forks workers
+        proc.start()
+        there.close()
+        try:
+            out.append(json.loads(here.recv_bytes()))
+        except EOFError:
+            raise RuntimeError(f"the benchmark process died (exit code {proc.exitcode})") from None
+        finally:
+            proc.join()
+            here.close()
     return out[0], out[1]
 
 
@@ -663,7 +677,6 @@ def run_speedup(cfg: Config, workers: int | None, repeat: int, stat: str, seed: 
     pairs = [run_pool_pair(cfg, workers, seed + i) for i in range(repeat)]
     serial, pool = [a for a, _ in pairs], [b for _, b in pairs]
     same = all(a[k] == b[k] for a, b in pairs for k in ("transcript", "total_digest", "included_ids"))
-    peaks = [r["peak_kb"] for r in serial + pool]
     return {
         "n": cfg.n, "d": cfg.d, "dropout": cfg.dropout, "dropped": len(cfg.dropped), "k": cfg.degree,
         "workers": pool[0]["workers"], "cores": available_cores(), "runs": repeat,
@@ -673,10 +686,10 @@ def run_speedup(cfg: Config, workers: int | None, repeat: int, stat: str, seed: 
         "serial_cpu_s": pick(r["cpu_s"] for r in serial),
         "pool_parent_cpu_s": pick(r["cpu_s"] for r in pool), "pool_workers_cpu_s": pick(r["workers_cpu_s"] for r in pool),
         "load_average": os.getloadavg()[0],
-        "serial_peak_kb": None if None in peaks else max(r["peak_kb"] for r in serial),
-        "pool_peak_kb": None if None in peaks else max(r["peak_kb"] for r in pool),
-        # ru_maxrss of the largest child waited for: a worker, with the pages it shares with this process.
-        "worker_peak_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+        "serial_peak_kb": max(r["peak_kb"] for r in serial),
+        "pool_peak_kb": max(r["peak_kb"] for r in pool),
+        # ru_maxrss of the largest worker, with the pages it shares with the server's process.
+        "worker_peak_kb": max(r["worker_peak_kb"] or 0 for r in pool),
         "same_session": same,
         "correct": all(r["correct"] for r in serial + pool),
     }
@@ -1004,10 +1017,10 @@ def speedup_table(rows: list[dict]) -> Table:
         title=f"the client pool against the serial run (same seeded session; {rows[0]['cores']} cores available)",
         caption="s: wall time of simulate(), setup (parameters, client state machines) included; "
         "speedup = serial s / pool s, one per alternating pair;\n"
-        "peak: VmHWM of this process (the server) during the run; worker peak: ru_maxrss of the largest worker, "
-        "which counts the pages it shares with this process (the inputs);\n"
+        "each run in a fresh process; peak: its VmHWM (the server's process; imports included); worker peak: "
+        "ru_maxrss of the largest worker, which counts the pages it shares with the server's process (the inputs);\n"
         "same: byte-identical messages at the server in the same order, equal sums and survivors;\n"
-        "CPU: user + system seconds, serial run | pool: this process (the server) + all workers; "
+        "CPU: user + system seconds, serial run | pool: the server's process + all workers; "
         "load: the 1-minute load average at the end (other work on the machine slows both runs)",
     )
     for name in ("n", "d", "dropout", "k", "workers", "serial s", "pool s", "speedup", "serial CPU s",

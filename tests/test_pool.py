@@ -124,3 +124,20 @@ def test_workers_default_to_one_per_core_only_for_large_sessions():
 def test_invalid_worker_counts_are_refused(bad):
     with pytest.raises(ParameterError, match="workers"):
         pool.resolve_workers(bad, 100)
+
+
+def _workers_in_a_daemon(conn) -> None:
+    res = simulate(inputs_for(12), threshold=8, modulus=2**16, seed=1, workers=2)
+    conn.send_bytes(bytes([res.workers]))
+
+
+def test_a_daemonic_process_runs_the_session_serially():
+    """multiprocessing forbids a daemon to have children: simulate falls back to one process."""
+    ctx = multiprocessing.get_context("fork")
+    here, there = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_workers_in_a_daemon, args=(there,), daemon=True)
+    proc.start()
+    there.close()
+    assert here.recv_bytes() == bytes([1])
+    proc.join()
+    assert proc.exitcode == 0
