@@ -142,11 +142,11 @@ class ClientPool:
         parts: list[list[list]] = [[] for _ in range(self.workers)]
         for u, data in work:
             parts[self._owner[u]].append([u, data])
-        for i, part in enumerate(parts):
-            self._conns[i].send_bytes(msgpack.packb(["step", part], use_bin_type=True))
+        busy = {i for i, part in enumerate(parts) if part}  # a worker without work gets no note
+        for i in sorted(busy):
+            self._conns[i].send_bytes(msgpack.packb(["step", parts[i]], use_bin_type=True))
         ready: dict[int, list[bytes]] = {}
         failed: dict[int, SecAggError] = {}  # client -> what it raised (its worker stopped there)
-        busy = {i for i, part in enumerate(parts) if part}
         for u, _ in work:
             while u not in ready and u not in failed:
                 i = self._owner[u]

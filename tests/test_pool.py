@@ -141,3 +141,12 @@ def test_a_daemonic_process_runs_the_session_serially():
     assert here.recv_bytes() == bytes([1])
     proc.join()
     assert proc.exitcode == 0
+
+
+def test_a_worker_whose_clients_all_dropped_stays_idle_and_the_session_is_exact():
+    inputs = inputs_for(12, seed=2)
+    plan = {"masked_input": [6, 12]}  # every client of worker 5 of 6 (ids[5::6])
+    serial = simulate(inputs, threshold=8, modulus=2**16, dropouts=plan, malicious=True, seed=2, workers=1)
+    pooled = simulate(inputs, threshold=8, modulus=2**16, dropouts=plan, malicious=True, seed=2, workers=6)
+    assert pooled.workers == 6 and pooled.transcript == serial.transcript
+    assert np.array_equal(pooled.total, serial.total) and 6 not in pooled.included
