@@ -53,7 +53,7 @@ def test_malicious_rows_are_timed_beside_the_honest_but_curious_session(capsys):
     captured = capsys.readouterr()
     (row,) = json.loads(captured.out)
     assert row["malicious"] and row["hbc_wall_s"] > 0 and row["correct"]
-    assert "mal/HbC" in captured.err and "malicious / honest-but-curious wall time" in captured.err
+    assert "mal/HbC" in captured.err and "malicious / honest-but-curious session" in captured.err
 
 
 @pytest.mark.skipif(not pool.can_fork(), reason="the client pool needs the fork start method")
