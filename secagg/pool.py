@@ -201,6 +201,8 @@ class ClientPool:
 
     def _expect_done(self, i: int, note: list) -> None:
         kind = note[0]
+        if kind == "error":
+            raise _rebuild_error(note[2])
         if kind == "crash":
             raise SimulationError(f"worker {i} failed: {note[1]}")
         if kind != "done":
@@ -227,11 +229,16 @@ class ClientPool:
 def _worker(conn: Connection, build: Callable[[int], Client], ids: list[int]) -> None:
     """A worker's life: build its clients, then step them on request until told to stop."""
     try:
-        try:
-            clients = {u: build(u) for u in ids}
-        except Exception as exc:  # a refused parameter or a bug: the parent raises it, typed
-            conn.send_bytes(msgpack.packb(["crash", f"building clients: {type(exc).__name__}: {exc}"]))
-            return
+        clients = {}
+        for u in ids:
+            try:
+                clients[u] = build(u)
+            except SecAggError as exc:  # a refused input: the parent raises it as the serial run would
+                conn.send_bytes(msgpack.packb(["error", u, _describe_error(exc)], use_bin_type=True, default=str))
+                return
+            except Exception as exc:
+                conn.send_bytes(msgpack.packb(["crash", f"building client {u}: {type(exc).__name__}: {exc}"]))
+                return
         conn.send_bytes(msgpack.packb(["done", 0.0]))
         while True:
             op, work = msgpack.unpackb(conn.recv_bytes(), raw=False)

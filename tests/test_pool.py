@@ -150,3 +150,17 @@ def test_a_worker_whose_clients_all_dropped_stays_idle_and_the_session_is_exact(
     pooled = simulate(inputs, threshold=8, modulus=2**16, dropouts=plan, malicious=True, seed=2, workers=6)
     assert pooled.workers == 6 and pooled.transcript == serial.transcript
     assert np.array_equal(pooled.total, serial.total) and 6 not in pooled.included
+
+
+def test_a_client_refusing_its_construction_in_a_worker_raises_its_own_error(monkeypatch):
+    original = Client.__init__
+
+    def refuse(self, params, client_id, value, **kw):
+        if client_id == 9:
+            raise ParameterError("client 9 refuses its input (test)")
+        original(self, params, client_id, value, **kw)
+
+    monkeypatch.setattr(Client, "__init__", refuse)
+    for w in (1, 2):
+        with pytest.raises(ParameterError, match="client 9 refuses its input"):
+            simulate(inputs_for(20), modulus=2**16, seed=1, workers=w, **SPARSE)
