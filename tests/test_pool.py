@@ -9,7 +9,7 @@ import signal
 import numpy as np
 import pytest
 
-from secagg import AbortError, ParameterError, ProtocolViolation, SimulationError, simulate
+from secagg import AbortError, ParameterError, ProtocolViolation, SimulationError, decode, simulate
 from secagg import pool
 from secagg.client import Client
 from secagg.simulation import setup_session
@@ -164,3 +164,15 @@ def test_a_client_refusing_its_construction_in_a_worker_raises_its_own_error(mon
     for w in (1, 2):
         with pytest.raises(ParameterError, match="client 9 refuses its input"):
             simulate(inputs_for(20), modulus=2**16, seed=1, workers=w, **SPARSE)
+
+
+def test_unseeded_workers_draw_their_own_keys_from_the_os():
+    """Forked workers must not share a random stream: every advertised key is fresh (the server
+    refuses a repeated one), and two runs differ."""
+    inputs = inputs_for(20, seed=3)
+    first, second = (simulate(inputs, modulus=2**16, workers=2, **SPARSE) for _ in range(2))
+    assert np.array_equal(first.total, second.total)
+    adverts = [decode(m, first.params) for m in first.transcript[:20]]
+    assert {type(m).__name__ for m in adverts} == {"AdvertiseKeys"}
+    assert len({k for m in adverts for k in (m.c_pk, m.s_pk)}) == 40
+    assert first.transcript[:20] != second.transcript[:20]
