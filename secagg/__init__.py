@@ -18,6 +18,7 @@ from .errors import (
     ParameterError,
     ProtocolViolation,
     SecAggError,
+    SimulationError,
     SurvivorsChanged,
     WeakParameters,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "Round",
     "SecAggError",
     "SeededRandom",
+    "SimulationError",
     "Server",
     "ServerResult",
     "SimulationResult",

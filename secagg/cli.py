@@ -128,6 +128,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 dropouts=plan,
                 malicious=args.malicious,
                 seed=args.seed,
+                workers=args.workers,
                 progress=lambda round_: bar.update(task, advance=1, description=round_),
                 **_graph_kwargs(args),
             )
@@ -664,6 +665,8 @@ def build_parser() -> argparse.ArgumentParser:
     _output_flags(sim, "print a machine-readable summary on stdout", "print only the verdict")
     sim.add_argument("--json-total", type=int_at_least(0), default=16, help="how many coordinates of the total --json prints")
     _memory_flag(sim)
+    sim.add_argument("--workers", type=_POSITIVE, default=None,
+                     help="processes that run the clients (default: one per core from 1,000 clients up; 1: all here)")
 
     srv = command("serve", "run the server of one session on loopback TCP", cmd_serve)
     srv.add_argument("--host", type=_host, default="127.0.0.1", help="127.0.0.1 or ::1 only")

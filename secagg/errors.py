@@ -5,8 +5,10 @@ exists (bad public parameters or inputs; ``OutOfBounds`` when an input lies
 outside the public bounds of the encoding); ``MalformedMessage`` when bytes do not
 decode into a well-formed message; ``ProtocolViolation`` when a well-formed
 message breaks a protocol rule; ``AbortError`` when fewer than ``t`` clients
-remain.  A receiver that raises ``MalformedMessage`` or ``ProtocolViolation``
-has not changed its state; ``AbortError`` from the server ends the session.
+remain; ``SimulationError`` when the simulator itself fails (a worker process
+of its client pool died or raised something no protocol rule explains).  A
+receiver that raises ``MalformedMessage`` or ``ProtocolViolation`` has not
+changed its state; ``AbortError`` from the server ends the session.
 """
 
 from __future__ import annotations
@@ -107,6 +109,11 @@ class AbortError(SecAggError):
         self.threshold = threshold
         msg = f"aborted in round {round}: {count} clients remain, threshold is {threshold}"
         super().__init__(msg + (f" ({detail})" if detail else ""))
+
+
+class SimulationError(SecAggError):
+    """The in-memory simulator failed, not a party: a worker process of its client pool
+    (pool.py) died or raised an unexpected error.  The session's outcome is unknown."""
 
 
 class SurvivorsChanged(AbortError):

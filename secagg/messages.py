@@ -342,7 +342,10 @@ class _Reader:
 
     def id_list(self, value: Any, name: str) -> tuple[int, ...]:
         # Duplicates are kept: rejecting them is a protocol rule of the receiver.
-        return tuple(self.client_id(v, name) for v in self.array(value, name))
+        items = self.array(value, name)
+        if set(map(type, items)) <= {int} and self.ids.issuperset(items):  # in C: malicious lists are O(n)
+            return tuple(items)
+        return tuple(self.client_id(v, name) for v in items)  # names the first bad element
 
     def bin_map(self, value: Any, name: str, length: int) -> dict[int, bytes]:
         return {k: self.bin(v, f"{name}[{k}]", length) for k, v in self.id_map(value, name).items()}

@@ -35,9 +35,9 @@ NAME = "bench_dp"
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(NAME, __doc__.splitlines()[0])
-    p.add_argument("--n", type=positive_int, default=None, help="clients (default 100, quick 20)")
-    p.add_argument("--d", type=positive_float, default=None, help="dimension (default 1e4, quick 1e3)")
-    p.add_argument("--repeats", type=positive_int, default=None, help="alternating pairs (default 3, quick 1)")
+    p.add_argument("--n", type=positive_int, default=None, help="clients (default: 100; with --quick 20)")
+    p.add_argument("--d", type=positive_float, default=None, help="dimension (default: 1e4; with --quick 1e3)")
+    p.add_argument("--repeats", type=positive_int, default=None, help="alternating pairs (default: 3; with --quick 1)")
     p.add_argument("--z", type=positive_float, default=1.0, help="noise multiplier")
     args = p.parse_args(argv)
     n = args.n or (20 if args.quick else 100)

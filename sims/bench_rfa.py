@@ -148,12 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python3 -m sims.bench_rfa", description=__doc__.splitlines()[0], formatter_class=HelpFormatter
     )
-    parser.add_argument("--steps", type=positive_int, default=10, help="Weiszfeld steps per run (default 10)")
+    parser.add_argument("--steps", type=positive_int, default=10, help="Weiszfeld steps per run")
     parser.add_argument("--repeat", type=positive_int, default=3,
-                        help="runs per timing: the best is kept, or the median ratio of the secure section (default 3)")
+                        help="runs per timing: the best is kept, or the median ratio of the secure section")
     parser.add_argument("--secure-only", action="store_true", help="only the secure median against the secure mean")
-    parser.add_argument("--n", type=positive_int, default=100, help="clients in the secure section (default 100)")
-    parser.add_argument("--d", type=positive_int, default=10**4, help="dimension in the secure section (default 10^4)")
+    parser.add_argument("--n", type=positive_int, default=100, help="clients in the secure section")
+    parser.add_argument("--d", type=positive_int, default=10**4, help="dimension in the secure section")
     args = parser.parse_args(argv)
     if args.secure_only:
         with progress_bar("timing runs", 2 * args.repeat) as tick:

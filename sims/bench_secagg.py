@@ -9,11 +9,23 @@
     python3 -m sims.bench_secagg --graph sparse --malicious --n 100 1000 --d 1e4 --dropout 0.1   # malicious server
     python3 -m sims.bench_secagg --liar --n 50 100 200     # unmasking: honest vs one lying responder
     python3 -m sims.bench_secagg --breakdown [--graph sparse]   # the masked_input round, per component
+    python3 -m sims.bench_secagg --graph sparse --n 10000 --d 1e4 --dropout 0.1 --speedup   # serial vs client pool
 
 ``--malicious`` (memory transport) runs malicious-server mode: signed keys and
 the consistency round, and on a sparse graph the global quorum and signed
 partner sets of protocol_spec.md 14.5, with k sized for MIN_GROUP honest
-inputs per learnable sum.  ``--breakdown`` profiles every client's real
+inputs per learnable sum.  Each malicious session is followed by the
+honest-but-curious session of the same n, d and dropouts, and the table
+gives their ratio on wall time and on CPU seconds (mal/HbC; goal at most 2
+at n = 1,000).
+
+In-memory sessions run their clients in ``simulate``'s client pool
+(``secagg.pool``: one worker process per core from 1,000 clients up;
+``--workers`` to choose).  ``--speedup`` instead runs each configuration
+serially and in the pool (seeded, so both are the same session; each run in
+a fresh process), and prints the speedup, the CPU seconds, the peak memory
+of the server's process and of the largest worker, and whether the server
+received the same messages in the same order and got the same sum.  ``--breakdown`` profiles every client's real
 masked_input step (cProfile) at n = 100, d = 10^5 (or --n, --d) and groups
 its internal time by component (keystream, X25519, HKDF, cipher setup, share
 decryption, numpy additions, message coding, other) as fractions of the
@@ -48,14 +60,17 @@ key per stream, each stream d * element_bytes bytes:
 measured twice right after each session (the lower of the two is used; the
 graph is drawn from the session id), so it tracks the machine's state.
 
-    ratio = (masking + unmasking) / floor
+    ratio   = (masking + unmasking) / floor
+    session = (all clients' seconds + the server's seconds, every round) / floor
     masking   = all clients' masked_input round (decrypt shares, X25519, HKDF, PRG, adds, encoding)
     unmasking = the server's unmasking round (Shamir reconstruction, X25519, HKDF, PRG, subtractions)
 
 A ratio of 1 means the protocol costs no more than its unavoidable keystream;
 everything above 1 is overhead (key agreement, key derivation, numpy
 arithmetic, message encoding, Python).  The goal is ratio <= 2 for n=100,
-d=10^5.
+d=10^5.  ``session`` puts the whole session over the same floor: the key
+rounds and share_keys (key agreements, Shamir sharing, share encryption)
+that the masked-input ratio leaves out.
 
 Loopback mode (``--transport tcp`` or ``both``)
 -----------------------------------------------
@@ -81,9 +96,9 @@ What is reported per configuration:
 
 * wall time, end to end: TCP from the moment the clients start connecting to
   the server's result (its "done" event; both clocks are CLOCK_MONOTONIC);
-  in memory the wall time of ``simulate`` minus the ``setup_session`` it
-  runs first (timed separately with the same seed), i.e. from the first
-  message to the result.  ``tcp/mem`` is their ratio.  Per round: TCP from
+  in memory the wall time of ``simulate`` minus its setup (parameters and
+  client state machines, ``SimulationResult.setup_seconds``), i.e. from the
+  first message to the result.  ``tcp/mem`` is their ratio.  Per round: TCP from
   the previous round's close to this one's (the first round includes
   connecting and the hello/params bootstrap); in memory clients + server
   seconds of that round.  The server process computes while the clients
@@ -143,6 +158,7 @@ from secagg.messages import AdvertiseKeys, EncryptedShares, MaskedInput, Round, 
 from secagg.params import SESSION_ID_BYTES, PublicParams, element_bytes, sparse_choice
 from secagg.sharecrypt import CIPHERTEXT_BYTES
 from secagg.server import Server
+from secagg.pool import available_cores
 from secagg.simulation import setup_session
 from secagg.tcp import TcpServer, leave_at, run_client
 from sims.common import Console, HelpFormatter, client_count, entry_point, positive_int
@@ -180,6 +196,7 @@ class Config:
     tolerated_dropout: float = 0.1
     tolerated_corrupt: float = 0.05
     malicious: bool = False  # malicious-server mode: signed keys, the consistency round
+    workers: int | None = None  # in-memory runs: processes for the clients (None: simulate's choice)
 
     @property
     def threshold(self) -> int:
@@ -296,16 +313,16 @@ def run_memory(cfg: Config, seed: int) -> dict:
     # U2 and U3 are known in advance (nobody drops before masked_input); checked below.
     u2 = frozenset(range(1, cfg.n + 1))
     u3 = u2 - frozenset(dropped)
-    # simulate() starts with setup_session(); time that alone (same seed, same work) to leave it out.
-    start = time.perf_counter()
-    setup_session(inputs, threshold=cfg.threshold, modulus=modulus, seed=key_seed, **cfg.session_kwargs())
-    setup = time.perf_counter() - start
+    cpu = _cpu_seconds() + _children_cpu_seconds()
     start = time.perf_counter()
     result = secagg.simulate(
         inputs, threshold=cfg.threshold, modulus=modulus, dropouts={DROP_ROUND: dropped}, seed=key_seed,
-        **cfg.session_kwargs(),
+        workers=cfg.workers, **cfg.session_kwargs(),
     )
-    wall = time.perf_counter() - start - setup
+    total_wall = time.perf_counter() - start
+    cpu = _cpu_seconds() + _children_cpu_seconds() - cpu  # this process and its joined workers
+    setup = result.setup_seconds  # parameters and client state machines (in the workers, if any)
+    wall = total_wall - setup
     # The floor needs the session's graph (drawn from its session id): measured twice, after it.
     before = measure_floor(cfg, result.params, u2, u3)
     after = measure_floor(cfg, result.params, u2, u3)
@@ -316,6 +333,9 @@ def run_memory(cfg: Config, seed: int) -> dict:
     row.update(
         wall_s=wall,
         setup_s=setup,
+        total_wall_s=total_wall,
+        cpu_s=cpu,
+        workers=result.workers,
         round_wall_s={r: result.client_seconds.get(r, 0.0) + result.server_seconds.get(r, 0.0)
                       for r in (MALICIOUS_ROUNDS if cfg.malicious else ROUNDS)},
         message_bytes_per_client=row["bytes_sent_per_client"],
@@ -365,6 +385,8 @@ def finish_row(row: dict) -> dict:
     if "floor_client_s" in row:
         row["floor_s"] = row["floor_client_s"] + row["floor_server_s"]
         row["ratio"] = (row["masking_s"] + row["unmasking_s"]) / row["floor_s"]
+        # The whole session, share_keys and the key rounds included, against the same floor.
+        row["session_ratio"] = (row["client_s"] + row["server_s"]) / row["floor_s"]
     return row
 
 
@@ -392,6 +414,11 @@ def _reset_peak() -> bool:
 
 def _cpu_seconds() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _children_cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
 
 
@@ -576,7 +603,7 @@ TRANSPORTS: dict[str, Callable[[Config, int], dict]] = {"memory": run_memory, "t
 
 MEASURED = (
     "client_s", "server_s", "masking_s", "unmasking_s", "floor_client_s", "floor_server_s",
-    "wall_s", "setup_s", "clients_wall_s", "server_cpu_s", "server_baseline_kb", "server_peak_kb", "server_session_kb",
+    "wall_s", "setup_s", "total_wall_s", "hbc_wall_s", "cpu_s", "hbc_cpu_s", "clients_wall_s", "server_cpu_s", "server_baseline_kb", "server_peak_kb", "server_session_kb",
 )
 PER_ROUND = ("client_rounds_s", "server_rounds_s", "round_wall_s")
 
@@ -601,7 +628,91 @@ def combine(rows: list[dict], stat: str) -> dict:
 
 
 def run_config(cfg: Config, transport: str, repeat: int, stat: str, seed: int) -> dict:
+    if cfg.malicious:
+        return run_against_hbc(cfg, repeat, stat, seed)
     return combine([TRANSPORTS[transport](cfg, seed + i) for i in range(repeat)], stat)
+
+
+def run_against_hbc(cfg: Config, repeat: int, stat: str, seed: int) -> dict:
+    """Malicious-server rows, each beside the honest-but-curious session of the same n, d and
+    dropouts (run right after it, same inputs): ``hbc_wall_s`` and ``hbc_cpu_s`` are that session's wall
+    time and CPU seconds (setup included; less sensitive to other work on the machine than the wall)."""
+    rows = []
+    for i in range(repeat):
+        row = run_memory(cfg, seed + i)
+        hbc = run_memory(dataclasses.replace(cfg, malicious=False), seed + i)
+        row["hbc_wall_s"], row["hbc_cpu_s"] = hbc["wall_s"], hbc["cpu_s"]
+        rows.append(row)
+    return combine(rows, stat)
+
+
+# ---- the client pool against the serial run ------------------------------------------
+
+
+def _one_pool_run(conn, cfg: Config, workers: int | None, seed: int) -> None:
+    """In a fresh process: one seeded session; its figures go back as JSON (peaks from this process's start)."""
+    inputs = random_inputs(cfg, seed)
+    cpu = _cpu_seconds()
+    start = time.perf_counter()
+    result = secagg.simulate(
+        inputs, threshold=cfg.threshold, modulus=1 << cfg.modulus_bits, dropouts={DROP_ROUND: cfg.dropped},
+        seed=seed, workers=workers, **cfg.session_kwargs(),
+    )
+    wall = time.perf_counter() - start
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers, joined when simulate returned
+    conn.send_bytes(json.dumps({
+        "workers": result.workers, "total_wall_s": wall, "wall_s": wall - result.setup_seconds,
+        "cpu_s": _cpu_seconds() - cpu, "workers_cpu_s": children.ru_utime + children.ru_stime,
+        "peak_kb": _status_kb("VmHWM"), "worker_peak_kb": children.ru_maxrss if result.workers > 1 else None,
+        "transcript": hashlib.sha256(b"".join(len(f).to_bytes(4, "big") + f for f in result.transcript)).hexdigest(),
+        "total_digest": digest(result.total), "included_ids": list(result.included),
+        "correct": bool(np.array_equal(result.total, expected_total(inputs, result.included, cfg.modulus_bits))),
+    }).encode())
+    conn.close()
+
+
+def run_pool_pair(cfg: Config, workers: int | None, seed: int) -> tuple[dict, dict]:
+    """The same seeded session run serially (workers=1) and in the client pool, each in a fresh process
+    (so each peak is its own): wall and CPU times, peak memory, and what the server saw and summed."""
+    ctx = multiprocessing.get_context("spawn")
+    out = []
+    for w in (1, workers):
+        here, there = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_one_pool_run, args=(there, cfg, w, seed))  # not a daemon: it forks workers
+        proc.start()
+        there.close()
+        try:
+            out.append(json.loads(here.recv_bytes()))
+        except EOFError:
+            raise RuntimeError(f"the benchmark process died (exit code {proc.exitcode})") from None
+        finally:
+            proc.join()
+            here.close()
+    return out[0], out[1]
+
+
+def run_speedup(cfg: Config, workers: int | None, repeat: int, stat: str, seed: int) -> dict:
+    """``repeat`` alternating serial/pool pairs of one configuration, combined into one row."""
+    pick = min if stat == "best" else statistics.median
+    pairs = [run_pool_pair(cfg, workers, seed + i) for i in range(repeat)]
+    serial, pool = [a for a, _ in pairs], [b for _, b in pairs]
+    same = all(a[k] == b[k] for a, b in pairs for k in ("transcript", "total_digest", "included_ids"))
+    return {
+        "n": cfg.n, "d": cfg.d, "dropout": cfg.dropout, "dropped": len(cfg.dropped), "k": cfg.degree,
+        "workers": pool[0]["workers"], "cores": available_cores(), "runs": repeat,
+        "serial_s": pick(r["total_wall_s"] for r in serial), "pool_s": pick(r["total_wall_s"] for r in pool),
+        "serial_wall_s": pick(r["wall_s"] for r in serial), "pool_wall_s": pick(r["wall_s"] for r in pool),
+        "speedups": [a["total_wall_s"] / b["total_wall_s"] for a, b in pairs],
+        "serial_cpu_s": pick(r["cpu_s"] for r in serial),
+        "pool_parent_cpu_s": pick(r["cpu_s"] for r in pool), "pool_workers_cpu_s": pick(r["workers_cpu_s"] for r in pool),
+        "load_average": os.getloadavg()[0],
+        "serial_peak_kb": max(r["peak_kb"] for r in serial),
+        "pool_peak_kb": max(r["peak_kb"] for r in pool),
+        # ru_maxrss of the largest worker, with the pages it shares with the server's process.
+        "worker_peak_kb": max(r["worker_peak_kb"] or 0 for r in pool),
+        "same_session": same,
+        "correct": all(r["correct"] for r in serial + pool),
+    }
 
 
 def session_differences(mem: dict, tcp: dict) -> list[str]:
@@ -877,12 +988,21 @@ def main_table(rows: list[dict], args) -> Table:
         + ("t = floor(2n/3)+1" if args.graph == "complete" else
            f"k, t sized for dropout {args.tolerated_dropout:g}, corrupt {args.tolerated_corrupt:g}")
         + f", dropouts leave at {DROP_ROUND}",
-        caption="client s: all clients, all rounds; per client = client s / n; masking = clients' masked_input round; "
-        "unmasking = server's unmasking round;\nratio = (masking + unmasking) / AES-CTR floor; "
-        "bytes per client: mean over the included clients; expansion = bytes sent / (d * element bytes)",
+        caption="client s: all clients, all rounds (summed over the worker processes); per client = client s / n; "
+        "masking = clients' masked_input round; unmasking = server's unmasking round;\n"
+        "ratio = (masking + unmasking) / AES-CTR floor; session = (client s + server s) / the same floor "
+        "(every round, share_keys included); "
+        "bytes per client: mean over the included clients; expansion = bytes sent / (d * element bytes)"
+        + ("; mal/HbC = this session's wall s (CPU s: user + system of this process and its workers, setup "
+           "included) / the honest-but-curious session's (same n, d, dropouts, each graph sized for its mode)"
+           if args.malicious else ""),
     )
-    for name in ("n", "d", "dropout", "k", "t", "included", "client s (all)", "per client s", "server s", "masking s",
-                 "unmasking s", "floor s", "ratio", "sent/client", "recv/client", "expansion"):
+    columns = ["n", "d", "dropout", "k", "t", "included", "workers", "wall s", "client s (all)", "per client s",
+               "server s", "masking s", "unmasking s", "floor s", "ratio", "session", "sent/client", "recv/client",
+               "expansion"]
+    if args.malicious:
+        columns += ["HbC wall s", "mal/HbC wall", "mal/HbC CPU"]
+    for name in columns:
         table.add_column(name, justify="right")
     for r in rows:
         ratio = f"{r['ratio']:.2f}"
@@ -895,6 +1015,8 @@ def main_table(rows: list[dict], args) -> Table:
             str(r["k"]),
             str(r["t"]),
             str(r["included"]) + ("" if r["correct"] else " [red]WRONG SUM[/]"),
+            str(r["workers"]),
+            f"{r['wall_s']:.2f}",
             f"{r['client_s']:.3f}",
             f"{r['client_s'] / r['n']:.4f}",
             f"{r['server_s']:.3f}",
@@ -902,9 +1024,39 @@ def main_table(rows: list[dict], args) -> Table:
             f"{r['unmasking_s']:.3f}",
             f"{r['floor_s']:.3f}",
             ratio,
+            f"{r['session_ratio']:.2f}",
             fmt_bytes(r["bytes_sent_per_client"]),
             fmt_bytes(r["bytes_received_per_client"]),
             f"{r['expansion']:.2f}",
+            *([f"{r['hbc_wall_s']:.2f}", f"{r['wall_s'] / r['hbc_wall_s']:.2f}", f"{r['cpu_s'] / r['hbc_cpu_s']:.2f}"]
+              if args.malicious else []),
+        )
+    return table
+
+
+def speedup_table(rows: list[dict]) -> Table:
+    table = Table(
+        title=f"the client pool against the serial run (same seeded session; {rows[0]['cores']} cores available)",
+        caption="s: wall time of simulate(), setup (parameters, client state machines) included; "
+        "speedup = serial s / pool s, one per alternating pair;\n"
+        "each run in a fresh process; peak: its VmHWM (the server's process; imports included); worker peak: "
+        "ru_maxrss of the largest worker, which counts the pages it shares with the server's process (the inputs);\n"
+        "same: byte-identical messages at the server in the same order, equal sums and survivors;\n"
+        "CPU: user + system seconds, serial run | pool: the server's process + all workers; "
+        "load: the 1-minute load average at the end (other work on the machine slows both runs)",
+    )
+    for name in ("n", "d", "dropout", "k", "workers", "serial s", "pool s", "speedup", "serial CPU s",
+                 "pool CPU s", "serial peak", "pool peak", "worker peak", "load", "same"):
+        table.add_column(name, justify="right")
+    for r in rows:
+        peak = lambda kb: "-" if kb is None else fmt_bytes(kb * 1024)
+        table.add_row(
+            str(r["n"]), fmt_d(r["d"]), f"{r['dropout']:.1f} ({r['dropped']})", str(r["k"]), str(r["workers"]),
+            f"{r['serial_s']:.2f}", f"{r['pool_s']:.2f}",
+            ", ".join(f"{x:.2f}" for x in r["speedups"]),
+            f"{r['serial_cpu_s']:.1f}", f"{r['pool_parent_cpu_s']:.1f} + {r['pool_workers_cpu_s']:.1f}",
+            peak(r["serial_peak_kb"]), peak(r["pool_peak_kb"]), peak(r["worker_peak_kb"]), f"{r['load_average']:.1f}",
+            ("[green]yes[/]" if r["same_session"] else "[red]NO[/]") + ("" if r["correct"] else " [red]WRONG SUM[/]"),
         )
     return table
 
@@ -1041,6 +1193,56 @@ def verdict(rows: list[dict]) -> str:
     return f"goal (n={GOAL_N}, d=10^5, ratio <= {GOAL_RATIO:g}): {status}, worst ratio {worst:.2f} ({each})"
 
 
+MALICIOUS_GOAL_N, MALICIOUS_GOAL_RATIO = 1000, 2.0
+
+
+def malicious_verdict(rows: list[dict]) -> str:
+    """Malicious-server cost against the honest-but-curious session's, at every n measured."""
+    each = ", ".join(f"n={r['n']} d={fmt_d(r['d'])}: {r['wall_s'] / r['hbc_wall_s']:.2f} wall, "
+                     f"{r['cpu_s'] / r['hbc_cpu_s']:.2f} CPU" for r in rows)
+    goal = [max(r["wall_s"] / r["hbc_wall_s"], r["cpu_s"] / r["hbc_cpu_s"]) for r in rows if r["n"] == MALICIOUS_GOAL_N]
+    if not goal:
+        status = "not measured in this run"
+    else:
+        status = "[green]met[/]" if max(goal) <= MALICIOUS_GOAL_RATIO else "[red]not met[/]"
+    return (f"malicious / honest-but-curious session ({each}); goal at n = {MALICIOUS_GOAL_N}: "
+            f"<= {MALICIOUS_GOAL_RATIO:g}: {status}")
+
+
+POOL_GOAL_N, POOL_GOAL_D, POOL_GOAL_S = 10_000, 10**4, 25.0
+
+
+def speedup_main(configs: list[Config], args, out, err) -> int:
+    rows = []
+    for i, cfg in enumerate(configs, 1):
+        err.print(f"[{i}/{len(configs)}] n={cfg.n} d={cfg.d} dropout={cfg.dropout:g} k={cfg.degree}: serial, then pool",
+                  end="")
+        start = time.perf_counter()
+        try:
+            row = run_speedup(cfg, args.workers, args.repeat, args.stat, args.seed)
+        except secagg.AbortError as exc:
+            err.print(f"  [red]aborted: {exc}[/]")
+            continue
+        rows.append(row)
+        err.print(f"  {row['serial_s']:.2f} s vs {row['pool_s']:.2f} s with {row['workers']} workers "
+                  f"({time.perf_counter() - start:.1f} s)")
+    if not rows:
+        out.print("[red]no configuration completed[/]")
+        return 2
+    out.print(speedup_table(rows))
+    goal = [r for r in rows if (r["n"], r["d"]) == (POOL_GOAL_N, POOL_GOAL_D) and r["dropout"] == 0.1]
+    if goal:
+        r = goal[0]
+        status = "[green]met[/]" if r["pool_s"] < POOL_GOAL_S else "[red]not met[/]"
+        out.print(f"goal (sparse n = 10,000, d = 10^4, 10% dropouts under {POOL_GOAL_S:g} s on 2 cores): {status}, "
+                  f"{r['pool_s']:.2f} s with {r['workers']} workers on {r['cores']} cores "
+                  f"(serial {r['serial_s']:.2f} s)")
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    ok = all(r["correct"] and r["same_session"] for r in rows)
+    return 0 if ok else 1
+
+
 # ---- command line ---------------------------------------------------------------
 
 
@@ -1084,10 +1286,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--liar", action="store_true",
         help="instead: time the server's unmasking round honest vs with one lying responder (--n, one --d)",
     )
+    ap.add_argument(
+        "--workers", type=positive_int, default=None,
+        help="in-memory runs: processes for the clients (default: simulate's choice, one per core from "
+        "1,000 clients up; 1: serial)",
+    )
+    ap.add_argument(
+        "--speedup", action="store_true",
+        help="instead: each configuration serially and in the client pool (--workers), alternating; prints the "
+        "speedup, peak memory and whether both runs were the same session",
+    )
     ap.add_argument("--json", action="store_true", help="print the rows as JSON on stdout (the tables go to stderr)")
     args = ap.parse_args(argv)
     if any(not 0 <= p < 1 for p in args.dropout or ()):
         ap.error("argument --dropout: rates must be in [0, 1)")
+    if (args.workers is not None or args.speedup) and args.transport != "memory":
+        ap.error("arguments --workers and --speedup: only with the memory transport")
     if args.malicious and (args.transport != "memory" or args.liar):
         ap.error("argument --malicious: only with the memory transport and without --liar")
     if args.modulus_bits > 64:
@@ -1124,7 +1338,7 @@ def grid(args) -> tuple[list[Config], list[Config]]:
     configs = [
         Config(n, d, p, args.modulus_bits, seeded=loopback, graph=args.graph,
                tolerated_dropout=args.tolerated_dropout, tolerated_corrupt=args.tolerated_corrupt,
-               malicious=args.malicious)
+               malicious=args.malicious, workers=args.workers)
         for n in ns for d in ds for p in ps
     ]
     # A grid point estimated above the budget is skipped; named explicitly with --n and --d it runs.
@@ -1160,6 +1374,8 @@ def main(argv: list[str] | None = None) -> int:
     for c in configs:
         if estimated_seconds(c) > BUDGET_SECONDS:
             err.print(f"[yellow]n={c.n} d={c.d}: estimated {estimated_seconds(c):.0f} s per transport[/]")
+    if args.speedup:
+        return speedup_main(configs, args, out, err)
     rows, pairs = [], []
     for i, cfg in enumerate(configs, 1):
         err.print(f"[{i}/{len(configs)}] n={cfg.n} d={cfg.d} dropout={cfg.dropout:g} k={cfg.degree} t={cfg.threshold}", end="")
@@ -1178,7 +1394,10 @@ def main(argv: list[str] | None = None) -> int:
                     pairs.append((None, row))
                     note = f"tcp {row['wall_s']:.2f} s"
                 else:
-                    note = f"ratio {row['ratio']:.2f}"
+                    note = f"ratio {row['ratio']:.2f}, session {row['session_ratio']:.2f}, wall {row['wall_s']:.2f} s"
+                    if cfg.malicious:
+                        note += (f", mal/HbC {row['wall_s'] / row['hbc_wall_s']:.2f} (wall), "
+                                 f"{row['cpu_s'] / row['hbc_cpu_s']:.2f} (CPU)")
         except secagg.AbortError as exc:
             err.print(f"  [red]aborted: {exc}[/]")
             continue
@@ -1200,6 +1419,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if memory_rows:
         out.print(verdict(memory_rows))
+        if args.malicious:
+            out.print(malicious_verdict(memory_rows))
     if pairs:
         table, notes = paper_table(rows)
         out.print(table)

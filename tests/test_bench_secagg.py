@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
+from secagg import pool
 from secagg.simulation import setup_session
 from sims import bench_secagg
 
@@ -34,3 +36,31 @@ def test_liar_benchmark_times_an_exact_unmasking_with_and_without_the_liar():
     for liar in (False, True):
         seconds, named, exact = bench_secagg.unmasking_seconds(12, 10, liar, seed=3)
         assert seconds > 0 and exact and named == []  # t - 1 = 8 assumed colluders: no proof at n = 12
+
+
+def test_rows_carry_the_whole_session_against_the_floor_beside_the_masked_input_ratio(capsys):
+    assert bench_secagg.main(["--n", "10", "--d", "100", "--dropout", "0.1", "--json"]) == 0
+    captured = capsys.readouterr()
+    (row,) = json.loads(captured.out)
+    assert row["session_ratio"] == (row["client_s"] + row["server_s"]) / row["floor_s"]
+    assert row["session_ratio"] > row["ratio"]  # share_keys and the key rounds are on top of masking
+    assert "session" in captured.err
+
+
+def test_malicious_rows_are_timed_beside_the_honest_but_curious_session(capsys):
+    args = ["--graph", "sparse", "--malicious", "--n", "30", "--d", "10", "--dropout", "0.1", "--json"]
+    assert bench_secagg.main(args) == 0
+    captured = capsys.readouterr()
+    (row,) = json.loads(captured.out)
+    assert row["malicious"] and row["hbc_wall_s"] > 0 and row["correct"]
+    assert "mal/HbC" in captured.err and "malicious / honest-but-curious session" in captured.err
+
+
+@pytest.mark.skipif(not pool.can_fork(), reason="the client pool needs the fork start method")
+def test_speedup_runs_one_seeded_session_serially_and_in_the_pool(capsys):
+    args = ["--graph", "sparse", "--n", "30", "--d", "10", "--dropout", "0.1", "--speedup", "--workers", "2", "--json"]
+    assert bench_secagg.main(args) == 0
+    captured = capsys.readouterr()
+    (row,) = json.loads(captured.out)
+    assert row["workers"] == 2 and row["same_session"] and row["correct"]
+    assert row["serial_s"] > 0 and row["pool_s"] > 0 and len(row["speedups"]) == 1

@@ -58,6 +58,8 @@ BAD_FLAGS = [
     (["sims.fig1_weiszfeld", "--seeds", "0"], "argument --seeds: must be an integer >= 1, got 0"),
     (["sims.fig5_one_step", "--quick", "--out", UNWRITABLE], "--out /proc/no-such-dir/out: cannot write there"),
     (["sims.bench_secagg", "--n", "1"], "argument --n: must be an integer >= 2, got 1"),
+    (["secagg", "simulate", "--workers", "0"], "argument --workers: must be an integer >= 1, got 0"),
+    (["sims.bench_secagg", "--speedup", "--transport", "tcp"], "--speedup: only with the memory transport"),
 ]
 
 

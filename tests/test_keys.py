@@ -7,7 +7,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from secagg import SeededRandom
-from secagg.keys import is_valid_identity_key, raw_public, x25519_point
+from secagg.keys import is_small_order, is_valid_identity_key, raw_public, verify_signature, x25519_point
 
 P = 2**255 - 19
 
@@ -40,3 +40,83 @@ def test_real_ed25519_public_keys_are_valid_identity_keys():
 @pytest.mark.parametrize("bad", [None, "x" * 32, bytearray(32), bytes(31), bytes(33)])
 def test_identity_keys_of_the_wrong_type_or_length_are_not_valid(bad):
     assert not is_valid_identity_key(bad)
+
+
+# ---- the verification cache (keys.verify_signature) ------------------------------------
+
+
+def identity(label: str) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(SeededRandom(label).bytes(32))
+
+
+def test_a_cached_good_signature_does_not_vouch_for_another_payload_or_key():
+    alice, bob = identity("alice"), identity("bob")
+    good = alice.sign(b"the survivor list")
+    assert verify_signature(raw_public(alice), good, b"the survivor list")
+    assert verify_signature(raw_public(alice), good, b"the survivor list")  # answered from the cache
+    # The same signature and key over another payload, or under another key, is still refused.
+    assert not verify_signature(raw_public(alice), good, b"another survivor list")
+    assert not verify_signature(raw_public(bob), good, b"the survivor list")
+    forged = bytes([good[0] ^ 1]) + good[1:]
+    assert not verify_signature(raw_public(alice), forged, b"the survivor list")
+
+
+def test_a_cached_refusal_stays_a_refusal_and_a_good_signature_still_verifies_after_it():
+    alice = identity("alice")
+    payload = b"partners of client 7"
+    bad = bytes(64)
+    assert not verify_signature(raw_public(alice), bad, payload)
+    assert not verify_signature(raw_public(alice), bad, payload)
+    assert verify_signature(raw_public(alice), alice.sign(payload), payload)
+    assert not verify_signature(raw_public(alice), None, payload)
+
+
+def test_the_verification_cache_answers_as_libsodium_does_for_equal_payloads_in_distinct_objects():
+    alice = identity("alice")
+    text = b"x" * 3000
+    sig = alice.sign(text)
+    copies = [bytes(bytearray(text)) for _ in range(3)]  # equal bytes, distinct objects
+    assert all(verify_signature(raw_public(alice), sig, c) for c in copies)
+    assert not verify_signature(raw_public(alice), sig, text[:-1] + b"y")
+
+
+# ---- small-order X25519 keys (keys.is_small_order) ----------------------------------------
+
+P25519 = 2**255 - 19
+PROBE = X25519PrivateKey.from_private_bytes(bytes([0x40] * 32))  # any clamped scalar sends small order to 0
+
+
+def zero_agreement(public: bytes) -> bool:
+    try:
+        PROBE.exchange(X25519PublicKey.from_public_bytes(public))
+    except ValueError:
+        return True
+    return False
+
+
+def encodings(u: int) -> list[bytes]:
+    """Every 32-byte encoding X25519 reads as the point u: u and u + p (when < 2^255), each with the top bit set."""
+    values = [u] + ([u + P25519] if u + P25519 < 2**255 else [])
+    return [(v | bit).to_bytes(32, "little") for v in values for bit in (0, 1 << 255)]
+
+
+# The two u-coordinates of the points of order 8 (RFC 7748, and libsodium's list).
+ORDER_8 = (
+    325606250916557431795983626356110631294008115727848805560023387167927233504,
+    39382357235489614581723060781553021112529911719440698176882885853963445705823,
+)
+
+
+def test_the_small_order_list_agrees_with_an_agreement_on_every_encoding_of_each_point():
+    rng = SeededRandom("small-order")
+    spread = range(2**250, 2**255, 2**250)  # 31 points of large order
+    keys = [k for u in (0, 1, P25519 - 1, *ORDER_8, *spread) for k in encodings(u)]
+    keys += [rng.bytes(32) for _ in range(300)]
+    for key in keys:
+        assert is_small_order(key) == zero_agreement(key), key.hex()
+    assert sum(map(is_small_order, keys)) == 2 * 2 + 2 * 2 + 2 + 2 * 2  # 0, 1 (two values each), p - 1, order 8
+
+
+@pytest.mark.parametrize("bad", [b"", bytes(31), bytes(33), "0" * 32, None])
+def test_anything_but_32_bytes_counts_as_a_small_order_key(bad):
+    assert is_small_order(bad)
