@@ -4,7 +4,7 @@ A figure in README.md or in a page under docs/ sits between markers, inline::
 
     <!-- fig:demo-seconds -->36<!-- /fig -->
 
-or, for a block a command prints (a table), on lines of their own around the fenced block.  Each id
+or, for a block a command prints (a table), on lines of their own around it.  Each id
 comes from one *source* below: a command, run from the checkout, and a function from what it printed
 to its figures.  So a figure cannot drift from its command: rerun, and the text follows.
 
@@ -36,7 +36,7 @@ log = Console(stderr=True)  # progress goes to stderr; the pages are the output
 
 ROOT = Path(__file__).resolve().parents[1]
 INLINE = re.compile(r"<!-- fig:(?P<id>[a-z0-9-]+) -->(?P<value>.*?)<!-- /fig -->")
-BLOCK = re.compile(r"^<!-- fig:(?P<id>[a-z0-9-]+) -->\n(?P<value>```.*?\n```)\n<!-- /fig -->$", re.S | re.M)
+BLOCK = re.compile(r"^<!-- fig:(?P<id>[a-z0-9-]+) -->\n(?P<value>.*?)\n<!-- /fig -->$", re.S | re.M)
 
 
 class FigureError(RuntimeError):
@@ -72,12 +72,30 @@ def _tests(out: str) -> dict[str, str]:
     return {"tests-count": f"{int(m.group(1)):,}", "tests-seconds": f"{float(m.group(2)):.0f}"}
 
 
+def _bench_flower(out: str) -> dict[str, str]:
+    rows = []
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("│").split("│")]
+        if line.startswith("│") and len(cells) == 13 and cells[0].isdigit():
+            n, _d, _t, what, trips, secs, xt, up, xup, down, xdown, error, _check = cells
+            rows.append(f"| {n} | {what} | {trips} | {secs} | {xt} | {up} | {xup} | {down} | {xdown} | {error} |")
+    if not rows:
+        raise FigureError("no rows in bench_flower's table")
+    head = ("| n | aggregation | round trips | s/round | time ratio | KB up/node | up ratio | KB down/node "
+            "| down ratio | max error |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    return {"bench-flower-table": head + "\n" + "\n".join(rows),
+            "bench-flower-seconds": _search(r"\((\d+) s in all\)", out, "total time").group(1)}
+
+
 SOURCES: dict[str, Source] = {
     # the teaching demo: its table and its run time
     "demo": Source(("python3", "-m", "rfa", "demo"), ("demo-table", "demo-seconds"), _demo),
     # the whole test suite: how many tests, how many seconds
     "tests": Source(("python3", "-m", "pytest", "-q", "-p", "no:cacheprovider"), ("tests-count", "tests-seconds"),
                     _tests),
+    # ours (secure mean, secure geometric median) against Flower's SecAgg+ in Flower's simulation runtime
+    "bench-flower": Source(("python3", "-m", "sims.bench_flower", "--n", "10", "50", "100"),
+                           ("bench-flower-table", "bench-flower-seconds"), _bench_flower),
 }
 IDS = {fid: name for name, source in SOURCES.items() for fid in source.ids}
 

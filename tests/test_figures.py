@@ -82,3 +82,19 @@ def test_list_and_check_run_no_command(monkeypatch, capsys):
     assert figures.main(["--list"]) == 0
     assert "demo-seconds" in capsys.readouterr().out
     assert figures.main(["--check"]) == 0
+
+
+BENCH_FLOWER_OUTPUT = """\
+┃   n ┃      d ┃  t ┃ aggregation                   ┃ trips ┃ s/round ┃ x time ┃ KB up/node ┃ x up ┃ KB down/node ┃ x down ┃ max error ┃ check                              ┃
+│  10 │ 10,000 │  7 │ ours: secure mean             │     5 │    0.72 │   0.61 │       82.0 │ 0.94 │         82.5 │   0.91 │   3.8e-14 │ ok: <= 3.3e-13                     │
+│  10 │ 10,000 │  7 │ ours: secure geometric median │    11 │    2.17 │   1.86 │      325.0 │ 3.72 │        324.3 │   3.56 │   2.4e-12 │ ok: each step <= 0.18 x its bound  │
+command: python3 -m sims.bench_flower --n 10 50 100  (753 s in all)
+"""
+
+
+def test_the_flower_benchmark_table_becomes_a_markdown_table():
+    figures_ = figures._bench_flower(BENCH_FLOWER_OUTPUT)
+    assert figures_["bench-flower-seconds"] == "753"
+    rows = figures_["bench-flower-table"].splitlines()
+    assert rows[0].startswith("| n | aggregation |") and len(rows) == 2 + 2
+    assert rows[2] == "| 10 | ours: secure mean | 5 | 0.72 | 0.61 | 82.0 | 0.94 | 82.5 | 0.91 | 3.8e-14 |"
