@@ -10,6 +10,7 @@ import pytest
 from secagg import pool
 from secagg.simulation import setup_session
 from sims import bench_secagg
+from sims.bench_secagg import Config, run_memory
 
 
 def test_sparse_benchmark_runs_and_counts_the_masks_of_the_graph(capsys):
@@ -64,3 +65,26 @@ def test_speedup_runs_one_seeded_session_serially_and_in_the_pool(capsys):
     (row,) = json.loads(captured.out)
     assert row["workers"] == 2 and row["same_session"] and row["correct"]
     assert row["serial_s"] > 0 and row["pool_s"] > 0 and len(row["speedups"]) == 1
+
+
+def test_progress_bar_goes_to_stderr_and_stdout_keeps_the_tables(capsys):
+    assert bench_secagg.main(["--n", "6", "--d", "10", "--dropout", "0"]) == 0
+    captured = capsys.readouterr()
+    (bar,) = [line for line in captured.err.splitlines() if "configurations done" in line]
+    assert "1/1" in bar
+    assert "configurations" not in captured.out and "secagg, memory transport" in captured.out
+
+
+def test_a_refused_argument_starts_no_progress_bar(capsys):
+    with pytest.raises(SystemExit):
+        bench_secagg.main(["--n", "6", "--dropout", "1.5"])
+    captured = capsys.readouterr()
+    assert "configurations" not in captured.err and "--dropout" in captured.err
+
+
+@pytest.mark.parametrize("malicious", [False, True])
+def test_client_steps_count_the_progress_calls_of_one_session(malicious):
+    cfg = Config(12, 4, 0.25, 16, malicious=malicious)  # 3 of 12 drop at masked_input
+    calls = []
+    run_memory(cfg, seed=0, progress=calls.append)
+    assert len(calls) == cfg.client_steps

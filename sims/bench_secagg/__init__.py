@@ -127,6 +127,10 @@ encodes our real message classes with placeholder fields of the true sizes
 (checked against every measured row, where it must be exact), and from a
 least-squares fit bytes/client = a + b*n + c*d to this run's measured rows.
 
+Progress goes to stderr: one line per configuration and a bar over the
+configurations, moved on by every client step of the in-memory sessions.
+The tables (or, with ``--json``, the rows) go to stdout.
+
 Modules: ``config`` (configurations, grids, goals), ``floor`` (the PRG floor),
 ``runs`` (one configuration in memory, over TCP, both; the client pool
 against the serial run), ``breakdown`` (the masked_input round per component;

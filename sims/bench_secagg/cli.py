@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
+from typing import Callable
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import secagg
 import sims.bench_secagg as package
@@ -18,25 +22,70 @@ from sims.bench_secagg.paper import paper_table
 from sims.bench_secagg.runs import TRANSPORTS, run_both, run_config, run_speedup
 from sims.bench_secagg.tables import (
     loopback_rounds_table, loopback_summary, loopback_table, main_table, malicious_verdict, rounds_table,
-    speedup_table, verdict,
+    fmt_d, speedup_table, verdict,
 )
 from sims.common import Console, HelpFormatter, client_count, positive_int
 
 
+class ConfigurationBar:
+    """The run's progress on stderr: configurations done, moved on within one by each client step of its
+    in-memory sessions (simulate's ``progress``, which a client pool still calls here, once per client reply).
+    Lines printed on ``err`` meanwhile go above the bar."""
+
+    def __init__(self, err: Console, total: int):
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=err)
+        self.task = self.progress.add_task("configurations", total=total)
+
+    def __enter__(self) -> ConfigurationBar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        if kind is None:
+            self.progress.update(self.task, completed=self.progress.tasks[0].total, description="configurations done")
+        self.progress.stop()
+
+    def start(self, done: int, cfg: Config, steps: int) -> Callable[[str], None]:
+        """Configuration ``done + 1`` begins; the callback for its ``steps`` client steps (0: none reported)."""
+        label = f"n={cfg.n} d={fmt_d(cfg.d)} dropout={cfg.dropout:g}"
+        self.progress.update(self.task, completed=done, description=label)
+        seen = 0
+
+        def step(round_: str) -> None:
+            nonlocal seen
+            seen += 1
+            # Never a whole configuration: only its end moves the count on.
+            self.progress.update(self.task, completed=done + min(seen / max(steps, 1), 0.99),
+                                 description=f"{label} {round_}")
+
+        return step
+
+
+def session_steps(cfg: Config, args) -> int:
+    """Client steps of one configuration's in-memory sessions: ``repeat`` sessions, each malicious one
+    followed by its honest-but-curious twin; none over TCP alone."""
+    if args.transport == "tcp":
+        return 0
+    hbc = dataclasses.replace(cfg, malicious=False).client_steps if cfg.malicious else 0
+    return args.repeat * (cfg.client_steps + hbc)
+
+
 def speedup_main(configs: list[Config], args, out, err) -> int:
     rows = []
-    for i, cfg in enumerate(configs, 1):
-        err.print(f"[{i}/{len(configs)}] n={cfg.n} d={cfg.d} dropout={cfg.dropout:g} k={cfg.degree}: serial, then pool",
-                  end="")
-        start = time.perf_counter()
-        try:
-            row = run_speedup(cfg, args.workers, args.repeat, args.stat, args.seed)
-        except secagg.AbortError as exc:
-            err.print(f"  [red]aborted: {exc}[/]")
-            continue
-        rows.append(row)
-        err.print(f"  {row['serial_s']:.2f} s vs {row['pool_s']:.2f} s with {row['workers']} workers "
-                  f"({time.perf_counter() - start:.1f} s)")
+    with ConfigurationBar(err, len(configs)) as bar:
+        for i, cfg in enumerate(configs, 1):
+            head = f"[{i}/{len(configs)}] n={cfg.n} d={cfg.d} dropout={cfg.dropout:g} k={cfg.degree}: serial, then pool"
+            bar.start(i - 1, cfg, 0)  # both runs are in fresh processes: the bar moves per configuration
+            start = time.perf_counter()
+            try:
+                row = run_speedup(cfg, args.workers, args.repeat, args.stat, args.seed)
+            except secagg.AbortError as exc:
+                err.print(f"{head}  [red]aborted: {exc}[/]", soft_wrap=True)
+                continue
+            rows.append(row)
+            err.print(f"{head}  {row['serial_s']:.2f} s vs {row['pool_s']:.2f} s with {row['workers']} workers "
+                      f"({time.perf_counter() - start:.1f} s)", soft_wrap=True)
     if not rows:
         out.print("[red]no configuration completed[/]")
         return 2
@@ -188,31 +237,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.speedup:
         return speedup_main(configs, args, out, err)
     rows, pairs = [], []
-    for i, cfg in enumerate(configs, 1):
-        err.print(f"[{i}/{len(configs)}] n={cfg.n} d={cfg.d} dropout={cfg.dropout:g} k={cfg.degree} t={cfg.threshold}", end="")
-        start = time.perf_counter()
-        try:
-            if args.transport == "both":
-                mem, tcp = run_both(cfg, args.repeat, args.stat, args.seed)
-                rows += [mem, tcp]
-                pairs.append((mem, tcp))
-                ratio = tcp["wall_s"] / mem["wall_s"]
-                note = f"mem {mem['wall_s']:.2f} s, tcp {tcp['wall_s']:.2f} s, tcp/mem {ratio:.2f}"
-            else:
-                row = run_config(cfg, args.transport, args.repeat, args.stat, args.seed)
-                rows.append(row)
-                if args.transport == "tcp":
-                    pairs.append((None, row))
-                    note = f"tcp {row['wall_s']:.2f} s"
+    with ConfigurationBar(err, len(configs)) as bar:
+        for i, cfg in enumerate(configs, 1):
+            head = f"[{i}/{len(configs)}] n={cfg.n} d={cfg.d} dropout={cfg.dropout:g} k={cfg.degree} t={cfg.threshold}"
+            step = bar.start(i - 1, cfg, session_steps(cfg, args))
+            start = time.perf_counter()
+            try:
+                if args.transport == "both":
+                    mem, tcp = run_both(cfg, args.repeat, args.stat, args.seed, step)
+                    rows += [mem, tcp]
+                    pairs.append((mem, tcp))
+                    ratio = tcp["wall_s"] / mem["wall_s"]
+                    note = f"mem {mem['wall_s']:.2f} s, tcp {tcp['wall_s']:.2f} s, tcp/mem {ratio:.2f}"
                 else:
-                    note = f"ratio {row['ratio']:.2f}, session {row['session_ratio']:.2f}, wall {row['wall_s']:.2f} s"
-                    if cfg.malicious:
-                        note += (f", mal/HbC {row['wall_s'] / row['hbc_wall_s']:.2f} (wall), "
-                                 f"{row['cpu_s'] / row['hbc_cpu_s']:.2f} (CPU)")
-        except secagg.AbortError as exc:
-            err.print(f"  [red]aborted: {exc}[/]")
-            continue
-        err.print(f"  {note}  ({time.perf_counter() - start:.1f} s)")
+                    row = run_config(cfg, args.transport, args.repeat, args.stat, args.seed, step)
+                    rows.append(row)
+                    if args.transport == "tcp":
+                        pairs.append((None, row))
+                        note = f"tcp {row['wall_s']:.2f} s"
+                    else:
+                        note = f"ratio {row['ratio']:.2f}, session {row['session_ratio']:.2f}, wall {row['wall_s']:.2f} s"
+                        if cfg.malicious:
+                            note += (f", mal/HbC {row['wall_s'] / row['hbc_wall_s']:.2f} (wall), "
+                                     f"{row['cpu_s'] / row['hbc_cpu_s']:.2f} (CPU)")
+            except secagg.AbortError as exc:
+                err.print(f"{head}  [red]aborted: {exc}[/]", soft_wrap=True)
+                continue
+            err.print(f"{head}  {note}  ({time.perf_counter() - start:.1f} s)", soft_wrap=True)
     if not rows:
         out.print("[red]no configuration completed[/]")
         return 2

@@ -77,6 +77,13 @@ class Config:
     def raw_bytes(self) -> int:
         return self.d * self.element_bytes
 
+    @property
+    def client_steps(self) -> int:
+        """Client replies in one in-memory session (the calls of simulate's ``progress``): everyone's in the
+        two key rounds, the survivors' from masked_input on."""
+        rounds = len(MALICIOUS_ROUNDS if self.malicious else ROUNDS)
+        return 2 * self.n + (rounds - 2) * (self.n - len(self.dropped))
+
 
 @functools.lru_cache(maxsize=None)
 def sized(n: int, dropout: float, corrupt: float, malicious: bool = False) -> SparseChoice:

@@ -4,6 +4,7 @@ combined; and the client pool against the serial run, each in a fresh process.""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -53,11 +54,12 @@ def digest(x: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(x, dtype=np.uint64).tobytes()).hexdigest()[:16]
 
 
-def run_memory(cfg: Config, seed: int) -> dict:
+def run_memory(cfg: Config, seed: int, progress: Callable[[str], None] | None = None) -> dict:
     """One session with the in-memory transport; returns one row of the table.
 
     Another transport only has to return the same keys from a function with
-    this signature and be registered in ``TRANSPORTS``.
+    this signature and be registered in ``TRANSPORTS``.  ``progress(round)``
+    is called after each client step (simulate's callback).
     """
     inputs = random_inputs(cfg, seed)
     dropped = cfg.dropped
@@ -70,7 +72,7 @@ def run_memory(cfg: Config, seed: int) -> dict:
     start = time.perf_counter()
     result = secagg.simulate(
         inputs, threshold=cfg.threshold, modulus=modulus, dropouts={DROP_ROUND: dropped}, seed=key_seed,
-        workers=cfg.workers, **cfg.session_kwargs(),
+        workers=cfg.workers, progress=progress, **cfg.session_kwargs(),
     )
     total_wall = time.perf_counter() - start
     cpu = _cpu_seconds() + _children_cpu_seconds() - cpu  # this process and its joined workers
@@ -380,20 +382,24 @@ def combine(rows: list[dict], stat: str) -> dict:
     return finish_row(out)
 
 
-def run_config(cfg: Config, transport: str, repeat: int, stat: str, seed: int) -> dict:
+def run_config(cfg: Config, transport: str, repeat: int, stat: str, seed: int,
+               progress: Callable[[str], None] | None = None) -> dict:
+    """``repeat`` runs of one configuration, combined; ``progress`` sees the client steps of in-memory sessions."""
     if cfg.malicious:
-        return run_against_hbc(cfg, repeat, stat, seed)
-    return combine([TRANSPORTS[transport](cfg, seed + i) for i in range(repeat)], stat)
+        return run_against_hbc(cfg, repeat, stat, seed, progress)
+    run = functools.partial(run_memory, progress=progress) if transport == "memory" else TRANSPORTS[transport]
+    return combine([run(cfg, seed + i) for i in range(repeat)], stat)
 
 
-def run_against_hbc(cfg: Config, repeat: int, stat: str, seed: int) -> dict:
+def run_against_hbc(cfg: Config, repeat: int, stat: str, seed: int,
+                    progress: Callable[[str], None] | None = None) -> dict:
     """Malicious-server rows, each beside the honest-but-curious session of the same n, d and
     dropouts (run right after it, same inputs): ``hbc_wall_s`` and ``hbc_cpu_s`` are that session's wall
     time and CPU seconds (setup included; less sensitive to other work on the machine than the wall)."""
     rows = []
     for i in range(repeat):
-        row = run_memory(cfg, seed + i)
-        hbc = run_memory(dataclasses.replace(cfg, malicious=False), seed + i)
+        row = run_memory(cfg, seed + i, progress)
+        hbc = run_memory(dataclasses.replace(cfg, malicious=False), seed + i, progress)
         row["hbc_wall_s"], row["hbc_cpu_s"] = hbc["wall_s"], hbc["cpu_s"]
         rows.append(row)
     return combine(rows, stat)
@@ -481,11 +487,12 @@ def session_differences(mem: dict, tcp: dict) -> list[str]:
     return [name for name, ok in checks.items() if not ok]
 
 
-def run_both(cfg: Config, repeat: int, stat: str, seed: int) -> tuple[dict, dict]:
+def run_both(cfg: Config, repeat: int, stat: str, seed: int,
+             progress: Callable[[str], None] | None = None) -> tuple[dict, dict]:
     """Each repeat: in memory, then over TCP, same seed; returns the combined (memory, tcp) rows."""
     mems, tcps = [], []
     for i in range(repeat):
-        mem, tcp = run_memory(cfg, seed + i), run_tcp(cfg, seed + i)
+        mem, tcp = run_memory(cfg, seed + i, progress), run_tcp(cfg, seed + i)
         differences = session_differences(mem, tcp)
         mem["same_session"] = tcp["same_session"] = not differences
         mem["differences"] = tcp["differences"] = differences
