@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from secagg import pool
 from secagg.simulation import setup_session
 from sims import bench_secagg
-from sims.bench_secagg import Config, run_memory
+from sims.bench_secagg import Config, run_config, run_memory
+from sims.bench_secagg.tables import main_tables
 
 
 def test_sparse_benchmark_runs_and_counts_the_masks_of_the_graph(capsys):
@@ -88,3 +91,21 @@ def test_client_steps_count_the_progress_calls_of_one_session(malicious):
     calls = []
     run_memory(cfg, seed=0, progress=calls.append)
     assert len(calls) == cfg.client_steps
+
+
+def test_main_tables_fit_100_columns_without_truncating_a_number():
+    row = run_config(Config(12, 4, 0.25, 16, malicious=True), "memory", 1, "median", seed=0)
+    # The widest figures a long run prints: n = 10,000, minutes of client time, megabytes per client, a wrong sum.
+    wide = dict(row, n=10_000, d=10**5, dropout=0.1, dropped=1000, k=199, t=6667, included=9000, correct=False, workers=16,
+                wall_s=1234.567, client_s=12345.678, server_s=1234.567, masking_s=1234.567, unmasking_s=1234.567,
+                floor_s=123.456, ratio=123.45, session_ratio=1234.56, bytes_sent_per_client=123.4e6,
+                bytes_received_per_client=123.4e6, expansion=12.34, hbc_wall_s=1234.567, cpu_s=9999.0, hbc_cpu_s=1.0)
+    args = bench_secagg.parse_args(["--graph", "sparse", "--malicious"])
+    console = Console(width=100, record=True, file=io.StringIO())
+    for table in main_tables([row, wide], args):
+        console.print(table)
+    text = console.export_text()
+    assert "\u2026" not in text  # rich's ellipsis: a cell cut short
+    assert max(map(len, text.splitlines())) <= 100
+    for figure in ("12345.678", "1.2346", "1234.56", "123.4 MB", "0.1 (1000)", "9999.00", f"{row['ratio']:.2f}"):
+        assert figure in text

@@ -21,7 +21,7 @@ from sims.bench_secagg.config import (
 from sims.bench_secagg.paper import paper_table
 from sims.bench_secagg.runs import TRANSPORTS, run_both, run_config, run_speedup
 from sims.bench_secagg.tables import (
-    loopback_rounds_table, loopback_summary, loopback_table, main_table, malicious_verdict, rounds_table,
+    loopback_rounds_table, loopback_summary, loopback_table, main_tables, malicious_verdict, rounds_table,
     fmt_d, speedup_table, verdict,
 )
 from sims.common import Console, HelpFormatter, client_count, positive_int
@@ -269,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     memory_rows = [r for r in rows if r["transport"] == "memory"]
     if memory_rows:
-        out.print(main_table(memory_rows, args))
+        for table in main_tables(memory_rows, args):
+            out.print(table)
         if args.transport == "memory":
             out.print(rounds_table(memory_rows))
     if pairs:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 
+from rich import box
 from rich.table import Table
 
 from secagg.params import element_bytes
@@ -24,38 +25,49 @@ def fmt_d(d: int) -> str:
     return f"{d:.0e}".replace("e+0", "e")
 
 
-def main_table(rows: list[dict], args) -> Table:
-    table = Table(
-        title=f"secagg, {rows[0]['transport']} transport, {args.graph} graph, "
+def main_tables(rows: list[dict], args) -> list[Table]:
+    """The in-memory rows as narrow tables (each readable at 100 columns): the session's seconds; masking and
+    unmasking against the floor, with the bytes; in malicious-server mode, the cost against honest-but-curious."""
+    title = (
+        f"secagg, {rows[0]['transport']} transport, {args.graph} graph, "
         + ("malicious-server mode, " if args.malicious else "")
         + f"M = 2^{args.modulus_bits}, "
         + ("t = floor(2n/3)+1" if args.graph == "complete" else
            f"k, t sized for dropout {args.tolerated_dropout:g}, corrupt {args.tolerated_corrupt:g}")
-        + f", dropouts leave at {DROP_ROUND}",
-        caption="client s: all clients, all rounds (summed over the worker processes); per client = client s / n; "
+        + f", dropouts leave at {DROP_ROUND}"
+    )
+
+    def table(subtitle: str, caption: str, columns: list[str]) -> Table:
+        # No vertical rules and shared padding: two spaces between columns, so numbers never shrink to "0.…".
+        t = Table(title=subtitle, caption=caption, box=box.SIMPLE_HEAD, show_edge=False,
+                  collapse_padding=True)
+        for name in ["n", "d", "dropout"] + columns:
+            t.add_column(name, justify="right")
+        return t
+
+    def key(r: dict, dropped: bool = False) -> list[str]:
+        return [str(r["n"]), fmt_d(r["d"]), f"{r['dropout']:.1f}" + (f" ({r['dropped']})" if dropped else "")]
+
+    seconds = table(
+        f"{title}: seconds",
+        "dropout (clients dropped); client s: all clients, all rounds (summed over the worker processes); "
+        "per client s = client s / n",
+        ["k", "t", "included", "workers", "wall s", "client s\n(all)", "per client s", "server s"],
+    )
+    floor = table(
+        "the same sessions against the AES-CTR floor, and bytes",
         "masking = clients' masked_input round; unmasking = server's unmasking round;\n"
         "ratio = (masking + unmasking) / AES-CTR floor; session = (client s + server s) / the same floor "
-        "(every round, share_keys included); "
-        "bytes per client: mean over the included clients; expansion = bytes sent / (d * element bytes)"
-        + ("; mal/HbC = this session's wall s (CPU s: user + system of this process and its workers, setup "
-           "included) / the honest-but-curious session's (same n, d, dropouts, each graph sized for its mode)"
-           if args.malicious else ""),
+        "(every round, share_keys included);\n"
+        "bytes per client: mean over the included clients; expansion = bytes sent / (d * element bytes)",
+        ["masking\ns", "unmasking\ns", "floor\ns", "ratio", "session", "sent/\nclient", "recv/\nclient", "expansion"],
     )
-    columns = ["n", "d", "dropout", "k", "t", "included", "workers", "wall s", "client s (all)", "per client s",
-               "server s", "masking s", "unmasking s", "floor s", "ratio", "session", "sent/client", "recv/client",
-               "expansion"]
-    if args.malicious:
-        columns += ["HbC wall s", "mal/HbC wall", "mal/HbC CPU"]
-    for name in columns:
-        table.add_column(name, justify="right")
     for r in rows:
         ratio = f"{r['ratio']:.2f}"
         if r["n"] == GOAL_N and r["d"] == GOAL_D:
             ratio = f"[{'green' if r['ratio'] <= GOAL_RATIO else 'red'}]{ratio}[/]"
-        table.add_row(
-            str(r["n"]),
-            fmt_d(r["d"]),
-            f"{r['dropout']:.1f} ({r['dropped']})",
+        seconds.add_row(
+            *key(r, dropped=True),
             str(r["k"]),
             str(r["t"]),
             str(r["included"]) + ("" if r["correct"] else " [red]WRONG SUM[/]"),
@@ -64,6 +76,9 @@ def main_table(rows: list[dict], args) -> Table:
             f"{r['client_s']:.3f}",
             f"{r['client_s'] / r['n']:.4f}",
             f"{r['server_s']:.3f}",
+        )
+        floor.add_row(
+            *key(r),
             f"{r['masking_s']:.3f}",
             f"{r['unmasking_s']:.3f}",
             f"{r['floor_s']:.3f}",
@@ -72,10 +87,19 @@ def main_table(rows: list[dict], args) -> Table:
             fmt_bytes(r["bytes_sent_per_client"]),
             fmt_bytes(r["bytes_received_per_client"]),
             f"{r['expansion']:.2f}",
-            *([f"{r['hbc_wall_s']:.2f}", f"{r['wall_s'] / r['hbc_wall_s']:.2f}", f"{r['cpu_s'] / r['hbc_cpu_s']:.2f}"]
-              if args.malicious else []),
         )
-    return table
+    if not args.malicious:
+        return [seconds, floor]
+    against = table(
+        "the same sessions against honest-but-curious ones",
+        "mal/HbC = this session's wall s (CPU s: user + system of this process and its workers, setup included) / "
+        "the honest-but-curious session's (same n, d, dropouts, each graph sized for its mode)",
+        ["wall s", "HbC\nwall s", "mal/HbC\nwall", "mal/HbC\nCPU"],
+    )
+    for r in rows:
+        against.add_row(*key(r), f"{r['wall_s']:.2f}", f"{r['hbc_wall_s']:.2f}", f"{r['wall_s'] / r['hbc_wall_s']:.2f}",
+                        f"{r['cpu_s'] / r['hbc_cpu_s']:.2f}")
+    return [seconds, floor, against]
 
 
 def speedup_table(rows: list[dict]) -> Table:
