@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from secagg import pool
 from secagg.simulation import setup_session
 from sims import bench_secagg
+from sims.bench_secagg import Config, run_config, run_memory
+from sims.bench_secagg.tables import main_tables
 
 
 def test_sparse_benchmark_runs_and_counts_the_masks_of_the_graph(capsys):
@@ -64,3 +68,44 @@ def test_speedup_runs_one_seeded_session_serially_and_in_the_pool(capsys):
     (row,) = json.loads(captured.out)
     assert row["workers"] == 2 and row["same_session"] and row["correct"]
     assert row["serial_s"] > 0 and row["pool_s"] > 0 and len(row["speedups"]) == 1
+
+
+def test_progress_bar_goes_to_stderr_and_stdout_keeps_the_tables(capsys):
+    assert bench_secagg.main(["--n", "6", "--d", "10", "--dropout", "0"]) == 0
+    captured = capsys.readouterr()
+    (bar,) = [line for line in captured.err.splitlines() if "configurations done" in line]
+    assert "1/1" in bar
+    assert "configurations" not in captured.out and "secagg, memory transport" in captured.out
+
+
+def test_a_refused_argument_starts_no_progress_bar(capsys):
+    with pytest.raises(SystemExit):
+        bench_secagg.main(["--n", "6", "--dropout", "1.5"])
+    captured = capsys.readouterr()
+    assert "configurations" not in captured.err and "--dropout" in captured.err
+
+
+@pytest.mark.parametrize("malicious", [False, True])
+def test_client_steps_count_the_progress_calls_of_one_session(malicious):
+    cfg = Config(12, 4, 0.25, 16, malicious=malicious)  # 3 of 12 drop at masked_input
+    calls = []
+    run_memory(cfg, seed=0, progress=calls.append)
+    assert len(calls) == cfg.client_steps
+
+
+def test_main_tables_fit_100_columns_without_truncating_a_number():
+    row = run_config(Config(12, 4, 0.25, 16, malicious=True), "memory", 1, "median", seed=0)
+    # The widest figures a long run prints: n = 10,000, minutes of client time, megabytes per client, a wrong sum.
+    wide = dict(row, n=10_000, d=10**5, dropout=0.1, dropped=1000, k=199, t=6667, included=9000, correct=False, workers=16,
+                wall_s=1234.567, client_s=12345.678, server_s=1234.567, masking_s=1234.567, unmasking_s=1234.567,
+                floor_s=123.456, ratio=123.45, session_ratio=1234.56, bytes_sent_per_client=123.4e6,
+                bytes_received_per_client=123.4e6, expansion=12.34, hbc_wall_s=1234.567, cpu_s=9999.0, hbc_cpu_s=1.0)
+    args = bench_secagg.parse_args(["--graph", "sparse", "--malicious"])
+    console = Console(width=100, record=True, file=io.StringIO())
+    for table in main_tables([row, wide], args):
+        console.print(table)
+    text = console.export_text()
+    assert "\u2026" not in text  # rich's ellipsis: a cell cut short
+    assert max(map(len, text.splitlines())) <= 100
+    for figure in ("12345.678", "1.2346", "1234.56", "123.4 MB", "0.1 (1000)", "9999.00", f"{row['ratio']:.2f}"):
+        assert figure in text
