@@ -87,6 +87,28 @@ def _bench_flower(out: str) -> dict[str, str]:
             "bench-flower-seconds": _search(r"\((\d+) s in all\)", out, "total time").group(1)}
 
 
+def _bench_rfa(out: str) -> dict[str, str]:
+    speedups = re.findall(r"speed-up \(reference / ours\): ([\d.]+)x", out)
+    if not speedups:
+        raise FigureError("no speed-up against geom-median (pip install geom-median)")
+    diffs = [float(x) for x in re.findall(r"max \|median difference\|: ([\d.e+-]+)", out)]
+    wall = _search(r"secure median / secure mean wall time: ([\d.]+x \[[\d.]+-[\d.]+\])", out, "wall ratio")
+    cpu = _search(r"secure median / secure mean CPU time: +([\d.]+x \[[\d.]+-[\d.]+\])", out, "CPU ratio")
+    kib = re.findall(r"secure +(mean|median): .*?\| ([\d.]+) s wall, ([\d.]+) s CPU .*?\| (\d+) KiB per client", out)
+    if len(kib) != 2:
+        raise FigureError("no secure mean and median rows")
+    (_, mean_wall, mean_cpu, mean_kib), (_, med_wall, med_cpu, med_kib) = kib
+    return {
+        "bench-rfa-speedups": " and ".join(f"{x}x" for x in speedups),
+        "bench-rfa-diff": f"{max(diffs):.0e}",
+        "bench-rfa-secure-wall": wall.group(1),
+        "bench-rfa-secure-cpu": cpu.group(1),
+        "bench-rfa-secure-seconds": f"{med_wall} s against {mean_wall} s wall, {med_cpu} s against {mean_cpu} s CPU",
+        "bench-rfa-secure-kib": f"{med_kib} KiB against {mean_kib} KiB per client "
+                                f"({int(med_kib) / int(mean_kib):.2f}x)",
+    }
+
+
 SOURCES: dict[str, Source] = {
     # the teaching demo: its table and its run time
     "demo": Source(("python3", "-m", "rfa", "demo"), ("demo-table", "demo-seconds"), _demo),
@@ -96,6 +118,10 @@ SOURCES: dict[str, Source] = {
     # ours (secure mean, secure geometric median) against Flower's SecAgg+ in Flower's simulation runtime
     "bench-flower": Source(("python3", "-m", "sims.bench_flower", "--n", "10", "50", "100"),
                            ("bench-flower-table", "bench-flower-seconds"), _bench_flower),
+    # our Weiszfeld against geom-median, and the secure median against the secure mean
+    "bench-rfa": Source(("python3", "-m", "sims.bench_rfa", "--repeat", "5"),
+                        ("bench-rfa-speedups", "bench-rfa-diff", "bench-rfa-secure-wall", "bench-rfa-secure-cpu",
+                         "bench-rfa-secure-seconds", "bench-rfa-secure-kib"), _bench_rfa),
     # each simulation's default run: its wall time
     **{f"sim-{name}": Source(("python3", "-m", f"sims.{module}", "--quiet"), (f"sim-{name}-seconds",), None)
        for name, module in (("fig1", "fig1_weiszfeld"), ("fig2", "fig2_robustness"), ("fig4", "fig4_oracle_calls"),

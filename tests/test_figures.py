@@ -98,3 +98,31 @@ def test_the_flower_benchmark_table_becomes_a_markdown_table():
     rows = figures_["bench-flower-table"].splitlines()
     assert rows[0].startswith("| n | aggregation |") and len(rows) == 2 + 2
     assert rows[2] == "| 10 | ours: secure mean | 5 | 0.72 | 0.61 | 82.0 | 0.94 | 82.5 | 0.91 | 3.8e-14 |"
+
+
+BENCH_RFA_OUTPUT = """\
+n=100, d=100000: 10 smoothed Weiszfeld steps, nu=1e-06
+  speed-up (reference / ours): 32.5x
+  max |median difference|: 6.217e-15   (median scale 2.1)
+n=1000, d=10000: 10 smoothed Weiszfeld steps, nu=1e-06
+  speed-up (reference / ours): 4.6x
+  max |median difference|: 1.110e-15   (median scale 2.1)
+  secure   mean: 1 oracle calls in 1 session | 3.77 s wall, 1.23 s CPU (medians) | 109 KiB per client (1.00x)
+  secure median: 4 oracle calls in 1 session | 6.12 s wall, 2.02 s CPU (medians) | 612 KiB per client (5.61x)
+  secure median / secure mean wall time: 1.39x [1.09-3.79] (target <= 2.0x)
+  secure median / secure mean CPU time:  1.63x [1.51-1.71]
+"""
+
+
+def test_the_weiszfeld_and_secure_median_figures_are_read_from_bench_rfa():
+    got = figures._bench_rfa(BENCH_RFA_OUTPUT)
+    assert got == {
+        "bench-rfa-speedups": "32.5x and 4.6x",
+        "bench-rfa-diff": "6e-15",
+        "bench-rfa-secure-wall": "1.39x [1.09-3.79]",
+        "bench-rfa-secure-cpu": "1.63x [1.51-1.71]",
+        "bench-rfa-secure-seconds": "6.12 s against 3.77 s wall, 2.02 s against 1.23 s CPU",
+        "bench-rfa-secure-kib": "612 KiB against 109 KiB per client (5.61x)",
+    }
+    with pytest.raises(figures.FigureError, match="geom-median"):
+        figures._bench_rfa("n=100, d=100000: ...\n  rfa.geometric_median   0.1 s")
