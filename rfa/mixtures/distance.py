@@ -15,7 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .estimate import GaussianMixtureEstimate, MixtureError
+from .estimate import GaussianMixtureEstimate
+from .sklearn_adapter import MixtureLike, as_estimates
 
 __all__ = ["ise", "pairwise_ise", "gaussian_products"]
 
@@ -41,26 +42,18 @@ def gaussian_products(
     return out
 
 
-def _check_dims(estimates: Sequence[GaussianMixtureEstimate]) -> None:
-    if len(estimates) == 0:
-        raise MixtureError("need at least one estimate")
-    dims = {g.dim for g in estimates}
-    if len(dims) != 1:
-        raise MixtureError(f"estimates have different dimensions {sorted(dims)}")
-
-
-def ise(g: GaussianMixtureEstimate, h: GaussianMixtureEstimate) -> float:
-    """D_ISE(g, h): the L2 distance between the two mixture densities."""
-    _check_dims([g, h])
+def ise(g: MixtureLike, h: MixtureLike) -> float:
+    """D_ISE(g, h): the L2 distance between the two mixture densities (same d, any orders)."""
+    g, h = as_estimates([g, h], same_order=False)
     gg = g.weights @ gaussian_products(g.means, g.covariances, g.means, g.covariances) @ g.weights
     gh = g.weights @ gaussian_products(g.means, g.covariances, h.means, h.covariances) @ h.weights
     hh = h.weights @ gaussian_products(h.means, h.covariances, h.means, h.covariances) @ h.weights
     return float(np.sqrt(max(0.0, gg - 2 * gh + hh)))
 
 
-def pairwise_ise(estimates: Sequence[GaussianMixtureEstimate]) -> np.ndarray:
-    """The (m, m) matrix of D_ISE between every pair of estimates (zero diagonal, symmetric)."""
-    _check_dims(estimates)
+def pairwise_ise(estimates: Sequence[MixtureLike]) -> np.ndarray:
+    """The (m, m) matrix of D_ISE between every pair of estimates (same d; zero diagonal, symmetric)."""
+    estimates = as_estimates(estimates, same_order=False)
     means = np.concatenate([g.means for g in estimates])
     covs = np.concatenate([g.covariances for g in estimates])
     owner = np.repeat(np.arange(len(estimates)), [g.n_components for g in estimates])
