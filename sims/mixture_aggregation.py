@@ -312,7 +312,8 @@ def _table2_repetition(rep: int, setting: str, m: int, n: int, n_fail: int, rate
 
 def run_table2(reps: list[int], settings: Sequence[str], m: int, n: int, n_fail: int, rates: Sequence[float],
                start: str, workers: int, cache: Path | None) -> list[dict]:
-    jobs = [(rep, s, m, n, n_fail, rates, start, cache) for s in settings for rep in reps]
+    jobs = [(rep, s, m, n, n_fail, rates, start, cache) for rep in reps for s in settings]  # rep-major: a stopped
+    # run has finished both settings of its first repetitions
     results = pooled(table2_repetition, jobs, min(workers, len(jobs)), "Table 2")
     return [row for rows in results for row in rows]
 
