@@ -171,8 +171,10 @@ def cached_fits(cache: Path | None, key: str, fit: Callable[[], list[GaussianMix
     fits = fit()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, weights=np.stack([g.weights for g in fits]), means=np.stack([g.means for g in fits]),
+        partial = path.with_name(path.name + ".partial.npz")  # renamed when complete: a killed run leaves no half file
+        np.savez(partial, weights=np.stack([g.weights for g in fits]), means=np.stack([g.means for g in fits]),
                  covs=np.stack([g.covariances for g in fits]))
+        partial.replace(path)
     return fits
 
 
@@ -185,7 +187,9 @@ def cached_rows(cache: Path | None, key: str, compute: Callable[[], Any]) -> Any
     result = compute()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result))
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(result))
+        partial.replace(path)
     return result
 
 
