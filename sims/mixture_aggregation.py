@@ -537,6 +537,16 @@ def summarise_table2(rows: list[dict], settings: Sequence[str], m: int, n: int, 
     return lines, headline
 
 
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(x) for x in text.split(",") if x]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 2 * SIM["components"]:
+        raise argparse.ArgumentTypeError(f"sizes must be integers of at least {2 * SIM['components']}")
+    return sizes
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser(NAME, __doc__.splitlines()[0], seed_counts=SEED_COUNTS)
     p.add_argument("--part", choices=("both", "fig2", "table2"), default="both", help="which part to run")
@@ -544,6 +554,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--digits-start", choices=("kmeans", "common"), default="kmeans",
                    help="Table 2: start each machine's EM from its own k-means, or from one common pooled fit")
     p.add_argument("--workers", type=int, default=None, help="processes over repetitions (default 2, quick 1)")
+    p.add_argument("--sizes", type=_sizes, default=None,
+                   help=f"Fig. 2 local sample sizes n, comma-separated (default {','.join(map(str, FIG2['sizes']))})")
     p.add_argument("--no-cache", action="store_true", help="refit every local estimate (no <out>/cache)")
     args: argparse.Namespace = p.parse_args(argv)
     if args.workers is None:
@@ -551,7 +563,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         p.error("--workers must be at least 1")
     reps = seeds(args)
-    fig2 = FIG2_QUICK if args.quick else FIG2
+    fig2 = dict(FIG2_QUICK if args.quick else FIG2)
+    if args.sizes is not None:
+        fig2["sizes"] = tuple(args.sizes)
     tab2 = TABLE2_QUICK if args.quick else TABLE2
     settings = SETTINGS if args.settings == "both" else (args.settings,)
     cache = None if args.no_cache else args.out / "cache"
