@@ -116,6 +116,7 @@ class TrainingResult:
     corrupted: np.ndarray  # bool mask of C
     config: TrainingConfig
     elections: tuple[Election, ...] = ()  # two-phase rules: every round's vote counts and winner
+    average: np.ndarray | None = None  # (1/T) sum_{t=0}^{T-1} theta_t, what Yi et al. Algorithms 1 and 3 return
 
     @property
     def final(self) -> RoundRecord:
@@ -296,17 +297,23 @@ def train(
     elections: list[Election] = []
     momenta: dict[int, np.ndarray] = {}
     calls = 0
+    iterate_sum = np.zeros_like(w)
     for t_round in range(1, config.rounds + 1):
+        iterate_sum += w  # theta_{t_round - 1}
         selected = np.sort(rng.choice(n, size=m, replace=False))  # Algorithm 1, line 2
         updates = np.empty((m, w.size))
-        for k, i in enumerate(selected):
+        if config.momentum is not None:  # RASHB, Algorithm 1 lines 4-7
+            batches = [draw_batch(*dataset.client(int(i)), config.batch_size, rng) for i in selected]
+            if len({len(yb) for _, yb in batches}) == 1:  # one vectorised pass when the batches stack
+                grads = model.stacked_grads(w, np.stack([b[0] for b in batches]), np.stack([b[1] for b in batches]))
+            else:
+                grads = np.stack([model.grad(w, *b) for b in batches])
+            for k, i in enumerate(selected):
+                momenta[int(i)] = config.momentum * momenta.get(int(i), 0.0) + (1 - config.momentum) * grads[k]
+                updates[k] = momenta[int(i)]
+        for k, i in enumerate(selected if config.momentum is None else ()):
             X, y = dataset.client(int(i))
             sgd = dict(steps=config.local_steps, lr=config.lr, batch_size=config.batch_size, rng=rng)
-            if config.momentum is not None:  # RASHB, Algorithm 1 lines 4-7
-                g = model.grad(w, *draw_batch(X, y, config.batch_size, rng))
-                momenta[int(i)] = config.momentum * momenta.get(int(i), 0.0) + (1 - config.momentum) * g
-                updates[k] = momenta[int(i)]
-                continue
             if config.personalised:  # Algorithm 4: u_i on the residual of w, then w on that of u_i
                 u = local_sgd(model, personal.get(int(i), np.zeros_like(w)), X, y, offset=w, **sgd)
                 local = local_sgd(model, w, X, y, offset=u, **sgd)
@@ -361,7 +368,8 @@ def train(
             )
         if progress is not None:
             progress(t_round)
-    return TrainingResult(w, personal, tuple(history), corrupted, config, tuple(elections))
+    return TrainingResult(w, personal, tuple(history), corrupted, config, tuple(elections),
+                          average=iterate_sum / config.rounds)
 
 
 def _step(w: np.ndarray, aggregate: np.ndarray, config: TrainingConfig) -> np.ndarray:

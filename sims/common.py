@@ -63,12 +63,18 @@ class SimParser(argparse.ArgumentParser):
         return ns
 
 
-def parser(name: str, description: str) -> argparse.ArgumentParser:
-    """The common flags: --out, --quick, --seeds, --quiet (with --help showing every default)."""
+def parser(name: str, description: str, *, seed_counts: tuple[int, int] = (3, 1)) -> argparse.ArgumentParser:
+    """The common flags: --out, --quick, --seeds, --quiet (with --help showing every default).
+
+    ``seed_counts`` is (default, quick) number of seeds; ``seeds`` and ``--help`` both read it.
+    """
     p = SimParser(prog=f"python3 -m sims.{name}", description=description, formatter_class=HelpFormatter)
     p.add_argument("--out", type=Path, default=Path("out") / name, help="output folder (created if missing)")
     p.add_argument("--quick", action="store_true", help="a small, fast version (used by the tests)")
-    p.add_argument("--seeds", type=positive_int, default=None, help="number of random seeds (default: 3, quick: 1)")
+    full, quick = seed_counts
+    p.add_argument("--seeds", type=positive_int, default=None,
+                   help=f"number of random seeds (default: {full}, quick: {quick})")
+    p.set_defaults(seed_counts=seed_counts)
     p.add_argument("--quiet", action="store_true", help="no progress bars or messages; the files are still written")
     p.add_argument("--json", action="store_true", help="at the end, print what was written (and every CSV's rows) as JSON on stdout")
     return p
@@ -103,7 +109,8 @@ def entry_point(name: str, main: Callable[[Sequence[str] | None], int]) -> None:
 
 
 def seeds(args: argparse.Namespace) -> list[int]:
-    count = args.seeds if args.seeds is not None else (1 if args.quick else 3)
+    full, quick = getattr(args, "seed_counts", (3, 1))
+    count = args.seeds if args.seeds is not None else (quick if args.quick else full)
     return list(range(count))
 
 

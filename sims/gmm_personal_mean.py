@@ -10,7 +10,7 @@ adversary, seed) one problem is drawn and scored for ROBUST CLUSTERING +
 COMBINE ESTIMATES and the three baselines (label oracle, plain median, no
 collaboration); the error is the honest clients' average squared error.
 The bounds: Theorem 1 (closed form c / (k sqrt(8 pi)) and the exact maximum
-for k = 10) and Theorem 2 computed from Lemmas 2-4 (``rfa.personal_mean_bounds``).
+for k = 10) and Theorem 2 computed from Lemmas 2-4 (``rfa.personal_mean.bounds``).
 
 How to read the output (``out/gmm_personal_mean/``):
 
@@ -45,8 +45,8 @@ from rfa.personal_mean import (
     robust_clustering,
     squared_errors,
 )
-from rfa.personal_mean_adversaries import ADVERSARIES
-from rfa.personal_mean_bounds import (
+from rfa.personal_mean.adversaries import ADVERSARIES
+from rfa.personal_mean.bounds import (
     UpperBound,
     combine_weight,
     lower_bound,
@@ -91,7 +91,9 @@ def run(delta: float, ratio: float, adversary: str, seed: int, m: int) -> dict[s
     rng = np.random.default_rng(entropy)
     c = ratio * K
     problem = make_problem(K, c, m, delta, ADVERSARIES.get(adversary), rng)
-    server = robust_clustering(problem.values, K, c, delta, BACKOFF, rng)
+    # The means are 9 Delta apart (make_problem), so a cluster-free list is the adversary's doing (Elongate):
+    # clients then keep their own samples, as Algorithm 2 line 6 says.
+    server = robust_clustering(problem.values, K, c, delta, BACKOFF, rng, allow_empty=c > 0)
     true_mass = np.array([problem.corrupted[s].sum() / server.m2 for s in server.support])
     estimates = {
         "robust": combine_estimates(server, problem.verified, delta),
@@ -217,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"k = {K} components 9 Delta apart, m = {g['m']:,} clients per component ((k + c) m in all), "
         f"backoff delta = {BACKOFF}, seeds {run_seeds}; the error is the honest clients' average squared error, "
-        "mean over seeds. Adversaries (`rfa.personal_mean_adversaries`): " + ", ".join(ADVERSARIES) + ".",
+        "mean over seeds. Adversaries (`rfa.personal_mean.adversaries`): " + ", ".join(ADVERSARIES) + ".",
         "",
         "## Checks",
         "",

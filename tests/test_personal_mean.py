@@ -14,6 +14,7 @@ from scipy import integrate, optimize, stats
 
 from rfa.errors import PersonalMeanError, RFAError
 from rfa.personal_mean import (
+    ClusterSpacingError,
     Problem,
     ServerOutput,
     combine_estimates,
@@ -26,8 +27,8 @@ from rfa.personal_mean import (
     robust_clustering,
     split_sizes,
 )
-from rfa.personal_mean_adversaries import ADVERSARIES, Concentrate, Elongate, FakeClusters, LowerBound, _plateau_samples, _split
-from rfa.personal_mean_bounds import (
+from rfa.personal_mean.adversaries import ADVERSARIES, Concentrate, Elongate, FakeClusters, LowerBound, _plateau_samples, _split
+from rfa.personal_mean.bounds import (
     SQRT_2PI,
     bayes_floor,
     combine_weight,
@@ -384,3 +385,34 @@ def test_fake_clusters_add_clusters_but_hardly_any_error(runs):
     assert len(r["server"].means) == K + math.floor(0.5 * K / rho(2.0))
     assert r["robust"] < runs[2.0, 0.0, "none"]["robust"] + 0.01
     assert r["plain"] > 1.0  # without the filter the fake clusters chain the components together
+
+
+def test_means_closer_than_9_delta_raise_cluster_spacing_error_naming_the_spacing():
+    rng = np.random.default_rng(3)
+    d = 1.0
+    values = np.concatenate([rng.normal(0.0, 1.0, 20_000), rng.normal(2.5, 1.0, 20_000)])  # 2.5 < 9 Delta
+    with pytest.raises(ClusterSpacingError, match=r"at least 9 Delta sigma = 9 apart") as info:
+        robust_clustering(values, 2, 0.0, d, BACKOFF, np.random.default_rng(0))
+    assert isinstance(info.value, PersonalMeanError)
+    # With the paper's spacing the same call forms both clusters, and allow_empty turns the error into the fallback.
+    spaced = np.concatenate([values[:20_000], values[20_000:] + 9.0 * d])
+    assert len(robust_clustering(spaced, 2, 0.0, d, BACKOFF, np.random.default_rng(0)).means) == 2
+    empty = robust_clustering(values, 2, 0.0, d, BACKOFF, np.random.default_rng(0), allow_empty=True)
+    assert len(empty.means) == 0
+    assert combine_estimates(empty, values[:5], d).tolist() == values[:5].tolist()
+
+
+@pytest.mark.parametrize("sigma", [0.01, 7.0])
+def test_sigma_rescales_the_whole_pipeline_exactly(sigma):
+    unit = make_problem(K, 1.0, M, 2.0, ADVERSARIES["concentrate"], np.random.default_rng(5))
+    scaled = make_problem(K, 1.0, M, 2.0, ADVERSARIES["concentrate"], np.random.default_rng(5), sigma=sigma)
+    assert np.allclose(scaled.values, sigma * unit.values) and np.allclose(scaled.means, sigma * unit.means)
+    a = robust_clustering(unit.values, K, 1.0, 2.0, BACKOFF, np.random.default_rng(9))
+    b = robust_clustering(scaled.values, K, 1.0, 2.0, BACKOFF, np.random.default_rng(9), sigma=sigma)
+    assert len(a.means) > 0 and np.allclose(b.means, sigma * a.means) and np.allclose(b.qualities, a.qualities)
+    mse_unit = mse(combine_estimates(a, unit.verified, 2.0), unit)
+    assert mse(combine_estimates(b, scaled.verified, 2.0), scaled) == pytest.approx(sigma**2 * mse_unit, rel=1e-9)
+    assert np.allclose(plain_median(scaled.values, scaled.verified, 2.0, sigma=sigma),
+                       sigma * plain_median(unit.values, unit.verified, 2.0))
+    with pytest.raises(PersonalMeanError, match="sigma"):
+        robust_clustering(unit.values, K, 1.0, 2.0, BACKOFF, np.random.default_rng(9), sigma=0.0)

@@ -46,3 +46,27 @@ def test_ared_detects_mean_and_covariance_failures_exactly(out):
         if r["part"] == "fig2" and r["method"] == "ARED" and r["failure"] in ("mean", "covariance"):
             assert r["ared_exact"] == "True"
             assert float(r["ared_detected"]) == float(r["rate"])
+
+
+def test_patched_distances_equal_a_fresh_pairwise_ise_and_fits_come_back_from_the_cache(tmp_path):
+    import numpy as np
+
+    from rfa.mixtures import corrupt, pairwise_ise, random_mixture
+    from rfa.mixtures.distance import component_gram
+
+    rng = np.random.default_rng(0)
+    local = [random_mixture(3, 2, 0.1, rng) for _ in range(8)]
+    for kind in ("mean", "covariance", "weight"):
+        sent, failed = corrupt(local, 0.25, kind, np.random.default_rng(1))
+        patched = mixture_aggregation.patched_distances(component_gram(local), sent, failed)
+        assert np.allclose(patched, pairwise_ise(sent), rtol=1e-10, atol=1e-12)
+    calls = []
+    fits = mixture_aggregation.cached_fits(tmp_path, "k", lambda: calls.append(1) or local)
+    again = mixture_aggregation.cached_fits(tmp_path, "k", lambda: calls.append(1) or local)
+    assert calls == [1] and all(np.array_equal(a.covariances, b.covariances) for a, b in zip(fits, again))
+
+
+def test_table2_reports_both_settings_with_false_alarms(out):
+    summary = (out / "summary.md").read_text()
+    assert "Setting `paper`" in summary and "Setting `independent`" in summary and "false alarms" in summary
+    assert {r["setting"] for r in rows(out) if r["part"] == "table2"} == {"paper", "independent"}

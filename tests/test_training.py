@@ -247,3 +247,15 @@ def test_replaying_the_previous_aggregate_pins_a_warm_started_median_to_it(model
     stale = train(model, data, GeometricMedianRule(rounds=3, init="previous"), config).final.accuracy
     fresh = train(model, data, GeometricMedianRule(rounds=3), config).final.accuracy
     assert stale < fresh - 0.1
+
+
+def test_rashb_returns_the_average_of_the_iterates_theta_0_to_theta_T_minus_1():
+    data = digits(5, rng=np.random.default_rng(0))
+    model = LogisticRegression(64, 10)
+    base = dict(clients_per_round=5, local_steps=1, lr=0.3, batch_size=3, momentum=0.9, seed=2)
+    iterates = [model.init_params(np.random.default_rng(0))]
+    for t in range(1, 4):  # theta_1 .. theta_3 from runs of 1, 2, 3 rounds (same seed: same trajectory)
+        iterates.append(train(model, data, Mean(), TrainingConfig(rounds=t, **base)).params)
+    result = train(model, data, Mean(), TrainingConfig(rounds=4, **base))
+    assert np.allclose(result.average, np.mean(iterates, axis=0))
+    assert not np.allclose(result.average, result.params)

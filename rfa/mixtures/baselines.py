@@ -12,12 +12,13 @@ import numpy as np
 
 from .estimate import GaussianMixtureEstimate, MixtureError
 from .gmr import gmr, kl_cost_matrix, moment_match, pooled_components
+from .sklearn_adapter import MixtureLike, as_estimates, check_compatible
 
 __all__ = ["gmr_all", "oracle", "trim"]
 
 
 def gmr_all(
-    estimates: Sequence[GaussianMixtureEstimate],
+    estimates: Sequence[MixtureLike],
     sample_sizes: Sequence[float] | None = None,
     *,
     init: GaussianMixtureEstimate | None = None,
@@ -27,13 +28,14 @@ def gmr_all(
 
 
 def oracle(
-    estimates: Sequence[GaussianMixtureEstimate],
+    estimates: Sequence[MixtureLike],
     failed: Collection[int],
     sample_sizes: Sequence[float] | None = None,
     *,
     init: GaussianMixtureEstimate | None = None,
 ) -> GaussianMixtureEstimate:
     """GMR of the estimates not in ``failed`` (the true failed set)."""
+    estimates = as_estimates(estimates)
     bad = set(failed)
     if not bad <= set(range(len(estimates))):
         raise MixtureError(f"failed machines {sorted(bad - set(range(len(estimates))))} do not exist")
@@ -45,7 +47,7 @@ def oracle(
 
 
 def trim(
-    estimates: Sequence[GaussianMixtureEstimate],
+    estimates: Sequence[MixtureLike],
     sample_sizes: Sequence[float] | None = None,
     *,
     init: GaussianMixtureEstimate | None = None,
@@ -61,8 +63,10 @@ def trim(
     """
     if not 0 <= eta < 1:
         raise MixtureError(f"trimming level eta must be in [0, 1), got {eta}")
+    estimates = as_estimates(estimates)
     weights, means, covs = pooled_components(estimates, sample_sizes)
     start = estimates[0] if init is None else init
+    check_compatible(estimates, start)
     k = start.n_components
     centre_means, centre_covs = start.means, start.covariances
     rows = np.arange(weights.size)

@@ -16,8 +16,9 @@ from typing import Sequence
 import numpy as np
 
 from .estimate import GaussianMixtureEstimate, MixtureError
+from .sklearn_adapter import MixtureLike, as_estimates
 
-__all__ = ["ise", "pairwise_ise", "gaussian_products"]
+__all__ = ["component_gram", "gaussian_products", "ise", "ise_from_gram", "pairwise_ise"]
 
 _BLOCK_FLOATS = 4_000_000  # about 32 MB of (d, d) matrices per block
 
@@ -41,34 +42,42 @@ def gaussian_products(
     return out
 
 
-def _check_dims(estimates: Sequence[GaussianMixtureEstimate]) -> None:
-    if len(estimates) == 0:
-        raise MixtureError("need at least one estimate")
-    dims = {g.dim for g in estimates}
-    if len(dims) != 1:
-        raise MixtureError(f"estimates have different dimensions {sorted(dims)}")
-
-
-def ise(g: GaussianMixtureEstimate, h: GaussianMixtureEstimate) -> float:
-    """D_ISE(g, h): the L2 distance between the two mixture densities."""
-    _check_dims([g, h])
+def ise(g: MixtureLike, h: MixtureLike) -> float:
+    """D_ISE(g, h): the L2 distance between the two mixture densities (same d, any orders)."""
+    g, h = as_estimates([g, h], same_order=False)
     gg = g.weights @ gaussian_products(g.means, g.covariances, g.means, g.covariances) @ g.weights
     gh = g.weights @ gaussian_products(g.means, g.covariances, h.means, h.covariances) @ h.weights
     hh = h.weights @ gaussian_products(h.means, h.covariances, h.means, h.covariances) @ h.weights
     return float(np.sqrt(max(0.0, gg - 2 * gh + hh)))
 
 
-def pairwise_ise(estimates: Sequence[GaussianMixtureEstimate]) -> np.ndarray:
-    """The (m, m) matrix of D_ISE between every pair of estimates (zero diagonal, symmetric)."""
-    _check_dims(estimates)
+def pairwise_ise(estimates: Sequence[MixtureLike]) -> np.ndarray:
+    """The (m, m) matrix of D_ISE between every pair of estimates (same d; zero diagonal, symmetric)."""
+    estimates = as_estimates(estimates, same_order=False)
+    return ise_from_gram(estimates, component_gram(estimates))
+
+
+def component_gram(estimates: Sequence[GaussianMixtureEstimate]) -> np.ndarray:
+    """S[a, b] = int phi_a phi_b over every pair of the estimates' stacked components."""
     means = np.concatenate([g.means for g in estimates])
     covs = np.concatenate([g.covariances for g in estimates])
+    return gaussian_products(means, covs, means, covs)
+
+
+def ise_from_gram(estimates: Sequence[GaussianMixtureEstimate], gram: np.ndarray) -> np.ndarray:
+    """The D_ISE matrix from the stacked components' ``component_gram``: W S W^T, row i of W machine i's weights.
+
+    A caller that changes a few machines' components may patch their rows and columns of S
+    instead of recomputing all of it (the simulations do, across failure rates).
+    """
     owner = np.repeat(np.arange(len(estimates)), [g.n_components for g in estimates])
+    if gram.shape != (owner.size, owner.size):
+        raise MixtureError(f"the component Gram matrix must be ({owner.size}, {owner.size}), got {gram.shape}")
     w = np.zeros((len(estimates), owner.size))
     w[owner, np.arange(owner.size)] = np.concatenate([g.weights for g in estimates])
-    gram = w @ gaussian_products(means, covs, means, covs) @ w.T
-    gram = 0.5 * (gram + gram.T)
-    sq = np.diag(gram)[:, None] + np.diag(gram)[None, :] - 2 * gram
+    inner = w @ gram @ w.T
+    inner = 0.5 * (inner + inner.T)
+    sq = np.diag(inner)[:, None] + np.diag(inner)[None, :] - 2 * inner
     dist = np.sqrt(np.maximum(sq, 0.0))
     np.fill_diagonal(dist, 0.0)
     return dist

@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from .estimate import GaussianMixtureEstimate, MixtureError
+from .sklearn_adapter import MixtureLike, as_estimates, check_compatible
 
 __all__ = ["gmr", "kl_gaussian", "kl_cost_matrix", "moment_match", "reduce", "pooled_components"]
 
@@ -60,13 +61,10 @@ def moment_match(
 
 
 def pooled_components(
-    estimates: Sequence[GaussianMixtureEstimate], sample_sizes: Sequence[float] | None = None
+    estimates: Sequence[MixtureLike], sample_sizes: Sequence[float] | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The components of G_bar = sum_i lambda_i G_i: weights lambda_i w_ik (summing to 1), means, covariances."""
-    if len(estimates) == 0:
-        raise MixtureError("need at least one estimate to aggregate")
-    if len({g.dim for g in estimates}) != 1:
-        raise MixtureError("estimates have different dimensions")
+    estimates = as_estimates(estimates)
     sizes = np.ones(len(estimates)) if sample_sizes is None else np.asarray(sample_sizes, dtype=float)
     if sizes.shape != (len(estimates),) or not np.all(np.isfinite(sizes)) or np.any(sizes <= 0):
         raise MixtureError(f"sample_sizes must be {len(estimates)} positive numbers")
@@ -117,7 +115,7 @@ def _fill_empty_clusters(assign: np.ndarray, cost: np.ndarray, k: int) -> None:
 
 
 def gmr(
-    estimates: Sequence[GaussianMixtureEstimate],
+    estimates: Sequence[MixtureLike],
     sample_sizes: Sequence[float] | None = None,
     *,
     init: GaussianMixtureEstimate | None = None,
@@ -129,8 +127,8 @@ def gmr(
     ``init`` defaults to the first estimate; the simulations pass the COAT estimate,
     as the paper does (Section 5.2).
     """
+    estimates = as_estimates(estimates)
     weights, means, covs = pooled_components(estimates, sample_sizes)
     start = estimates[0] if init is None else init
-    if start.dim != means.shape[1]:
-        raise MixtureError(f"init has dimension {start.dim}, the estimates {means.shape[1]}")
+    check_compatible(estimates, start)
     return reduce(weights, means, covs, start, tol=tol, max_iter=max_iter)

@@ -6,7 +6,8 @@ estimates (G_i included); COAT is the estimate with the smallest such radius r_c
 CRED flags every estimate at distance >= r_coat from COAT (eq. 4), so it keeps fewer
 than half; ARED flags those farther than r_coat * sqrt(0.5 log(m/2) log log m)
 (eq. 5), which under the paper's Theorem 4.1 (c) is exactly the failed set.  The
-factor is below 1 for m < 15: there ARED flags more machines than CRED.  CRED and
+factor is below 1 for m < 15: there ARED flags more machines than CRED, so ``ared``
+warns (``AREDRangeWarning``, with the factor) or, with ``strict=True``, refuses.  CRED and
 ARED then reduce the kept estimates with GMR (eq. 2), starting from COAT.  These
 rules need every estimate in the clear: they cannot run inside secure aggregation.
 """
@@ -14,6 +15,7 @@ rules need every estimate in the clear: they cannot run inside secure aggregatio
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -22,8 +24,16 @@ import numpy as np
 from .distance import pairwise_ise
 from .estimate import GaussianMixtureEstimate, MixtureError
 from .gmr import gmr
+from .sklearn_adapter import MixtureLike, as_estimates
 
-__all__ = ["RobustAggregate", "ared", "ared_factor", "coat", "coat_center", "cred"]
+__all__ = ["AREDRangeWarning", "ARED_MIN_MACHINES", "RobustAggregate", "ared", "ared_factor", "coat", "coat_center",
+           "cred"]
+
+ARED_MIN_MACHINES = 15  # the least m with sqrt(0.5 log(m/2) log log m) >= 1
+
+
+class AREDRangeWarning(UserWarning):
+    """ARED ran below its working range (m < 15): its margin factor is below 1, so it flags more than CRED."""
 
 
 @dataclass(frozen=True)
@@ -50,8 +60,6 @@ class RobustAggregate:
 
 def _distances(estimates: Sequence[GaussianMixtureEstimate], distances: np.ndarray | None) -> np.ndarray:
     m = len(estimates)
-    if m == 0:
-        raise MixtureError("need at least one estimate")
     if distances is None:
         return pairwise_ise(estimates)
     dist = np.asarray(distances, dtype=float)
@@ -72,12 +80,13 @@ def coat_center(distances: np.ndarray) -> tuple[int, float]:
 
 
 def coat(
-    estimates: Sequence[GaussianMixtureEstimate], *, distances: np.ndarray | None = None
+    estimates: Sequence[MixtureLike], *, distances: np.ndarray | None = None
 ) -> RobustAggregate:
     """COAT (eq. 3): the single estimate at the centre of the smallest ball holding half of them.
 
     COAT uses no other estimate; ``flagged`` is the set outside its ball (eq. 4's set).
     """
+    estimates = as_estimates(estimates)
     dist = _distances(estimates, distances)
     center, radius = coat_center(dist)
     return RobustAggregate(estimates[center], _outside(dist[center], radius, strict=False), center, radius, radius,
@@ -92,12 +101,13 @@ def _outside(row: np.ndarray, threshold: float, *, strict: bool) -> frozenset[in
 
 
 def cred(
-    estimates: Sequence[GaussianMixtureEstimate],
+    estimates: Sequence[MixtureLike],
     sample_sizes: Sequence[float] | None = None,
     *,
     distances: np.ndarray | None = None,
 ) -> RobustAggregate:
     """CRED (eq. 4): GMR of the estimates strictly inside COAT's ball."""
+    estimates = as_estimates(estimates)
     dist = _distances(estimates, distances)
     center, radius = coat_center(dist)
     flagged = _outside(dist[center], radius, strict=False)
@@ -112,13 +122,26 @@ def ared_factor(m: int) -> float:
 
 
 def ared(
-    estimates: Sequence[GaussianMixtureEstimate],
+    estimates: Sequence[MixtureLike],
     sample_sizes: Sequence[float] | None = None,
     *,
     distances: np.ndarray | None = None,
+    strict: bool = False,
 ) -> RobustAggregate:
-    """ARED (eq. 5): GMR of every estimate within r_coat * ared_factor(m) of COAT."""
-    factor = ared_factor(len(estimates))
+    """ARED (eq. 5): GMR of every estimate within r_coat * ared_factor(m) of COAT.
+
+    Below m = 15 the factor is below 1 and ARED flags honest machines CRED keeps:
+    it warns (``AREDRangeWarning``), or raises ``MixtureError`` if ``strict``.
+    """
+    estimates = as_estimates(estimates)
+    m = len(estimates)
+    factor = ared_factor(m)
+    if m < ARED_MIN_MACHINES:
+        message = (f"ARED at m = {m} machines: margin factor sqrt(0.5 log(m/2) log log m) = {factor:.3f} < 1, so it "
+                   f"flags more machines than CRED; its working range is m >= {ARED_MIN_MACHINES}")
+        if strict:
+            raise MixtureError(message)
+        warnings.warn(message, AREDRangeWarning, stacklevel=2)
     dist = _distances(estimates, distances)
     center, radius = coat_center(dist)
     threshold = radius * factor
@@ -127,7 +150,7 @@ def ared(
 
 
 def _reduce_kept(
-    estimates: Sequence[GaussianMixtureEstimate],
+    estimates: Sequence[MixtureLike],
     sample_sizes: Sequence[float] | None,
     flagged: frozenset[int],
     center: int,

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from .errors import PersonalMeanError
+from ..errors import PersonalMeanError
 
 SQRT_2PI = math.sqrt(2 * math.pi)
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(24)

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .personal_mean import Adversary
-from .personal_mean_bounds import SQRT_2PI, lower_bound_exact, rho, window_mass
+from .estimation import Adversary
+from .bounds import SQRT_2PI, lower_bound_exact, rho, window_mass
 
 
 def _split(count: int, shares: np.ndarray) -> np.ndarray:

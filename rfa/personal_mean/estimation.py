@@ -11,11 +11,14 @@ to estimate the mean of its own component.  The score is the honest clients'
 average squared error.
 
 This module owns the problem generator, both algorithms and the three
-baselines; the adversaries are in ``rfa.personal_mean_adversaries`` and the
-bounds in ``rfa.personal_mean_bounds``.  Notation: ``delta`` is the paper's
+baselines; the adversaries are in ``rfa.personal_mean.adversaries`` and the
+bounds in ``rfa.personal_mean.bounds``.  Notation: ``delta`` is the paper's
 Delta (the filter radius; the components are at least 9 Delta apart) and
 ``backoff`` is the paper's delta (the slack against sampling error, 0 in the
-asymptotic analysis).
+asymptotic analysis).  The paper's components have unit variance; ``sigma``
+(default 1) is a known common standard deviation: the algorithms run on
+values / sigma, so Delta and every width are in units of sigma, and means come
+back in data units.
 """
 
 from __future__ import annotations
@@ -28,8 +31,13 @@ from typing import Protocol
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from .errors import PersonalMeanError
-from .personal_mean_bounds import combine_weight, median_error, rho
+from ..errors import PersonalMeanError
+
+
+class ClusterSpacingError(PersonalMeanError):
+    """ROBUST CLUSTERING formed no cluster (or, with no adversary, discarded one) because the filtered
+    samples of different components merged: the component means are closer than 9 Delta sigma."""
+from .bounds import combine_weight, median_error, rho
 
 
 class Adversary(Protocol):
@@ -57,6 +65,7 @@ class Problem:
     c: float
     m: int
     delta: float
+    sigma: float = 1.0  # the components' standard deviation; delta is in units of it
 
     @cached_property
     def verified(self) -> np.ndarray:
@@ -66,6 +75,12 @@ class Problem:
     @cached_property
     def honest_means(self) -> np.ndarray:
         return self.means[self.labels[~self.corrupted]]
+
+
+def _check_sigma(sigma: float) -> float:
+    if not (isinstance(sigma, (int, float, np.floating)) and math.isfinite(sigma) and sigma > 0):
+        raise PersonalMeanError(f"sigma must be a positive finite scale, got {sigma!r}")
+    return float(sigma)
 
 
 def _check_sizes(k: int, c: float, m: int, delta: float) -> None:
@@ -81,12 +96,14 @@ def _check_sizes(k: int, c: float, m: int, delta: float) -> None:
 
 def make_problem(
     k: int, c: float, m: int, delta: float, adversary: Adversary | None, rng: np.random.Generator,
-    separation: float | None = None,
+    separation: float | None = None, *, sigma: float = 1.0,
 ) -> Problem:
     """Section II: (k + c) m clients, means ``separation`` apart (default the minimum, 9 Delta), each
     client corrupted with probability c / (k + c); honest clients draw a uniform component and one
-    N(mu_i, 1) sample, the adversary writes the corrupted ones."""
+    N(mu_i, 1) sample, the adversary writes the corrupted ones.  ``sigma`` scales the whole draw
+    (means, samples, attack) to N(mu_i, sigma^2) components; ``separation`` and Delta stay in units of sigma."""
     _check_sizes(k, c, m, delta)
+    sigma = _check_sigma(sigma)
     separation = 9.0 * delta if separation is None else float(separation)
     if not separation >= 9.0 * delta:
         raise PersonalMeanError(f"the analysis needs separation D >= 9 Delta = {9 * delta}, got {separation}")
@@ -105,22 +122,23 @@ def make_problem(
             raise PersonalMeanError(f"adversary {adversary.name!r} returned the wrong number of samples")
         values[corrupted] = bad_values
         labels[corrupted] = bad_labels
-    return Problem(means, values, corrupted, labels, int(k), float(c), int(m), float(delta))
+    return Problem(sigma * means, sigma * values, corrupted, labels, int(k), float(c), int(m), float(delta), sigma)
 
 
 @dataclass(frozen=True)
 class ServerOutput:
     """Algorithm 1's list L of (mean, quality) pairs, sorted by mean, with what produced each pair."""
 
-    means: np.ndarray  # mu~_c
+    means: np.ndarray  # mu~_c, in data units
     qualities: np.ndarray  # eps~_c
     support: tuple[np.ndarray, ...]  # indices (into the input) of S_c, per cluster
-    widths: np.ndarray  # l per cluster
+    widths: np.ndarray  # l per cluster, in units of sigma
     m_h: float
     m1: float
     m2: float
     filtered: int  # |H'|
     discarded: int  # connected components of G that are not cliques
+    sigma: float = 1.0  # the scale the server divided the samples by
 
 
 def split_sizes(m: float, k: int, backoff: float) -> tuple[float, float, float]:
@@ -162,9 +180,19 @@ def quality_estimate(size: np.ndarray | int, width: np.ndarray | float, m2: floa
 
 
 def robust_clustering(
-    values: np.ndarray, k: int, c: float, delta: float, backoff: float, rng: np.random.Generator
+    values: np.ndarray, k: int, c: float, delta: float, backoff: float, rng: np.random.Generator,
+    *, sigma: float = 1.0, allow_empty: bool = False,
 ) -> ServerOutput:
-    """Algorithm 1, ROBUST CLUSTERING({y_i}, k, c, delta), with Delta = ``delta`` and delta = ``backoff``.
+    """Algorithm 1, ROBUST CLUSTERING({y_i}, k, c, delta), with Delta = ``delta`` and delta = ``backoff``,
+    on ``values / sigma``.
+
+    When the filtered samples form runs but no clique, or (with c = 0, so no
+    adversary) any run is discarded, the components' filtered samples have
+    merged: the means are closer than the 9 Delta sigma the analysis needs, and
+    ``ClusterSpacingError`` says so, naming that spacing.  An adversary who
+    elongates every cluster causes the same (section V); ``allow_empty=True``
+    then returns the empty list, so every client keeps its own sample
+    (Algorithm 2 line 6).
 
     Line 9's "the set of cliques in G" is read as the connected components of G
     that are cliques: section V says points closer than 3 Delta belong to the
@@ -178,6 +206,8 @@ def robust_clustering(
     if values.ndim != 1 or not np.all(np.isfinite(values)):
         raise PersonalMeanError("the reported samples must be a finite 1-D array")
     _check_sizes(k, c, 1, delta)
+    sigma = _check_sigma(sigma)
+    values = values / sigma
     m = len(values) / (k + c)  # line 3
     m_h, m1, m2 = split_sizes(m, k, backoff)
     part = np.searchsorted(np.cumsum([m_h, m1]) / m, rng.random(len(values)), side="right")  # line 5: 0 H, 1 T1, 2 T2
@@ -195,6 +225,14 @@ def robust_clustering(
     starts = np.flatnonzero(np.diff(kept) >= 3 * delta) + 1
     runs = np.split(kept, starts) if len(kept) else []
     cliques = [run for run in runs if run[-1] - run[0] < 3 * delta]
+    if runs and len(cliques) < len(runs) and (not cliques or c == 0) and not allow_empty:
+        spans = sorted((float(run[-1] - run[0]) for run in runs if run[-1] - run[0] >= 3 * delta), reverse=True)
+        raise ClusterSpacingError(
+            f"{len(runs) - len(cliques)} of {len(runs)} runs of filtered samples span "
+            f"{', '.join(f'{sigma * w:.3g}' for w in spans[:3])} (>= 3 Delta sigma = {3 * delta * sigma:.3g}) and "
+            f"{len(cliques)} cluster(s) formed: ROBUST CLUSTERING needs component means at least "
+            f"9 Delta sigma = {9 * delta * sigma:.3g} apart (Delta = {delta:g}, sigma = {sigma:g})"
+        )
 
     means, qualities, widths, support = [], [], [], []
     for clique in cliques:
@@ -215,9 +253,9 @@ def robust_clustering(
         support.append(t2_index[members])
     order = np.argsort(means)
     return ServerOutput(
-        means=np.asarray(means)[order], qualities=np.asarray(qualities)[order],
+        means=sigma * np.asarray(means)[order], qualities=np.asarray(qualities)[order],
         support=tuple(support[i] for i in order), widths=np.asarray(widths)[order],
-        m_h=m_h, m1=m1, m2=m2, filtered=len(kept), discarded=len(runs) - len(cliques),
+        m_h=m_h, m1=m1, m2=m2, filtered=len(kept), discarded=len(runs) - len(cliques), sigma=sigma,
     )
 
 
@@ -233,8 +271,8 @@ def _nearest(sorted_means: np.ndarray, x: np.ndarray) -> np.ndarray:
 def combine_estimates(server: ServerOutput, verified: np.ndarray, delta: float) -> np.ndarray:
     """Algorithm 2, COMBINE ESTIMATES(L, x_v), for every honest client at once.
 
-    The nearest server mean mu~ (line 2) is used if it is within 1.5 Delta of
-    x_v (line 3): mu^ = (mu~ + g(eps~)^2 x_v) / (1 + g(eps~)^2) with Lemma 2's
+    The nearest server mean mu~ (line 2) is used if it is within 1.5 Delta sigma of
+    x_v (line 3, sigma the server's scale): mu^ = (mu~ + g(eps~)^2 x_v) / (1 + g(eps~)^2) with Lemma 2's
     g (line 4); otherwise mu^ = x_v (line 6).  g = oo (the estimate may be
     arbitrarily bad) also gives x_v.
     """
@@ -245,7 +283,7 @@ def combine_estimates(server: ServerOutput, verified: np.ndarray, delta: float) 
     mu = server.means[j]
     weight = combine_weight(median_error(server.qualities, delta))[j]  # g(eps~)^2 / (1 + g(eps~)^2) on x_v
     combined = (1.0 - weight) * mu + weight * verified
-    return np.where(np.abs(mu - verified) < 1.5 * delta, combined, verified)
+    return np.where(np.abs(mu - verified) < 1.5 * delta * server.sigma, combined, verified)
 
 
 def no_collaboration(verified: np.ndarray) -> np.ndarray:
@@ -253,12 +291,12 @@ def no_collaboration(verified: np.ndarray) -> np.ndarray:
     return np.asarray(verified, dtype=float).copy()
 
 
-def plain_median(values: np.ndarray, verified: np.ndarray, delta: float) -> np.ndarray:
-    """Baseline without filtering or quality: cluster every reported sample by the 3 Delta rule
-    (runs of sorted samples with gaps below 3 Delta), and each client adopts the median of the
+def plain_median(values: np.ndarray, verified: np.ndarray, delta: float, *, sigma: float = 1.0) -> np.ndarray:
+    """Baseline without filtering or quality: cluster every reported sample by the 3 Delta sigma rule
+    (runs of sorted samples with gaps below 3 Delta sigma), and each client adopts the median of the
     cluster whose median is nearest its own sample."""
     ordered = np.sort(np.asarray(values, dtype=float))
-    runs = np.split(ordered, np.flatnonzero(np.diff(ordered) >= 3 * delta) + 1)
+    runs = np.split(ordered, np.flatnonzero(np.diff(ordered) >= 3 * delta * _check_sigma(sigma)) + 1)
     medians = np.sort([np.median(run) for run in runs])
     return medians[_nearest(medians, np.asarray(verified, dtype=float))]
 
@@ -286,7 +324,7 @@ def label_oracle(problem: Problem, backoff: float) -> np.ndarray:
 
 
 def squared_errors(estimates: np.ndarray, problem: Problem) -> np.ndarray:
-    """Each honest client's squared error (mu_i - mu^)^2."""
+    """Each honest client's squared error (mu_i - mu^)^2 (in data units: sigma^2 times the paper's)."""
     return np.square(np.asarray(estimates, dtype=float) - problem.honest_means)
 
 
