@@ -173,7 +173,8 @@ def run_source(name: str) -> dict[str, str]:
     start = time.monotonic()
     proc = subprocess.run(source.command, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise FigureError(f"{' '.join(source.command)} exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
+        last = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:]  # pytest reports on stdout
+        raise FigureError(f"{' '.join(source.command)} exited {proc.returncode}: {' '.join(last)[-300:]}")
     elapsed = time.monotonic() - start
     figures = {source.ids[0]: f"{elapsed:.0f}"} if source.read is None else dict(
         source.read(proc.stdout + "\n" + proc.stderr))

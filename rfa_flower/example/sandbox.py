@@ -5,7 +5,8 @@ that leave their parent's process group: the local SuperLink the CLI starts
 for a simulation runs in its own session, so does its SuperExec, and Ray's
 processes below that.  What they all keep is their environment, so a
 ``Sandbox`` marks every process it starts with its own ``FLWR_HOME`` (a fresh
-temporary directory) and stops, by that mark in ``/proc/<pid>/environ``,
+temporary directory) and stops, by that mark in ``/proc/<pid>/environ`` (or
+the directory on its command line: some of Ray's processes get only that),
 every process that carries it: first SIGTERM, then SIGKILL for what is left
 after a short grace.  Then it removes the directory.  ``with Sandbox() as
 box:`` does this on any exit, a ``KeyboardInterrupt`` or SIGTERM included
@@ -78,8 +79,11 @@ def run_config(values: Mapping[str, Any]) -> str:
 
 
 def marked(home: Path) -> list[int]:
-    """The processes whose environment sets FLWR_HOME to ``home`` (empty where /proc is missing)."""
-    needle = f"FLWR_HOME={home}".encode()
+    """The processes whose environment or command line names ``home`` (empty where /proc is missing).
+
+    Most carry FLWR_HOME; some of Ray's get only its session directory inside ``home`` on their
+    command line.  ``home`` is a fresh ``mkdtemp`` path, so nothing outside the sandbox names it."""
+    needle = str(home).encode()
     found = []
     try:
         entries = os.scandir("/proc")
@@ -89,11 +93,11 @@ def marked(home: Path) -> list[int]:
         for entry in entries:
             if not entry.name.isdigit() or int(entry.name) == os.getpid():
                 continue
-            try:
-                environ = Path(entry.path, "environ").read_bytes()  # a zombie's is empty
+            try:  # a zombie's are empty
+                named = Path(entry.path, "environ").read_bytes() + Path(entry.path, "cmdline").read_bytes()
             except OSError:
                 continue
-            if needle in environ.split(b"\0"):
+            if needle in named:
                 found.append(int(entry.name))
     return found
 
