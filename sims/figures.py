@@ -173,8 +173,10 @@ def run_source(name: str) -> dict[str, str]:
     start = time.monotonic()
     proc = subprocess.run(source.command, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
-        last = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:]  # pytest reports on stdout
-        raise FigureError(f"{' '.join(source.command)} exited {proc.returncode}: {' '.join(last)[-300:]}")
+        # pytest reports on stdout: its FAILED lines name the tests, its last line counts them
+        lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        said = [line for line in lines if line.startswith("FAILED ")][:5] + lines[-1:]
+        raise FigureError(f"{' '.join(source.command)} exited {proc.returncode}: {'; '.join(said)[-600:]}")
     elapsed = time.monotonic() - start
     figures = {source.ids[0]: f"{elapsed:.0f}"} if source.read is None else dict(
         source.read(proc.stdout + "\n" + proc.stderr))
