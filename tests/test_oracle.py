@@ -277,3 +277,28 @@ def test_sparse_graph_oracle_averages_exactly_as_the_complete_graph_does():
     assert a.session.params.sparse and a.included == b.included == tuple(u for u in vectors if u not in (5, 17))
     assert np.array_equal(a.value, b.value)
     assert a.bytes_per_client < b.bytes_per_client
+
+
+def test_a_session_over_a_one_call_runner_keeps_the_pin_itself():
+    # OracleSession with a custom runner (spec 16.5): one session per call, the pin checked by the session.
+    from secagg import SurvivorsChanged
+    from secagg.simulation import simulate as run_one
+
+    runs = []
+
+    def runner(*args, **kwargs):
+        runs.append(1)
+        return run_one(*args, **kwargs)
+
+    w = {1: np.array([1.0, -2.0]), 2: np.array([3.0, 0.5]), 3: np.array([0.0, 4.0])}
+    ones = {u: 1.0 for u in w}
+    oracle = SecureAverageOracle(threshold=2, runner=runner)
+    session = oracle.session(3)
+    first = session.average(w, ones)
+    assert np.allclose(first.value, (w[1] + w[2] + w[3]) / 3, atol=first.error_bound)
+    with pytest.raises(SurvivorsChanged):  # a later call naming other clients is refused before it runs
+        session.average({1: w[1], 2: w[2]}, {1: 1.0, 2: 1.0})
+    assert len(runs) == 1
+    with pytest.raises(SurvivorsChanged):  # one whose survivors differ is discarded
+        session.average(w, ones, dropouts={"masked_input": [3]})
+    assert len(runs) == 2 and oracle.sessions == 2
