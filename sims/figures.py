@@ -20,11 +20,13 @@ to its figures.  So a figure cannot drift from its command: rerun, and the text 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -45,11 +47,17 @@ class FigureError(RuntimeError):
 
 @dataclass(frozen=True)
 class Source:
-    """One command and the figures read from its output (stdout and stderr, joined)."""
+    """One command and the figures read from what it printed (and, for a simulation, from what it wrote)."""
 
     command: tuple[str, ...]
     ids: tuple[str, ...]
-    read: Callable[[str], Mapping[str, str]] | None  # None: the one figure is the command's wall time in s
+    read: Callable[[str, str], Mapping[str, str]] | None = None  # (stdout, stderr) -> figures
+    wall: str | None = None  # the id of the command's wall time in seconds, if one is shown
+    env: Mapping[str, str] = field(default_factory=dict)  # e.g. COLUMNS, so a printed table has a known width
+
+    @property
+    def all_ids(self) -> tuple[str, ...]:
+        return self.ids + ((self.wall,) if self.wall else ())
 
 
 def _search(pattern: str, text: str, what: str) -> re.Match[str]:
@@ -109,27 +117,101 @@ def _bench_rfa(out: str) -> dict[str, str]:
     }
 
 
+def _joined(read: Callable[[str], Mapping[str, str]]) -> Callable[[str, str], Mapping[str, str]]:
+    """A reader of stdout and stderr together (what a user sees in a terminal)."""
+    return lambda out, err: read(out + "\n" + err)
+
+
+def printed(fid: str) -> Callable[[str, str], Mapping[str, str]]:
+    """The figure is everything the command printed on stdout (its tables and verdicts), as a text block."""
+    def read(out: str, _err: str) -> dict[str, str]:
+        lines = [line.rstrip() for line in out.strip("\n").splitlines()]
+        if not lines:
+            raise FigureError("nothing on stdout")
+        return {fid: "```text\n" + "\n".join(lines) + "\n```"}
+    return read
+
+
+def demote(markdown: str, levels: int = 2) -> str:
+    """A summary's headings, ``levels`` deeper, so it sits inside a page's section."""
+    return re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + levels) + " ", markdown, flags=re.M)
+
+
+def summary(fid: str) -> Callable[[str, str], Mapping[str, str]]:
+    """The figure is the summary.md a simulation wrote; ``--json`` names it on stdout, so it is this run's."""
+    def read(out: str, _err: str) -> dict[str, str]:
+        try:
+            path = json.loads(out.strip().splitlines()[-1])["summary"]
+        except (IndexError, ValueError, KeyError, TypeError) as exc:
+            raise FigureError(f"no --json report on stdout ({exc})") from None
+        if path is None:
+            raise FigureError("the run wrote no summary")
+        return {fid: demote((ROOT / path).read_text().strip())}
+    return read
+
+
+# The simulations whose default run the pages show: (figure prefix, module).
+SIMULATIONS = (("fig1", "fig1_weiszfeld"), ("fig2", "fig2_robustness"), ("fig4", "fig4_oracle_calls"),
+               ("fig5", "fig5_one_step"), ("fig6", "fig6_personalisation"), ("tradeoff", "tradeoff"),
+               ("warm-start", "warm_start"), ("table1", "table1_two_phase"), ("gmm", "gmm_personal_mean"),
+               ("mixtures", "mixture_aggregation"), ("dp-tradeoff", "dp_tradeoff"))
+NARROW = {"COLUMNS": "100"}  # a printed table as a 100-column terminal shows it
+
+
+def _printed(name: str, *flags: str, module: str = "sims.bench_secagg", wall: bool = False) -> tuple[str, Source]:
+    """A source whose figure ``NAME-output`` is what ``python3 -m MODULE FLAGS`` printed (and its wall time)."""
+    fid = f"{name}-output"
+    return name, Source(("python3", "-m", module, *flags), (fid,), printed(fid), wall=f"{name}-seconds" if wall else None,
+                        env=NARROW)
+
+
 SOURCES: dict[str, Source] = {
     # the teaching demo: its table and its run time
-    "demo": Source(("python3", "-m", "rfa", "demo"), ("demo-table", "demo-seconds"), _demo),
+    "demo": Source(("python3", "-m", "rfa", "demo"), ("demo-table", "demo-seconds"), _joined(_demo)),
     # the whole test suite: how many tests, how many seconds
     "tests": Source(("python3", "-m", "pytest", "-q", "-p", "no:cacheprovider"), ("tests-count", "tests-seconds"),
-                    _tests),
+                    _joined(_tests)),
     # ours (secure mean, secure geometric median) against Flower's SecAgg+ in Flower's simulation runtime
     "bench-flower": Source(("python3", "-m", "sims.bench_flower", "--n", "10", "50", "100"),
-                           ("bench-flower-table", "bench-flower-seconds"), _bench_flower),
+                           ("bench-flower-table", "bench-flower-seconds"), _joined(_bench_flower)),
     # our Weiszfeld against geom-median, and the secure median against the secure mean
     "bench-rfa": Source(("python3", "-m", "sims.bench_rfa", "--repeat", "5"),
                         ("bench-rfa-speedups", "bench-rfa-diff", "bench-rfa-secure-wall", "bench-rfa-secure-cpu",
-                         "bench-rfa-secure-seconds", "bench-rfa-secure-kib"), _bench_rfa),
-    # each simulation's default run: its wall time
-    **{f"sim-{name}": Source(("python3", "-m", f"sims.{module}", "--quiet"), (f"sim-{name}-seconds",), None)
-       for name, module in (("fig1", "fig1_weiszfeld"), ("fig2", "fig2_robustness"), ("fig4", "fig4_oracle_calls"),
-                            ("fig5", "fig5_one_step"), ("fig6", "fig6_personalisation"), ("tradeoff", "tradeoff"),
-                            ("warm-start", "warm_start"), ("table1", "table1_two_phase"),
-                            ("gmm", "gmm_personal_mean"), ("mixtures", "mixture_aggregation"))},
+                         "bench-rfa-secure-seconds", "bench-rfa-secure-kib"), _joined(_bench_rfa)),
+    # each simulation's default run: the summary it wrote, and its wall time
+    **{f"sim-{name}": Source(("python3", "-m", f"sims.{module}", "--quiet", "--json"), (f"sim-{name}-summary",),
+                             summary(f"sim-{name}-summary"), wall=f"sim-{name}-seconds")
+       for name, module in SIMULATIONS},
+    # what each of these commands printed, as a block of text
+    **dict((
+        # the differential-privacy demo of docs/guide/differential-privacy.md
+        _printed("dp-demo", "--epsilon", "16", "--clients", "40", "--per-round", "40", "--rounds", "15",
+                 "--norm-bound", "3", module="rfa", wall=True),
+        # the benchmarks of docs/benchmarks.md
+        _printed("bench-secagg-floor", "--n", "100", "--d", "100000", "--repeat", "3", "--stat", "median",
+                 "--dropout", "0", "0.1"),
+        _printed("bench-secagg-breakdown", "--breakdown"),
+        _printed("bench-secagg-breakdown-sparse", "--breakdown", "--graph", "sparse"),
+        _printed("bench-secagg-tcp", "--transport", "both", "--n", "50", "100", "--d", "100000", "--dropout", "0"),
+        _printed("bench-secagg-sparse", "--graph", "sparse", "--n", "100", "1000", "--d", "1e4", "--dropout", "0.1"),
+        _printed("bench-secagg-sparse-10k", "--graph", "sparse", "--n", "10000", "--d", "1e3", "--dropout", "0.1"),
+        _printed("bench-secagg-speedup", "--graph", "sparse", "--n", "10000", "--d", "1e4", "--dropout", "0.1",
+                 "--speedup"),
+        _printed("bench-secagg-malicious", "--graph", "sparse", "--malicious", "--n", "100", "1000", "--d", "1e4",
+                 "--dropout", "0.1", "--repeat", "2"),
+        _printed("bench-secagg-liar", "--liar", "--n", "50", "100", "200"),
+        _printed("bench-frames", module="sims.bench_frames"),
+        # the Flower example and deployment of docs/guide/flower.md, with their wall times
+        _printed("flower-example", "--quick", module="rfa_flower.example", wall=True),
+        _printed("flower-deploy-mean", "--clients", "3", "--rounds", "1", "--rule", "mean",
+                 module="rfa_flower.example.deploy", wall=True),
+        _printed("flower-deploy-median", "--clients", "3", "--rounds", "1", module="rfa_flower.example.deploy", wall=True),
+    )),
+    # the DP benchmark is a simulation: its figures are the summary it writes
+    "bench-dp": Source(("python3", "-m", "sims.bench_dp", "--repeats", "5", "--quiet", "--json"), ("bench-dp-summary",),
+                       summary("bench-dp-summary")),
 }
-IDS = {fid: name for name, source in SOURCES.items() for fid in source.ids}
+IDS = {fid: name for name, source in SOURCES.items() for fid in source.all_ids}
 
 
 def pages(root: Path | None = None) -> list[Path]:
@@ -154,15 +236,45 @@ def rewrite(text: str, figures: Mapping[str, str]) -> str:
     return INLINE.sub(inline, BLOCK.sub(block, text))
 
 
+NOT_MEASURED = re.compile(r"^<!-- not measured: .+ -->$")
+NUMBER = re.compile(r"(?<![\w.])\d")  # a number, not a digit inside a name such as fig1
+
+
+def unmarked_tables(text: str) -> list[int]:
+    """Line numbers of markdown tables with a number in a data row that are neither a marked figure nor
+    declared ``<!-- not measured: why -->`` on the line before (settings, the papers' own numbers)."""
+    text = INLINE.sub("", BLOCK.sub(lambda m: "\n" * m.group(0).count("\n"), text))  # keeps line numbers
+    lines = text.splitlines()
+    found, fenced, i = [], False, 0
+    while i < len(lines):
+        if lines[i].startswith("```"):
+            fenced = not fenced
+        elif not fenced and lines[i].startswith("|"):
+            j = i
+            while j < len(lines) and lines[j].startswith("|"):
+                j += 1
+            declared = i > 0 and NOT_MEASURED.match(lines[i - 1].strip())
+            if not declared and any(NUMBER.search(row) for row in lines[i + 2:j]):
+                found.append(i + 1)
+            i = j
+            continue
+        i += 1
+    return found
+
+
 def check(root: Path | None = None) -> list[str]:
-    """Problems: markers whose id no source produces, and ids no page shows."""
+    """Problems: markers whose id no source produces, ids no page shows, and tables of figures with no source."""
     root = root or ROOT
     seen: dict[str, list[str]] = {}
+    problems = []
     for page in pages(root):
-        for fid in markers(page.read_text()):
+        text = page.read_text()
+        for fid in markers(text):
             seen.setdefault(fid, []).append(str(page.relative_to(root)))
-    problems = [f"{', '.join(where)}: fig:{fid} has no source in sims/figures.py" for fid, where in seen.items()
-                if fid not in IDS]
+        problems += [f"{page.relative_to(root)}:{line}: a table of figures outside a fig marker (or say "
+                     "<!-- not measured: why --> above it)" for line in unmarked_tables(text)]
+    problems += [f"{', '.join(where)}: fig:{fid} has no source in sims/figures.py" for fid, where in seen.items()
+                 if fid not in IDS]
     problems += [f"fig:{fid} ({IDS[fid]}) appears on no page" for fid in IDS if fid not in seen]
     return problems
 
@@ -171,17 +283,18 @@ def run_source(name: str) -> dict[str, str]:
     source = SOURCES[name]
     log.print(f"[bold]{name}[/]: {' '.join(source.command)}")
     start = time.monotonic()
-    proc = subprocess.run(source.command, cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(source.command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **source.env})
     if proc.returncode != 0:
         # pytest reports on stdout: its FAILED lines name the tests, its last line counts them
         lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
         said = [line for line in lines if line.startswith("FAILED ")][:5] + lines[-1:]
         raise FigureError(f"{' '.join(source.command)} exited {proc.returncode}: {'; '.join(said)[-600:]}")
     elapsed = time.monotonic() - start
-    figures = {source.ids[0]: f"{elapsed:.0f}"} if source.read is None else dict(
-        source.read(proc.stdout + "\n" + proc.stderr))
-    if set(figures) != set(source.ids):
-        raise FigureError(f"read {sorted(figures)}, expected {sorted(source.ids)}")
+    figures = dict(source.read(proc.stdout, proc.stderr)) if source.read else {}
+    if source.wall:
+        figures[source.wall] = f"{elapsed:.0f}"
+    if set(figures) != set(source.all_ids):
+        raise FigureError(f"read {sorted(figures)}, expected {sorted(source.all_ids)}")
     log.print(f"  {len(figures)} figures in {elapsed:.0f} s")
     return figures
 
@@ -197,10 +310,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         for fid, name in IDS.items():
             where = [str(p.relative_to(ROOT)) for p in pages() if fid in markers(p.read_text())]
             print(f"{fid:16} {' '.join(SOURCES[name].command):40} {', '.join(where)}")
-    if problems or args.check or args.list:
+    if args.check or args.list:
         for p in problems:
             print(p, file=sys.stderr)
         return 1 if problems else 0
+    # A rerun goes ahead unless a marker names no source: that figure could never be rewritten.
+    unknown = [p for p in problems if "has no source" in p]
+    for p in unknown:
+        print(p, file=sys.stderr)
+    if unknown:
+        return 1
     for name in args.only or list(SOURCES):
         try:
             figures = run_source(name)
