@@ -54,7 +54,7 @@ def test_a_rerun_rewrites_the_pages_from_the_commands_output(tmp_path, monkeypat
     page = tmp_path / "docs" / "page.md"
     page.write_text("ran in <!-- fig:demo-seconds -->1<!-- /fig --> s\n")
     fake = figures.Source((sys.executable, "-c", "print('(42 s)')"), ("demo-seconds",),
-                          lambda out: {"demo-seconds": figures._search(r"\((\d+) s\)", out, "time").group(1)})
+                          lambda out, err: {"demo-seconds": figures._search(r"\((\d+) s\)", out, "time").group(1)})
     monkeypatch.setattr(figures, "SOURCES", {"demo": fake})
     monkeypatch.setattr(figures, "IDS", {"demo-seconds": "demo"})
     monkeypatch.setattr(figures, "ROOT", tmp_path)
@@ -66,7 +66,7 @@ def test_a_rerun_rewrites_the_pages_from_the_commands_output(tmp_path, monkeypat
 def test_a_failing_command_is_one_error_and_changes_nothing(tmp_path, monkeypatch, capsys):
     (tmp_path / "docs").mkdir()
     (tmp_path / "README.md").write_text("<!-- fig:demo-seconds -->1<!-- /fig -->")
-    fake = figures.Source((sys.executable, "-c", "raise SystemExit(3)"), ("demo-seconds",), lambda out: {})
+    fake = figures.Source((sys.executable, "-c", "raise SystemExit(3)"), ("demo-seconds",), lambda out, err: {})
     monkeypatch.setattr(figures, "SOURCES", {"demo": fake})
     monkeypatch.setattr(figures, "IDS", {"demo-seconds": "demo"})
     monkeypatch.setattr(figures, "ROOT", tmp_path)
@@ -126,3 +126,58 @@ def test_the_weiszfeld_and_secure_median_figures_are_read_from_bench_rfa():
     }
     with pytest.raises(figures.FigureError, match="geom-median"):
         figures._bench_rfa("n=100, d=100000: ...\n  rfa.geometric_median   0.1 s")
+
+
+def test_a_table_of_figures_outside_a_marker_is_a_problem_unless_declared_not_measured():
+    measured = "text\n\n| rule | accuracy |\n|---|---|\n| RFA | 0.91 |\n"
+    declared = "<!-- not measured: the paper's numbers -->\n" + measured.split("\n\n", 1)[1]
+    names = "| module | what |\n|---|---|\n| fig1_weiszfeld | `sims.fig2` |\n"  # digits in names are no figures
+    inline = "| sim | s |\n|---|---:|\n| fig1 | <!-- fig:sim-fig1-seconds -->7<!-- /fig --> |\n"
+    fenced = "```text\n| n | s |\n|---|---|\n| 10 | 0.5 |\n```\n"
+    marked = "<!-- fig:demo-table -->\n| n | s |\n|---|---|\n| 10 | 0.5 |\n<!-- /fig -->\n"
+    assert figures.unmarked_tables(measured) == [3]
+    assert figures.unmarked_tables("intro\n" + marked + measured) == [9]  # line numbers survive a block
+    for text in (declared, names, inline, fenced, marked):
+        assert figures.unmarked_tables(text) == [], text
+
+
+def test_the_pages_problems_name_the_unmarked_table(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("| n | s |\n|---|---|\n| 10 | 0.5 |\n")
+    assert any(p.startswith("README.md:1: a table of figures") for p in figures.check(tmp_path))
+
+
+def test_printed_output_becomes_a_text_block_and_empty_output_is_an_error():
+    read = figures.printed("bench-x-output")
+    got = read("\n  n   s  \n 10  0.5\n\n", "progress 3/3\n")
+    assert got == {"bench-x-output": "```text\n  n   s\n 10  0.5\n```"}  # stdout only, right-trimmed
+    with pytest.raises(figures.FigureError, match="nothing on stdout"):
+        read("", "a traceback\n")
+
+
+def test_a_summary_is_read_from_the_file_the_json_report_names_with_headings_demoted(tmp_path, monkeypatch):
+    monkeypatch.setattr(figures, "ROOT", tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "summary.md").write_text("# Fig. 9\n\n## Part 1\n\n| a | 1 |\n#not a heading\n")
+    read = figures.summary("sim-x-summary")
+    got = read('{"name": "x", "summary": "out/summary.md"}\n', "")
+    assert got == {"sim-x-summary": "### Fig. 9\n\n#### Part 1\n\n| a | 1 |\n#not a heading"}
+    with pytest.raises(figures.FigureError, match="--json"):
+        read("no json here", "")
+    with pytest.raises(figures.FigureError, match="no summary"):
+        read('{"summary": null}', "")
+
+
+def test_a_source_with_a_wall_time_adds_its_seconds(tmp_path, monkeypatch):
+    fake = figures.Source((sys.executable, "-c", "print('table')"), ("x-output",), figures.printed("x-output"),
+                          wall="x-seconds", env={"COLUMNS": "100"})
+    monkeypatch.setattr(figures, "SOURCES", {"x": fake})
+    got = figures.run_source("x")
+    assert got["x-output"] == "```text\ntable\n```" and got["x-seconds"].isdigit()
+
+
+def test_every_source_runs_a_module_of_this_checkout_or_an_installed_one():
+    import importlib.util
+    for name, source in figures.SOURCES.items():
+        assert source.command[:2] == ("python3", "-m"), name
+        assert importlib.util.find_spec(source.command[2]) is not None, f"{name}: no module {source.command[2]}"
