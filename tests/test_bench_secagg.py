@@ -219,7 +219,8 @@ def test_breakdown_and_liar_tables_fit_100_columns():
                                                          named=[1, 2, 9999], exact=False)])
     assert not ok
     text = rendered(breakdown + [liar])
-    for figure in ("12345.678", "98765.432", "6172.84", "49382.72", "1234.567", "10.00", "6667", "False", "AES-CTR keystream"):
+    for figure in ("12345.678", "98765.432", "6172.84", "49382.72", "1234.567", "10.00", "6667", "False",
+                   "AES-CTR keystream"):
         assert figure in text
 
 
