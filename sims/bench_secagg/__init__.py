@@ -139,7 +139,9 @@ extrapolated), ``tables`` (rich tables and verdicts), ``cli`` (arguments,
 grid, main).
 """
 
-from sims.bench_secagg.breakdown import breakdown_table, masked_input_breakdown, reconstruction_table, unmasking_seconds
+from sims.bench_secagg.breakdown import (
+    breakdown_table, masked_input_breakdown, reconstruction_table, unmasking_rows, unmasking_seconds,
+)
 from sims.bench_secagg.cli import grid, main, parse_args
 from sims.bench_secagg.config import Config, estimated_seconds, sized
 from sims.bench_secagg.floor import floor_streams, measure_floor, prg_seconds
@@ -149,5 +151,5 @@ from sims.bench_secagg.runs import run_both, run_config, run_memory, run_speedup
 __all__ = [
     "Config", "breakdown_table", "estimated_seconds", "floor_streams", "grid", "main", "masked_input_breakdown",
     "measure_floor", "model_sent_bytes", "paper_table", "parse_args", "prg_seconds", "reconstruction_table",
-    "run_both", "run_config", "run_memory", "run_speedup", "run_tcp", "sized", "unmasking_seconds",
+    "run_both", "run_config", "run_memory", "run_speedup", "run_tcp", "sized", "unmasking_rows", "unmasking_seconds",
 ]

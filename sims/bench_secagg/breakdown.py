@@ -17,7 +17,7 @@ from secagg.simulation import setup_session
 from sims.bench_secagg.config import Config
 from sims.bench_secagg.floor import measure_floor
 from sims.bench_secagg.runs import expected_total, random_inputs
-from sims.bench_secagg.tables import fmt_d
+from sims.bench_secagg.tables import fmt_d, narrow_table
 
 
 # ---- reconstruction with a lying responder (audit 14.2) ----------------------------
@@ -58,22 +58,30 @@ def unmasking_seconds(n: int, d: int, liar: bool, seed: int) -> tuple[float, lis
         inbox = {m.recipient: clients[m.recipient].receive(m.encode()) for m in server.close_round()}
 
 
-def reconstruction_table(ns: list[int], d: int, seed: int) -> tuple[Table, bool]:
-    table = Table(
-        title=f"server unmasking round, complete graph, t = floor(2n/3)+1, d = {d}, one dropout: honest vs one lying responder",
-        caption="the liar (client 1) is on every fast path; it is named only when the shares prove it "
-        "(protocol_spec.md 4.9: with t - 1 assumed colluders they rarely can)",
-    )
-    for name in ("n", "t", "honest s", "one liar s", "liar / honest", "named", "exact"):
-        table.add_column(name, justify="right")
-    ok = True
+def unmasking_rows(ns: list[int], d: int, seed: int) -> list[dict]:
+    """For each n: the unmasking close honest and with one lying responder (unmasking_seconds)."""
+    rows = []
     for n in ns:
         honest, _, exact_h = unmasking_seconds(n, d, False, seed)
         lying, named, exact_l = unmasking_seconds(n, d, True, seed)
-        ok &= exact_h and exact_l
-        table.add_row(str(n), str(2 * n // 3 + 1), f"{honest:.3f}", f"{lying:.3f}", f"{lying / honest:.2f}",
-                      str(named), str(exact_h and exact_l))
-    return table, ok
+        rows.append({"n": n, "t": 2 * n // 3 + 1, "honest_s": honest, "liar_s": lying, "named": named,
+                     "exact": exact_h and exact_l})
+    return rows
+
+
+def reconstruction_table(d: int, rows: list[dict]) -> tuple[Table, bool]:
+    """unmasking_rows as a table, and whether every sum was exact."""
+    table = narrow_table(
+        f"server unmasking round, complete graph, t = floor(2n/3)+1, d = {d}, one dropout: "
+        "honest vs one lying responder",
+        "the liar (client 1) is on every fast path; it is named only when the shares prove it "
+        "(protocol_spec.md 4.9: with t - 1 assumed colluders they rarely can)",
+        ["n", "t", "honest s", "one liar s", "liar / honest", "named", "exact"],
+    )
+    for r in rows:
+        table.add_row(str(r["n"]), str(r["t"]), f"{r['honest_s']:.3f}", f"{r['liar_s']:.3f}",
+                      f"{r['liar_s'] / r['honest_s']:.2f}", str(r["named"]), str(r["exact"]))
+    return table, all(r["exact"] for r in rows)
 
 
 # ---- where the clients' masked_input round goes ------------------------------------------
@@ -120,16 +128,15 @@ def masked_input_breakdown(cfg: Config, seed: int) -> tuple[dict[str, float], fl
     return parts, sum(parts.values()), floor
 
 
-def breakdown_table(cfg: Config, seed: int) -> Table:
-    parts, total, floor = masked_input_breakdown(cfg, seed)
-    table = Table(
-        title=f"all clients' masked_input round, {cfg.graph} graph, n = {cfg.n}, d = {fmt_d(cfg.d)}, k = {cfg.degree}, "
+def breakdown_table(cfg: Config, parts: dict[str, float], total: float, floor: float) -> Table:
+    """masked_input_breakdown's result for ``cfg`` as a table."""
+    table = narrow_table(
+        f"all clients' masked_input round, {cfg.graph} graph, n = {cfg.n}, d = {fmt_d(cfg.d)}, k = {cfg.degree}, "
         "no dropouts: internal time per component (cProfile)",
-        caption=f"client floor (AES-256-CTR, fresh key per stream) {floor:.3f} s; the profiler adds a little "
+        f"client floor (AES-256-CTR, fresh key per stream) {floor:.3f} s; the profiler adds a little "
         "to every Python-level call, so 'other' is an upper bound",
+        ["component", "seconds", "of the floor"], left=("component",),
     )
-    for name in ("component", "seconds", "of the floor"):
-        table.add_column(name, justify="right" if name != "component" else "left")
     for name, seconds in parts.items():
         table.add_row(name, f"{seconds:.3f}", f"{seconds / floor:.2f}")
     table.add_row("total", f"{total:.3f}", f"{total / floor:.2f}")

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 import secagg
 import sims.bench_secagg as package
-from sims.bench_secagg.breakdown import breakdown_table, reconstruction_table
+from sims.bench_secagg.breakdown import breakdown_table, masked_input_breakdown, reconstruction_table, unmasking_rows
 from sims.bench_secagg.config import (
     BUDGET_SECONDS, DROP_ROUND, DROPOUTS, FULL_D, FULL_N, GOAL_D, GOAL_N, POOL_GOAL_D, POOL_GOAL_N, POOL_GOAL_S,
     QUICK_D, QUICK_N, QUICK_TCP_D, QUICK_TCP_N, TCP_D, TCP_DROPOUTS, TCP_N, Config, estimated_seconds,
@@ -21,7 +21,7 @@ from sims.bench_secagg.config import (
 from sims.bench_secagg.paper import paper_table
 from sims.bench_secagg.runs import TRANSPORTS, run_both, run_config, run_speedup
 from sims.bench_secagg.tables import (
-    loopback_rounds_table, loopback_summary, loopback_table, main_tables, malicious_verdict, rounds_table,
+    WIDTH, loopback_rounds_table, loopback_summary, loopback_table, main_tables, malicious_verdict, rounds_table,
     fmt_d, speedup_table, verdict,
 )
 from sims.common import Console, HelpFormatter, client_count, positive_int
@@ -89,7 +89,8 @@ def speedup_main(configs: list[Config], args, out, err) -> int:
     if not rows:
         out.print("[red]no configuration completed[/]")
         return 2
-    out.print(speedup_table(rows))
+    for table in speedup_table(rows):
+        out.print(table)
     goal = [r for r in rows if (r["n"], r["d"]) == (POOL_GOAL_N, POOL_GOAL_D) and r["dropout"] == 0.1]
     if goal:
         r = goal[0]
@@ -207,24 +208,30 @@ def grid(args) -> tuple[list[Config], list[Config]]:
     return keep, [c for c in configs if c not in keep]
 
 
+def console_for(stream) -> Console:
+    """The console of the tables: a terminal's own width; a file or pipe (what the docs capture) WIDTH
+    columns, which every table fits, rather than rich's 80."""
+    return Console(file=stream) if stream.isatty() else Console(file=stream, width=WIDTH)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.breakdown:
-        console = Console() if sys.stdout.isatty() else Console(width=240)
+        console = console_for(sys.stdout)
         for n in args.n or [GOAL_N]:
             for d in args.d or [GOAL_D]:
                 cfg = Config(n, d, 0.0, args.modulus_bits, graph=args.graph, tolerated_dropout=args.tolerated_dropout,
                              tolerated_corrupt=args.tolerated_corrupt)
-                console.print(breakdown_table(cfg, args.seed))
+                console.print(breakdown_table(cfg, *masked_input_breakdown(cfg, args.seed)))
         return 0
     if args.liar:
-        table, ok = reconstruction_table(args.n or [50, 100, 200], (args.d or [1000])[0], args.seed)
-        (Console() if sys.stdout.isatty() else Console(width=240)).print(table)
+        d = (args.d or [1000])[0]
+        table, ok = reconstruction_table(d, unmasking_rows(args.n or [50, 100, 200], d, args.seed))
+        console_for(sys.stdout).print(table)
         return 0 if ok else 1
     configs, skipped = grid(args)
-    # A file or pipe gets a fixed width so the table is not folded to 80 columns.
     stream = sys.stderr if args.json else sys.stdout  # with --json, stdout carries the rows alone
-    out = Console(file=stream) if stream.isatty() else Console(file=stream, width=240)
+    out = console_for(stream)
     err = Console(stderr=True)
     for c in skipped:
         err.print(
@@ -274,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.transport == "memory":
             out.print(rounds_table(memory_rows))
     if pairs:
-        out.print(loopback_table(pairs, args))
+        for table in loopback_table(pairs, args):
+            out.print(table)
         out.print(loopback_rounds_table(pairs))
     out.print(
         f"Dropped clients shared keys, then never sent a masked input (they leave at {DROP_ROUND}); "

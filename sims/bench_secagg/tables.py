@@ -25,6 +25,25 @@ def fmt_d(d: int) -> str:
     return f"{d:.0e}".replace("e+0", "e")
 
 
+WIDTH = 100  # columns every table fits: what a non-terminal stdout gets, and what the docs capture
+KEY = ["n", "d", "dropout"]
+
+
+def narrow_table(title: str, caption: str, columns: list[str], left: tuple[str, ...] = ()) -> Table:
+    """A table readable at WIDTH columns: no vertical rules and shared padding (two spaces between columns),
+    so numbers never shrink to "0.…"; columns right-justified except those in ``left``.  A newline in a column
+    name splits its header over two lines."""
+    t = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True)
+    for name in columns:
+        t.add_column(name, justify="left" if name in left else "right")
+    return t
+
+
+def round_header(name: str) -> str:
+    """A round's name split after its first underscore, over two header lines: the rounds' columns stay narrow."""
+    return name.replace("_", "_\n", 1)
+
+
 def main_tables(rows: list[dict], args) -> list[Table]:
     """The in-memory rows as narrow tables (each readable at 100 columns): the session's seconds; masking and
     unmasking against the floor, with the bytes; in malicious-server mode, the cost against honest-but-curious."""
@@ -38,12 +57,7 @@ def main_tables(rows: list[dict], args) -> list[Table]:
     )
 
     def table(subtitle: str, caption: str, columns: list[str]) -> Table:
-        # No vertical rules and shared padding: two spaces between columns, so numbers never shrink to "0.…".
-        t = Table(title=subtitle, caption=caption, box=box.SIMPLE_HEAD, show_edge=False,
-                  collapse_padding=True)
-        for name in ["n", "d", "dropout"] + columns:
-            t.add_column(name, justify="right")
-        return t
+        return narrow_table(subtitle, caption, KEY + columns)
 
     def key(r: dict, dropped: bool = False) -> list[str]:
         return [str(r["n"]), fmt_d(r["d"]), f"{r['dropout']:.1f}" + (f" ({r['dropped']})" if dropped else "")]
@@ -102,92 +116,103 @@ def main_tables(rows: list[dict], args) -> list[Table]:
     return [seconds, floor, against]
 
 
-def speedup_table(rows: list[dict]) -> Table:
-    table = Table(
-        title=f"the client pool against the serial run (same seeded session; {rows[0]['cores']} cores available)",
-        caption="s: wall time of simulate(), setup (parameters, client state machines) included; "
-        "speedup = serial s / pool s, one per alternating pair;\n"
-        "each run in a fresh process; peak: its VmHWM (the server's process; imports included); worker peak: "
-        "ru_maxrss of the largest worker, which counts the pages it shares with the server's process (the inputs);\n"
-        "same: byte-identical messages at the server in the same order, equal sums and survivors;\n"
-        "CPU: user + system seconds, serial run | pool: the server's process + all workers; "
-        "load: the 1-minute load average at the end (other work on the machine slows both runs)",
+def speedup_table(rows: list[dict]) -> list[Table]:
+    """The pool against the serial run: the wall times and whether both ran the same session; then the CPU
+    seconds and the peak memory."""
+    def key(r: dict) -> list[str]:
+        return [str(r["n"]), fmt_d(r["d"]), f"{r['dropout']:.1f} ({r['dropped']})"]
+
+    def peak(kb: int | None) -> str:
+        return "-" if kb is None else fmt_bytes(kb * 1024)
+
+    timing = narrow_table(
+        f"the client pool against the serial run (same seeded session; {rows[0]['cores']} cores available): seconds",
+        "dropout (clients dropped); s: wall time of simulate(), setup (parameters, client state machines) included; "
+        "speedup = serial s / pool s, one per alternating pair; each run in a fresh process;\n"
+        "same: byte-identical messages at the server in the same order, equal sums and survivors",
+        KEY + ["k", "workers", "serial s", "pool s", "speedup", "same"],
     )
-    for name in ("n", "d", "dropout", "k", "workers", "serial s", "pool s", "speedup", "serial CPU s",
-                 "pool CPU s", "serial peak", "pool peak", "worker peak", "load", "same"):
-        table.add_column(name, justify="right")
+    memory = narrow_table(
+        "the same runs: CPU seconds and peak memory",
+        "CPU: user + system seconds, serial run | pool: the server's process + all workers;\n"
+        "peak: the run's VmHWM (the server's process; imports included); worker peak: ru_maxrss of the largest "
+        "worker, which counts the pages it shares with the server's process (the inputs);\n"
+        "load: the 1-minute load average at the end (other work on the machine slows both runs)",
+        KEY + ["serial\nCPU s", "pool CPU s", "serial\npeak", "pool\npeak", "worker\npeak", "load"],
+    )
     for r in rows:
-        peak = lambda kb: "-" if kb is None else fmt_bytes(kb * 1024)
-        table.add_row(
-            str(r["n"]), fmt_d(r["d"]), f"{r['dropout']:.1f} ({r['dropped']})", str(r["k"]), str(r["workers"]),
-            f"{r['serial_s']:.2f}", f"{r['pool_s']:.2f}",
+        timing.add_row(
+            *key(r), str(r["k"]), str(r["workers"]), f"{r['serial_s']:.2f}", f"{r['pool_s']:.2f}",
             ", ".join(f"{x:.2f}" for x in r["speedups"]),
-            f"{r['serial_cpu_s']:.1f}", f"{r['pool_parent_cpu_s']:.1f} + {r['pool_workers_cpu_s']:.1f}",
-            peak(r["serial_peak_kb"]), peak(r["pool_peak_kb"]), peak(r["worker_peak_kb"]), f"{r['load_average']:.1f}",
             ("[green]yes[/]" if r["same_session"] else "[red]NO[/]") + ("" if r["correct"] else " [red]WRONG SUM[/]"),
         )
-    return table
+        memory.add_row(
+            *key(r), f"{r['serial_cpu_s']:.1f}", f"{r['pool_parent_cpu_s']:.1f} + {r['pool_workers_cpu_s']:.1f}",
+            peak(r["serial_peak_kb"]), peak(r["pool_peak_kb"]), peak(r["worker_peak_kb"]), f"{r['load_average']:.1f}",
+        )
+    return [timing, memory]
 
 
 def rounds_table(rows: list[dict]) -> Table:
-    table = Table(title="seconds per round (clients: summed over all clients), and the floor split")
+    """Seconds per round, one line for all clients and one for the server per configuration (the rounds of
+    malicious-server mode if any row has them), each beside its part of the floor."""
     rounds = MALICIOUS_ROUNDS if any(r["malicious"] for r in rows) else ROUNDS
-    for name in ("n", "d", "dropout"):
-        table.add_column(name, justify="right")
-    for who in ("client", "server"):
-        for r in rounds:
-            table.add_column(f"{who}\n{r}", justify="right")
-    table.add_column("floor\nclients", justify="right")
-    table.add_column("floor\nserver", justify="right")
+    table = narrow_table(
+        "seconds per round (clients: summed over all clients), and the floor split",
+        "floor: the AES-CTR floor's streams of the clients (all of them) or of the server",
+        KEY + ["who"] + [round_header(x) for x in rounds] + ["floor"], left=("who",),
+    )
     for r in rows:
-        table.add_row(
-            str(r["n"]),
-            fmt_d(r["d"]),
-            f"{r['dropout']:.1f}",
-            *(f"{r['client_rounds_s'].get(x, 0.0):.3f}" for x in rounds),
-            *(f"{r['server_rounds_s'].get(x, 0.0):.3f}" for x in rounds),
-            f"{r['floor_client_s']:.3f}",
-            f"{r['floor_server_s']:.3f}",
-        )
+        for who, seconds, floor in (("clients", r["client_rounds_s"], r["floor_client_s"]),
+                                    ("server", r["server_rounds_s"], r["floor_server_s"])):
+            table.add_row(str(r["n"]), fmt_d(r["d"]), f"{r['dropout']:.1f}", who,
+                          *(f"{seconds.get(x, 0.0):.3f}" for x in rounds), f"{floor:.3f}",
+                          end_section=who == "server" and len(rows) > 1)
     return table
 
 
-def loopback_table(pairs: list[tuple[dict | None, dict]], args) -> Table:
+def loopback_table(pairs: list[tuple[dict | None, dict]], args) -> list[Table]:
+    """The loopback sessions: wall and CPU seconds against the in-memory run; then server memory and bytes."""
     reset = all(t["peak_reset"] for _, t in pairs)
-    table = Table(
-        title=f"secagg over loopback TCP (server in its own process, the n clients in this one), "
-        f"M = 2^{args.modulus_bits}, t = floor(2n/3)+1, dropouts leave at {DROP_ROUND}",
-        caption="wall s: first message to the server's result; tcp/mem = TCP wall / in-memory wall (same session);\n"
+    timing = narrow_table(
+        f"secagg over loopback TCP (server in its own process, the n clients in this one), "
+        f"M = 2^{args.modulus_bits}, t = floor(2n/3)+1, dropouts leave at {DROP_ROUND}: seconds",
+        "dropout (clients dropped); wall s: first message to the server's result; "
+        "tcp/mem = TCP wall / in-memory wall (same session); server CPU: user + system s of the server process;\n"
+        "same: byte-identical messages at the server, equal totals, equal message bytes, both = plaintext sum",
+        KEY + ["t", "included", "mem\nwall s", "tcp\nwall s", "tcp/mem", "server\nCPU s", "same"],
+    )
+    memory = narrow_table(
+        "the same TCP sessions: server memory and bytes on the wire",
         "server peak: VmHWM of the server process "
         + (
             "reset after its imports, minus its RSS then (baseline)"
             if reset
             else "[red](could not be reset: includes imports)[/] minus its RSS after imports"
         )
-        + "; server CPU: user + system s of that process;\n"
+        + ";\n"
         "sent/client: bytes the server read per included client, all frames incl. 4-byte prefixes and the hello "
-        "(framing = those two); expansion = sent / (d * element bytes);\n"
-        "same: byte-identical messages at the server, equal totals, equal message bytes, both = plaintext sum",
+        "(framing = those two); expansion = sent / (d * element bytes)",
+        KEY + ["server\npeak", "baseline", "sent/\nclient", "framing", "raw/\nclient", "expansion", "recv/\nclient"],
     )
-    cols = ["n", "d", "dropout", "t", "included", "mem wall s", "tcp wall s", "tcp/mem", "server CPU s",
-            "server peak", "baseline", "sent/client", "framing", "raw/client", "expansion", "recv/client", "same"]
-    for name in cols:
-        table.add_column(name, justify="right")
     for m, t in pairs:
         if m is None:
             same = "-"
         else:
             same = "[green]yes[/]" if t["same_session"] else f"[red]NO: {', '.join(t['differences'])}[/]"
-        table.add_row(
-            str(t["n"]),
-            fmt_d(t["d"]),
-            f"{t['dropout']:.1f} ({t['dropped']})",
+        key = [str(t["n"]), fmt_d(t["d"]), f"{t['dropout']:.1f} ({t['dropped']})"]
+        timing.add_row(
+            *key,
             str(t["t"]),
             str(t["included"]) + ("" if t["correct"] else " [red]WRONG SUM[/]"),
             "-" if m is None else f"{m['wall_s']:.3f}",
             f"{t['wall_s']:.3f}",
             "-" if m is None else f"{t['wall_s'] / m['wall_s']:.2f}",
             f"{t['server_cpu_s']:.2f}",
+            same,
+        )
+        memory.add_row(
+            *key,
             fmt_bytes(t["server_session_kb"] * 1024),
             fmt_bytes(t["server_baseline_kb"] * 1024),
             fmt_bytes(t["bytes_sent_per_client"]),
@@ -195,27 +220,23 @@ def loopback_table(pairs: list[tuple[dict | None, dict]], args) -> Table:
             fmt_bytes(t["d"] * element_bytes(t["modulus_bits"])),
             f"{t['expansion']:.3f}",
             fmt_bytes(t["bytes_received_per_client"]),
-            same,
         )
-    return table
+    return [timing, memory]
 
 
 def loopback_rounds_table(pairs: list[tuple[dict | None, dict]]) -> Table:
-    table = Table(
-        title="wall seconds per round: in memory (clients + server) | TCP (previous round's close to this one's)",
-        caption="TCP advertise_keys includes connecting and the hello/params bootstrap",
+    """Wall seconds per round, one line per transport of each configuration (the in-memory one only if run)."""
+    table = narrow_table(
+        "wall seconds per round: in memory (clients + server) | TCP (previous round's close to this one's)",
+        "TCP advertise_keys includes connecting and the hello/params bootstrap",
+        KEY + ["transport"] + [round_header(x) for x in ROUNDS], left=("transport",),
     )
-    for name in ("n", "d", "dropout"):
-        table.add_column(name, justify="right")
-    for r in ROUNDS:
-        table.add_column(f"{r}\nmem", justify="right")
-        table.add_column(f"{r}\ntcp", justify="right")
     for m, t in pairs:
-        cells = []
-        for r in ROUNDS:
-            cells.append("-" if m is None else f"{m['round_wall_s'].get(r, 0.0):.3f}")
-            cells.append(f"{t['round_wall_s'].get(r, 0.0):.3f}")
-        table.add_row(str(t["n"]), fmt_d(t["d"]), f"{t['dropout']:.1f}", *cells)
+        runs = [("memory", m), ("tcp", t)] if m is not None else [("tcp", t)]
+        for transport, row in runs:
+            table.add_row(str(t["n"]), fmt_d(t["d"]), f"{t['dropout']:.1f}", transport,
+                          *(f"{row['round_wall_s'].get(x, 0.0):.3f}" for x in ROUNDS),
+                          end_section=transport == "tcp" and len(pairs) > 1)
     return table
 
 
