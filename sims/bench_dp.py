@@ -28,7 +28,9 @@ from secagg import SecureAverageOracle
 from secagg.dp import DistributedDiscreteGaussian
 from secagg.params import element_bytes
 from secagg.rng import SystemRandom, fresh_stream
-from sims.common import console, entry_point, parser, positive_float, positive_int, write_csv, write_summary
+from sims.common import (
+    console, entry_point, parser, positive_float, positive_int, progress_bar, write_csv, write_summary,
+)
 
 NAME = "bench_dp"
 
@@ -53,12 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     noisy = SecureAverageOracle(t, value_bound=1.0, max_clients=n, dp=mech)
     times: dict[str, list[float]] = {"plain": [], "dp": []}
     results: dict[str, Any] = {}
-    for i in range(repeats):
-        for label, oracle in (("plain", plain), ("dp", noisy)) if i % 2 == 0 else (("dp", noisy), ("plain", plain)):
-            start = time.perf_counter()
-            results[label] = oracle.average(vectors, weights)
-            times[label].append(time.perf_counter() - start)
-            console.print(f"pair {i + 1}/{repeats}: {label} {times[label][-1]:.2f} s")
+    with progress_bar("plain and DP secure averages", 2 * repeats) as advance:  # on stderr
+        for i in range(repeats):
+            pair = (("plain", plain), ("dp", noisy)) if i % 2 == 0 else (("dp", noisy), ("plain", plain))
+            for label, oracle in pair:
+                start = time.perf_counter()
+                results[label] = oracle.average(vectors, weights)
+                times[label].append(time.perf_counter() - start)
+                advance()
     plan = next(iter(mech._plans.values()))
     bits = plan["modulus_bits"]
     D = plan["dim"]
@@ -100,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     write_summary(args.out / "summary.md", "Cost of distributed DP over the plain secure average", lines)
     for line in lines:
-        console.print(line)
+        console.print(line, soft_wrap=True, highlight=False)  # a table row is one line, whatever the width
     return 0
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from secagg.cli_support import script
 
@@ -283,7 +284,11 @@ def run_source(name: str) -> dict[str, str]:
     source = SOURCES[name]
     log.print(f"[bold]{name}[/]: {' '.join(source.command)}")
     start = time.monotonic()
-    proc = subprocess.run(source.command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **source.env})
+    # a source can run for many minutes: a spinner with the elapsed time shows it is alive (stderr, terminals only)
+    with Progress(SpinnerColumn(), TextColumn(name), TimeElapsedColumn(), console=log, transient=True) as bar:
+        bar.add_task(name, total=None)
+        proc = subprocess.run(source.command, cwd=ROOT, capture_output=True, text=True,
+                              env={**os.environ, **source.env})
     if proc.returncode != 0:
         # pytest reports on stdout: its FAILED lines name the tests, its last line counts them
         lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()

@@ -32,3 +32,12 @@ def test_bench_dp_quick_prints_the_ratio_and_bits(tmp_path):
     assert int(row["modulus_bits"]) < 64 and int(row["padded_dim"]) == 256
     # The measured error of the noisy mean is the noise the call reports, within sampling error.
     assert 0.7 < float(row["rmse"]) / float(row["noise_std"]) < 1.3
+
+
+def test_bench_dp_prints_each_table_row_on_one_line_and_its_progress_on_stderr(tmp_path, capsys):
+    assert bench_dp.main(["--quick", "--n", "8", "--d", "200", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("|")]
+    assert len(rows) == 3 and all(line.endswith("|") for line in rows)  # header, rule, the one row: none folded
+    assert rows[0].count("|") == rows[2].count("|")
+    assert "secure averages" not in out  # the bar is on stderr
