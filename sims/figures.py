@@ -238,6 +238,7 @@ def rewrite(text: str, figures: Mapping[str, str]) -> str:
 
 
 NOT_MEASURED = re.compile(r"^<!-- not measured: .+ -->$")
+PLACEHOLDER = "(not yet measured)"  # what a new marker holds until its source first runs
 NUMBER = re.compile(r"(?<![\w.])\d")  # a number, not a digit inside a name such as fig1
 
 
@@ -274,6 +275,8 @@ def check(root: Path | None = None) -> list[str]:
             seen.setdefault(fid, []).append(str(page.relative_to(root)))
         problems += [f"{page.relative_to(root)}:{line}: a table of figures outside a fig marker (or say "
                      "<!-- not measured: why --> above it)" for line in unmarked_tables(text)]
+        problems += [f"{page.relative_to(root)}: fig:{m.group('id')} was never measured (rerun its source)"
+                     for m in (*INLINE.finditer(text), *BLOCK.finditer(text)) if PLACEHOLDER in m.group("value")]
     problems += [f"{', '.join(where)}: fig:{fid} has no source in sims/figures.py" for fid, where in seen.items()
                  if fid not in IDS]
     problems += [f"fig:{fid} ({IDS[fid]}) appears on no page" for fid in IDS if fid not in seen]

@@ -181,3 +181,9 @@ def test_every_source_runs_a_module_of_this_checkout_or_an_installed_one():
     for name, source in figures.SOURCES.items():
         assert source.command[:2] == ("python3", "-m"), name
         assert importlib.util.find_spec(source.command[2]) is not None, f"{name}: no module {source.command[2]}"
+
+
+def test_a_marker_still_holding_the_placeholder_is_a_problem(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text(f"took <!-- fig:demo-seconds -->{figures.PLACEHOLDER}<!-- /fig --> s")
+    assert any("fig:demo-seconds was never measured" in p for p in figures.check(tmp_path))
