@@ -35,7 +35,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from secagg.cli_support import script
 
-log = Console(stderr=True)  # progress goes to stderr; the pages are the output
+log = Console(stderr=True, soft_wrap=True)  # progress goes to stderr; the pages are the output
 
 ROOT = Path(__file__).resolve().parents[1]
 INLINE = re.compile(r"<!-- fig:(?P<id>[a-z0-9-]+) -->(?P<value>.*?)<!-- /fig -->")
@@ -186,7 +186,7 @@ SOURCES: dict[str, Source] = {
     # what each of these commands printed, as a block of text
     **dict((
         # the differential-privacy demo of docs/guide/differential-privacy.md
-        _printed("dp-demo", "--epsilon", "16", "--clients", "40", "--per-round", "40", "--rounds", "15",
+        _printed("dp-demo", "demo", "--epsilon", "16", "--clients", "40", "--per-round", "40", "--rounds", "15",
                  "--norm-bound", "3", module="rfa", wall=True),
         # the benchmarks of docs/benchmarks.md
         _printed("bench-secagg-floor", "--n", "100", "--d", "100000", "--repeat", "3", "--stat", "median",

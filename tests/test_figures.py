@@ -176,11 +176,22 @@ def test_a_source_with_a_wall_time_adds_its_seconds(tmp_path, monkeypatch):
     assert got["x-output"] == "```text\ntable\n```" and got["x-seconds"].isdigit()
 
 
-def test_every_source_runs_a_module_of_this_checkout_or_an_installed_one():
+def test_every_sources_command_parses_its_flags(capsys):
+    # A typo in a source's flags would only show after the sources before it had run for an hour.
+    import importlib
     import importlib.util
     for name, source in figures.SOURCES.items():
         assert source.command[:2] == ("python3", "-m"), name
-        assert importlib.util.find_spec(source.command[2]) is not None, f"{name}: no module {source.command[2]}"
+        module, *flags = source.command[2:]
+        if module == "pytest":
+            continue
+        main = getattr(importlib.import_module(module), "main", None)
+        for entry in (f"{module}.cli", f"{module}.__main__"):  # rfa/__main__.py runs at import: its cli first
+            if main is None and importlib.util.find_spec(entry) is not None:
+                main = getattr(importlib.import_module(entry), "main", None)
+        with pytest.raises(SystemExit) as info:
+            main([*flags, "--help"])
+        assert info.value.code == 0, f"{name}: {' '.join(source.command)}: {capsys.readouterr().err}"
 
 
 def test_a_marker_still_holding_the_placeholder_is_a_problem(tmp_path):
