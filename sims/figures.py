@@ -4,17 +4,21 @@ A figure in README.md or in a page under docs/ sits between markers, inline::
 
     <!-- fig:demo-seconds -->36<!-- /fig -->
 
-or, for a block a command prints (a table), on lines of their own around it.  Each id
-comes from one *source* below: a command, run from the checkout, and a function from what it printed
-to its figures.  So a figure cannot drift from its command: rerun, and the text follows.
+or, for a block (a table, what a benchmark printed, a simulation's summary.md), on lines of their own
+around it.  Each id comes from one *source* below: a command, run from the checkout, and a function
+from what it printed (or the summary it wrote) to its figures.  So a figure cannot drift from its
+command: rerun, and the text follows.
 
     python3 -m sims.figures                 # rerun every source, rewrite every figure
     python3 -m sims.figures --only demo     # one source (repeatable)
     python3 -m sims.figures --list          # each id, its source's command, the pages it appears on
-    python3 -m sims.figures --check         # only check: every marker has a source, every source a marker
+    python3 -m sims.figures --check         # only check the pages (below)
 
-``--check`` runs nothing and is what the test suite runs; a full rerun takes as long as its commands
-(the test suite alone is several minutes).
+``--check`` runs nothing and is what the test suite runs.  It reports a marker with no source, a source
+with no marker, a marker still holding the placeholder of a source that never ran, and a markdown table
+of numbers outside a marker unless the line above it says ``<!-- not measured: why -->`` (settings,
+flags, the papers' own numbers).  A full rerun takes as long as its commands: over an hour on 2 cores,
+most of it the mixture simulation, the test suite and the Flower benchmark.
 """
 
 from __future__ import annotations
@@ -309,9 +313,10 @@ def run_source(name: str) -> dict[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python3 -m sims.figures", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", action="append", choices=sorted(SOURCES), help="rerun only this source (repeatable)")
+    ap.add_argument("--only", action="append", choices=sorted(SOURCES), metavar="SOURCE",
+                    help="rerun only this source (repeatable; --list names every source's figures)")
     ap.add_argument("--list", action="store_true", help="list every figure id, its command and its pages")
-    ap.add_argument("--check", action="store_true", help="run nothing; check markers against sources")
+    ap.add_argument("--check", action="store_true", help="run nothing; check the pages: markers against sources, placeholders, tables outside markers")
     args = ap.parse_args(argv)
     problems = check()
     if args.list:
