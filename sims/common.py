@@ -22,8 +22,10 @@ import argparse
 import csv
 import json
 import math
+import multiprocessing
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, NoReturn, Sequence
@@ -33,6 +35,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: the simulations never open a window
 import matplotlib.pyplot as plt  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 from secagg.cli_support import USAGE, Console, HelpFormatter, float_in, int_at_least, script, writable_dir  # noqa: E402, F401 (re-exported)
 
@@ -154,6 +157,30 @@ def progress_bar(description: str, total: int) -> Iterator[Any]:
     ) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n=1: progress.advance(task, n)
+
+
+def _one_blas_thread() -> None:
+    threadpool_limits(1)
+
+
+def pooled(function: Callable[..., Any], jobs: list[tuple], workers: int, description: str,
+           chunksize: int = 1) -> list[Any]:
+    """``function(*job)`` for every job, in order, under a progress bar: in this process for one worker,
+    else in a pool of fresh (spawned) processes with one BLAS thread each (a forked or multi-threaded
+    OpenBLAS oversubscribes the cores)."""
+    results: list[Any] = []
+    with progress_bar(description, len(jobs)) as advance:
+        if workers == 1:
+            for job in jobs:
+                results.append(function(*job))
+                advance()
+        else:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_one_blas_thread) as pool:
+                for result in pool.map(function, *zip(*jobs), chunksize=chunksize):
+                    results.append(result)
+                    advance()
+    return results
 
 
 @contextmanager

@@ -55,10 +55,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -86,7 +84,7 @@ from rfa.mixtures import (
 )
 from rfa.mixtures.distance import component_gram, gaussian_products, ise_from_gram
 from rfa.mixtures.robust import ared_factor, coat_center
-from sims.common import entry_point, parser, progress_bar, save_figure, seeds, write_csv, write_summary
+from sims.common import entry_point, parser, pooled, save_figure, seeds, write_csv, write_summary
 
 NAME = "mixture_aggregation"
 METHODS = ("Oracle", "ARED", "CRED", "TRIM", "COAT", "GMR")
@@ -225,30 +223,11 @@ def _fig2_repetition(rep: int, m: int, sizes: Sequence[int], rates: Sequence[flo
         return rows, float(omega)
 
 
-def _one_blas_thread() -> None:
-    threadpool_limits(1)
-
-
-def pooled(function: Callable[..., Any], jobs: list[tuple], workers: int, label: str) -> list[Any]:
-    """``function(*job)`` for every job, in a pool of fresh (spawned) single-BLAS-thread processes."""
-    results: list[Any] = []
-    with progress_bar(f"{NAME} {label}: {len(jobs)} repetitions, {workers} workers", len(jobs)) as advance:
-        if workers == 1:
-            for job in jobs:
-                results.append(function(*job))
-                advance()
-        else:
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_one_blas_thread) as pool:
-                for result in pool.map(function, *zip(*jobs)):
-                    results.append(result)
-                    advance()
-    return results
-
-
 def run_fig2(reps: list[int], m: int, sizes: Sequence[int], rates: Sequence[float], workers: int,
              cache: Path | None) -> tuple[list[dict], dict]:
-    results = pooled(fig2_repetition, [(rep, m, sizes, rates, cache) for rep in reps], min(workers, len(reps)), "Fig. 2")
+    workers = min(workers, len(reps))
+    results = pooled(fig2_repetition, [(rep, m, sizes, rates, cache) for rep in reps], workers,
+                     f"{NAME} Fig. 2: {len(reps)} repetitions, {workers} workers")
     return [row for rows, _ in results for row in rows], dict(max_omega_achieved=[o for _, o in results])
 
 
@@ -318,7 +297,8 @@ def run_table2(reps: list[int], settings: Sequence[str], m: int, n: int, n_fail:
                start: str, workers: int, cache: Path | None) -> list[dict]:
     jobs = [(rep, s, m, n, n_fail, rates, start, cache) for rep in reps for s in settings]  # rep-major: a stopped
     # run has finished both settings of its first repetitions
-    results = pooled(table2_repetition, jobs, min(workers, len(jobs)), "Table 2")
+    workers = min(workers, len(jobs))
+    results = pooled(table2_repetition, jobs, workers, f"{NAME} Table 2: {len(jobs)} repetitions, {workers} workers")
     return [row for rows in results for row in rows]
 
 

@@ -62,10 +62,8 @@ import argparse
 import contextlib
 import functools
 import math
-import multiprocessing
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -90,7 +88,7 @@ from rfa.corruption import choose_corrupted, corrupt_updates
 from rfa.data import FederatedDataset, digits
 from rfa.models import MLP, ClassificationModel, LogisticRegression
 from rfa.training import TrainingConfig, train
-from sims.common import entry_point, parser, plt, progress_bar, save_figure, seeds, write_csv, write_summary
+from sims.common import entry_point, parser, plt, pooled, save_figure, seeds, write_csv, write_summary
 
 NAME = "table1_two_phase"
 N_CLIENTS = 35
@@ -234,10 +232,6 @@ def run_one(
         return row
 
 
-def _one_blas_thread() -> None:
-    threadpool_limits(1)
-
-
 def grid(args) -> tuple[list[dict], float]:
     rates = args.rates or (QUICK_RATES if args.quick else RATES)
     splits = args.splits or DEFAULT_SPLITS
@@ -247,21 +241,9 @@ def grid(args) -> tuple[list[dict], float]:
             for r in rates for a in args.attacks or ATTACKS for rule in args.rules or RULES]
     # The slow two-phase runs first, so the pool does not end on one of them.
     jobs.sort(key=lambda job: job[4] not in TWO_PHASE)
-    rows: list[dict] = []
     start = time.perf_counter()
     workers = min(args.workers, len(jobs))
-    with progress_bar(f"Table 1 ({len(jobs)} runs, {workers} workers)", total=len(jobs)) as advance:
-        if workers == 1:
-            for job in jobs:
-                rows.append(run_one(*job))
-                advance()
-        else:
-            # Fresh interpreters (spawn) with one BLAS thread each: a forked OpenBLAS pool oversubscribes the cores.
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_one_blas_thread) as pool:
-                for row in pool.map(run_one, *zip(*jobs), chunksize=4):
-                    rows.append(row)
-                    advance()
+    rows: list[dict] = pooled(run_one, jobs, workers, f"Table 1 ({len(jobs)} runs, {workers} workers)", chunksize=4)
     order = {k: i for i, k in enumerate(RULES)}
     rows.sort(key=lambda r: (r["seed"], r["split"], r["rate"], list(ATTACKS).index(r["attack"]), order[r["rule"]]))
     return rows, time.perf_counter() - start
